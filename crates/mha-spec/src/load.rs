@@ -1,0 +1,282 @@
+//! Loading: YAML text → [`Spec`], with every structural and semantic error reported at once.
+//!
+//! serde stops at the first error, so the loader deserializes, records the error, prunes the
+//! offending list item or mapping entry from the document, and tries again. Pruned items are
+//! remembered so that their positions stay right and checks that refer to them stay quiet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_path_to_error::Segment;
+use serde_yaml::Value;
+
+use crate::error::{SpecError, SpecErrors};
+use crate::locate::{join_key, Locator};
+use crate::model::Spec;
+use crate::validate;
+
+/// The most errors reported for one file before the loader gives up on it.
+const MAX_ERRORS: usize = 64;
+
+/// Reads and validates the spec file at `path`.
+pub fn load_file(path: &Path) -> Result<Spec, SpecErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors(vec![SpecError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    load_str(&file, &text)
+}
+
+/// Every `*.yaml` / `*.yml` spec in `dir`, sorted by file name, with all their errors at once.
+pub fn load_dir(dir: &Path) -> Result<Vec<Spec>, SpecErrors> {
+    let dir_error = |message: String| {
+        SpecErrors(vec![SpecError {
+            file: dir.display().to_string(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message,
+        }])
+    };
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| dir_error(format!("cannot read spec directory: {e}")))?;
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(dir_error("no *.yaml spec in this directory".into()));
+    }
+    let (mut specs, mut errors) = (Vec::new(), Vec::new());
+    for file in files {
+        match load_file(&file) {
+            Ok(spec) => specs.push(spec),
+            Err(SpecErrors(e)) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        check_unique_ops(&specs).map_err(dir_error)?;
+        Ok(specs)
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+fn check_unique_ops(specs: &[Spec]) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for spec in specs {
+        if !seen.insert(&spec.op) {
+            return Err(format!("two specs define the op `{}`", spec.op));
+        }
+    }
+    Ok(())
+}
+
+/// Parses and validates spec text; `file` names it in errors.
+pub fn load_str(file: &str, text: &str) -> Result<Spec, SpecErrors> {
+    let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        SpecErrors(vec![SpecError {
+            file: file.into(),
+            line,
+            column,
+            path: String::new(),
+            message: strip_location(&e.to_string()),
+        }])
+    })?;
+    let locator = Locator::new(text);
+    let mut pruned = Pruned::default();
+    let mut errors = Vec::new();
+    let error = |pruned: &Pruned, path: &str, message: String, at_key: bool| {
+        let path = pruned.original(path);
+        let pos = if at_key {
+            locator.key(&path)
+        } else {
+            locator.value(&path)
+        };
+        SpecError {
+            file: file.into(),
+            line: pos.line,
+            column: pos.column,
+            path,
+            message,
+        }
+    };
+
+    let spec = loop {
+        match deserialize(value.clone()) {
+            Ok(spec) => break Some(spec),
+            Err((segments, message)) => {
+                let unknown_field = message.starts_with("unknown field");
+                errors.push(error(
+                    &pruned,
+                    &render_path(&segments),
+                    message,
+                    unknown_field,
+                ));
+                if errors.len() >= MAX_ERRORS || !pruned.prune(&mut value, &segments, unknown_field)
+                {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(spec) = &spec {
+        for (path, message) in validate::validate(spec, &pruned.names) {
+            errors.push(error(&pruned, &path, message, false));
+        }
+    }
+    match spec {
+        Some(spec) if errors.is_empty() => Ok(spec),
+        _ => Err(SpecErrors(errors)),
+    }
+}
+
+/// Deserializes a spec, enums written as `{variant: value}` maps; an error comes with its path.
+fn deserialize(value: Value) -> Result<Spec, (Vec<Segment>, String)> {
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
+    serde_yaml::with::singleton_map_recursive::deserialize(tracked).map_err(
+        |e: serde_yaml::Error| {
+            (
+                track.path().iter().cloned().collect(),
+                strip_location(&e.to_string()),
+            )
+        },
+    )
+}
+
+/// serde_yaml appends ` at line L column C` to some messages; positions are reported separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn render_path(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } => path = join_key(&path, key),
+            Segment::Enum { variant } => path = join_key(&path, variant),
+            Segment::Unknown => path = join_key(&path, "?"),
+        }
+    }
+    path
+}
+
+/// What the loader removed from the document to get past errors.
+#[derive(Default)]
+struct Pruned {
+    /// Per sequence path (in original coordinates), the original indices removed.
+    removed: BTreeMap<String, BTreeSet<usize>>,
+    /// Names (`name`, `native`, `drop` or mapping key) of removed items.
+    names: BTreeSet<String>,
+}
+
+impl Pruned {
+    /// Maps a path in the pruned document back to the original document.
+    fn original(&self, path: &str) -> String {
+        let mut out = String::new();
+        let mut rest = path;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('[') {
+                let end = after.find(']').unwrap_or(after.len());
+                let mut index: usize = after[..end].parse().unwrap_or(0);
+                if let Some(removed) = self.removed.get(&out) {
+                    for r in removed {
+                        if *r <= index {
+                            index += 1;
+                        }
+                    }
+                }
+                out.push_str(&format!("[{index}]"));
+                rest = after.get(end + 1..).unwrap_or("");
+            } else {
+                let rest_trimmed = rest.strip_prefix('.').unwrap_or(rest);
+                let end = rest_trimmed.find(['.', '[']).unwrap_or(rest_trimmed.len());
+                out = join_key(&out, &rest_trimmed[..end]);
+                rest = &rest_trimmed[end..];
+            }
+        }
+        out
+    }
+
+    /// Removes the item the error is in; false when nothing removable remains.
+    fn prune(&mut self, root: &mut Value, segments: &[Segment], unknown_field: bool) -> bool {
+        // An unknown field: drop that key. Otherwise drop the innermost list item or user-keyed entry.
+        let cut = if unknown_field {
+            segments.len().checked_sub(1)
+        } else {
+            (0..segments.len()).rev().find(|&i| match &segments[i] {
+                Segment::Seq { .. } => true,
+                Segment::Map { .. } => i > 0 && is_user_keyed(&segments[..i]),
+                _ => false,
+            })
+        };
+        let Some(cut) = cut else { return false };
+        let Some(parent) = walk_mut(root, &segments[..cut]) else {
+            return false;
+        };
+        let parent_path = self.original(&render_path(&segments[..cut]));
+        match (&segments[cut], parent) {
+            (Segment::Seq { index }, Value::Sequence(items)) if *index < items.len() => {
+                let item = items.remove(*index);
+                self.remember(&item);
+                let original =
+                    self.original(&format!("{}[{index}]", render_path(&segments[..cut])));
+                let original_index = original
+                    .rsplit('[')
+                    .next()
+                    .and_then(|s| s.trim_end_matches(']').parse().ok());
+                self.removed
+                    .entry(parent_path)
+                    .or_default()
+                    .insert(original_index.unwrap_or(*index));
+                true
+            }
+            (Segment::Map { key }, Value::Mapping(map)) => {
+                if !unknown_field {
+                    self.names.insert(key.clone());
+                }
+                map.remove(key.as_str()).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    fn remember(&mut self, item: &Value) {
+        for field in ["name", "native", "drop"] {
+            if let Some(Value::String(name)) = item.get(field) {
+                self.names.insert(name.clone());
+            }
+        }
+    }
+}
+
+/// Mappings whose keys the spec's author chooses (frameworks, support tables).
+fn is_user_keyed(parent: &[Segment]) -> bool {
+    matches!(parent, [Segment::Map { key }] if key == "frameworks")
+        || matches!(parent.last(), Some(Segment::Map { key }) if key == "support")
+}
+
+fn walk_mut<'v>(mut value: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    for segment in segments {
+        value = match segment {
+            Segment::Seq { index } => value.get_mut(*index)?,
+            Segment::Map { key } => value.get_mut(key.as_str())?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}

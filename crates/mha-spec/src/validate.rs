@@ -1,0 +1,403 @@
+//! Semantic checks on a structurally valid spec. Each finding is a (field path, message) pair.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::error::did_you_mean;
+use crate::expr::{Expr, ExprType};
+use crate::model::{ArgMapping, Literal, ParamType, Spec, Step};
+
+/// Plugins the generators implement; a framework's `strategy: {plugin: NAME}` must name one.
+pub const KNOWN_PLUGINS: &[&str] = &["repack_attn_keras", "repack_attn_flax"];
+
+/// Every semantic problem of `spec`. Names in `pruned` belong to items already reported and
+/// removed, so references to them are not reported again.
+pub fn validate(spec: &Spec, pruned: &BTreeSet<String>) -> Vec<(String, String)> {
+    let mut v = Validator {
+        spec,
+        pruned,
+        findings: Vec::new(),
+    };
+    v.signature();
+    v.derived();
+    v.call();
+    v.weights();
+    v.frameworks();
+    v.findings
+}
+
+struct Validator<'a> {
+    spec: &'a Spec,
+    pruned: &'a BTreeSet<String>,
+    findings: Vec<(String, String)>,
+}
+
+impl Validator<'_> {
+    fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.findings.push((path.into(), message.into()));
+    }
+
+    fn unique<'n>(&mut self, what: &str, items: impl IntoIterator<Item = (String, &'n str)>) {
+        let mut seen = BTreeSet::new();
+        for (path, name) in items {
+            if !seen.insert(name) {
+                self.report(path, format!("duplicate {what} `{name}`"));
+            }
+        }
+    }
+
+    /// Reports `name` unless it is one of `known` (or was pruned); `what` says what kind of name.
+    fn known(&mut self, path: String, what: &str, name: &str, known: &[&str]) -> bool {
+        if known.contains(&name) {
+            return true;
+        }
+        if !self.pruned.contains(name) {
+            self.report(
+                path,
+                format!(
+                    "unknown {what} `{name}`{}",
+                    did_you_mean(name, known.iter().copied())
+                ),
+            );
+        }
+        false
+    }
+
+    fn check_expr(
+        &mut self,
+        path: String,
+        expr: &Expr,
+        want: ExprType,
+        scope: &dyn Fn(&str) -> Option<ExprType>,
+    ) {
+        if expr.identifiers().iter().any(|n| self.pruned.contains(*n)) {
+            return;
+        }
+        match expr.type_of(scope) {
+            Ok(got) if got == want => {}
+            Ok(got) => self.report(path, format!("`{expr}` is {got}, expected {want}")),
+            Err(message) => {
+                let names = self.spec.scope_names();
+                let hint = expr
+                    .identifiers()
+                    .into_iter()
+                    .find(|n| scope(n).is_none())
+                    .map(|n| did_you_mean(n, names.iter().map(String::as_str)))
+                    .unwrap_or_default();
+                self.report(path, format!("in `{expr}`: {message}{hint}"));
+            }
+        }
+    }
+
+    fn signature(&mut self) {
+        let spec = self.spec;
+        self.unique(
+            "parameter",
+            spec.signature
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("signature[{i}].name"), p.name.as_str())),
+        );
+        let names: Vec<&str> = spec.signature.iter().map(|p| p.name.as_str()).collect();
+        for (i, param) in spec.signature.iter().enumerate() {
+            let path = format!("signature[{i}]");
+            if let Some(default) = &param.default {
+                if !literal_fits(default, param.ty) {
+                    self.report(
+                        format!("{path}.default"),
+                        format!("default {} does not fit type {:?}", show(default), param.ty),
+                    );
+                }
+            }
+            if let Some(target) = &param.when_null {
+                if param.ty != ParamType::OptionalInt {
+                    self.report(
+                        format!("{path}.when_null"),
+                        "`when_null` applies to optional_int parameters only",
+                    );
+                }
+                self.known(format!("{path}.when_null"), "parameter", target, &names);
+            }
+            for (j, constraint) in param.constraints.iter().enumerate() {
+                if let crate::model::Constraint::Divides(other) = constraint {
+                    self.known(
+                        format!("{path}.constraints[{j}].divides"),
+                        "parameter",
+                        other,
+                        &names,
+                    );
+                }
+            }
+            // A default must satisfy its own constraints (checked where every name it needs has a default).
+            let defaults = spec.defaults();
+            if param.default.is_some() {
+                for message in spec.check_param(param, &defaults) {
+                    self.report(
+                        format!("{path}.default"),
+                        format!("default violates its constraint: {message}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn derived(&mut self) {
+        let spec = self.spec;
+        let all = spec
+            .signature
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(spec.derived.iter().map(|d| d.name.as_str()));
+        let items: Vec<_> = all
+            .enumerate()
+            .map(|(i, n)| {
+                let path = match i.checked_sub(spec.signature.len()) {
+                    None => format!("signature[{i}].name"),
+                    Some(d) => format!("derived[{d}].name"),
+                };
+                (path, n)
+            })
+            .collect();
+        self.unique("name", items);
+        for (i, derived) in spec.derived.iter().enumerate() {
+            // Only parameters and earlier derived values are in scope.
+            let earlier: HashMap<&str, ExprType> = spec.derived[..i]
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d.name.as_str(),
+                        d.expr.type_of(&|n| spec.param_type(n)).ok()?,
+                    ))
+                })
+                .collect();
+            let scope = |n: &str| spec.param_type(n).or_else(|| earlier.get(n).copied());
+            if let Err(message) = derived.expr.type_of(&scope) {
+                if !derived
+                    .expr
+                    .identifiers()
+                    .iter()
+                    .any(|n| self.pruned.contains(*n))
+                {
+                    self.report(
+                        format!("derived[{i}].expr"),
+                        format!("in `{}`: {message}", derived.expr),
+                    );
+                }
+            }
+        }
+    }
+
+    fn call(&mut self) {
+        let args = &self.spec.call.args;
+        self.unique(
+            "argument",
+            args.iter()
+                .enumerate()
+                .map(|(i, a)| (format!("call.args[{i}].name"), a.name.as_str())),
+        );
+        let returns = &self.spec.call.returns;
+        self.unique(
+            "return",
+            returns
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("call.returns[{i}].name"), r.name.as_str())),
+        );
+    }
+
+    fn weights(&mut self) {
+        let spec = self.spec;
+        let scope = |n: &str| spec.expr_type(n);
+        let tensors = &spec.weights.tensors;
+        self.unique(
+            "weight",
+            tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("weights.tensors[{i}].name"), t.name.as_str())),
+        );
+        for (i, t) in tensors.iter().enumerate() {
+            for (d, dim) in t.shape.iter().enumerate() {
+                self.check_expr(
+                    format!("weights.tensors[{i}].shape[{d}]"),
+                    dim,
+                    ExprType::Int,
+                    &scope,
+                );
+            }
+            if let Some(when) = &t.when {
+                self.check_expr(
+                    format!("weights.tensors[{i}].when"),
+                    when,
+                    ExprType::Bool,
+                    &scope,
+                );
+            }
+        }
+        let tensor_names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        let logical = &spec.weights.logical;
+        self.unique(
+            "logical weight",
+            logical
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("weights.logical[{i}].name"), t.name.as_str())),
+        );
+        for (i, l) in logical.iter().enumerate() {
+            for (d, dim) in l.shape.iter().enumerate() {
+                self.check_expr(
+                    format!("weights.logical[{i}].shape[{d}]"),
+                    dim,
+                    ExprType::Int,
+                    &scope,
+                );
+            }
+            for (j, source) in l.sources.iter().enumerate() {
+                let path = format!("weights.logical[{i}].sources[{j}]");
+                self.known(
+                    format!("{path}.tensor"),
+                    "weight",
+                    &source.tensor,
+                    &tensor_names,
+                );
+                match (source.chunk, source.of) {
+                    (Some(c), Some(n)) if c >= n => self.report(
+                        format!("{path}.chunk"),
+                        format!("chunk {c} is out of range for {n} parts"),
+                    ),
+                    (Some(_), None) | (None, Some(_)) => {
+                        self.report(path.clone(), "`chunk` and `of` go together")
+                    }
+                    _ => {}
+                }
+                if let Some(when) = &source.when {
+                    self.check_expr(format!("{path}.when"), when, ExprType::Bool, &scope);
+                }
+            }
+        }
+    }
+
+    fn frameworks(&mut self) {
+        let spec = self.spec;
+        let keys: Vec<&str> = spec.frameworks.keys().map(String::as_str).collect();
+        self.known("reference".into(), "framework", &spec.reference, &keys);
+        let features: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
+        self.unique(
+            "feature",
+            spec.features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (format!("features[{i}].name"), f.name.as_str())),
+        );
+        let params: Vec<&str> = spec.signature.iter().map(|p| p.name.as_str()).collect();
+        let weight_sources: Vec<&str> = spec
+            .weights
+            .tensors
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(spec.weights.logical.iter().map(|l| l.name.as_str()))
+            .collect();
+        let scope = |n: &str| spec.expr_type(n);
+
+        for (key, fw) in &spec.frameworks {
+            let base = format!("frameworks.{key}");
+            if let crate::model::Strategy::Plugin(name) = &fw.strategy {
+                self.known(
+                    format!("{base}.strategy.plugin"),
+                    "plugin",
+                    name,
+                    KNOWN_PLUGINS,
+                );
+            }
+            let mut covered = BTreeSet::new();
+            for (i, arg) in fw.args.iter().enumerate() {
+                let path = format!("{base}.args[{i}]");
+                match arg {
+                    ArgMapping::Rename { from, .. } => {
+                        if self.known(format!("{path}.from"), "parameter", from, &params) {
+                            covered.insert(from.as_str());
+                        }
+                    }
+                    ArgMapping::Computed { expr, .. } => {
+                        self.check_expr(format!("{path}.expr"), expr, ExprType::Int, &scope);
+                        covered.extend(
+                            expr.identifiers()
+                                .into_iter()
+                                .filter(|n| params.contains(n)),
+                        );
+                    }
+                    ArgMapping::Constant { .. } => {}
+                    ArgMapping::Dropped { param, .. } => {
+                        if self.known(format!("{path}.drop"), "parameter", param, &params) {
+                            covered.insert(param.as_str());
+                        }
+                    }
+                }
+            }
+            let natives = fw
+                .args
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| Some((format!("{base}.args[{i}].native"), a.native()?)));
+            self.unique("native argument", natives);
+            for param in &params {
+                if !covered.contains(param) && !self.pruned.contains(*param) {
+                    self.report(
+                        format!("{base}.args"),
+                        format!("parameter `{param}` is neither mapped nor dropped"),
+                    );
+                }
+            }
+            let natives = fw
+                .weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (format!("{base}.weights[{i}].native"), w.native.as_str()));
+            self.unique("native weight", natives);
+            for (i, w) in fw.weights.iter().enumerate() {
+                let path = format!("{base}.weights[{i}]");
+                self.known(format!("{path}.from"), "weight", &w.from, &weight_sources);
+                for (s, step) in w.steps.iter().enumerate() {
+                    if let Step::Reshape(dims) = step {
+                        for (d, dim) in dims.iter().enumerate() {
+                            self.check_expr(
+                                format!("{path}.steps[{s}].reshape[{d}]"),
+                                dim,
+                                ExprType::Int,
+                                &scope,
+                            );
+                        }
+                    }
+                }
+            }
+            for feature in fw.support.keys() {
+                self.known(
+                    format!("{base}.support.{feature}"),
+                    "feature",
+                    feature,
+                    &features,
+                );
+            }
+        }
+    }
+}
+
+fn literal_fits(value: &Literal, ty: ParamType) -> bool {
+    matches!(
+        (value, ty),
+        (
+            Literal::Int(_),
+            ParamType::Int | ParamType::OptionalInt | ParamType::Float
+        ) | (Literal::Float(_), ParamType::Float)
+            | (Literal::Bool(_), ParamType::Bool)
+            | (Literal::Null(()), ParamType::OptionalInt)
+    )
+}
+
+pub(crate) fn show(value: &Literal) -> String {
+    match value {
+        Literal::Bool(b) => b.to_string(),
+        Literal::Int(i) => i.to_string(),
+        Literal::Float(f) => format!("{f:?}"),
+        Literal::Null(()) => "null".into(),
+    }
+}
