@@ -140,13 +140,8 @@ impl MarkedEventReceiver for Builder {
             column: mark.col() + 1,
         };
         match event {
-            Event::Scalar(text, ..) => {
-                if !self.take_key(&text, pos) {
-                    let path = self.next_value_path();
-                    self.values.insert(path, pos);
-                }
-            }
-            Event::Alias(_) => {
+            Event::Scalar(text, ..) if self.take_key(&text, pos) => {}
+            Event::Scalar(..) | Event::Alias(_) => {
                 let path = self.next_value_path();
                 self.values.insert(path, pos);
             }
