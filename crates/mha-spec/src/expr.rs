@@ -147,12 +147,23 @@ impl Expr {
 
     /// Python source for the expression (identifiers verbatim).
     pub fn to_python(&self) -> String {
-        render(&self.root, Lang::Python, &|_| None, false)
+        render(
+            &self.root,
+            Lang::Python,
+            &|_| None,
+            &|n: &str| n.to_string(),
+            false,
+        )
     }
 
-    /// Rust source for the expression over `usize` and `bool` locals named like the identifiers.
-    pub fn to_rust(&self, lookup: &dyn Fn(&str) -> Option<ExprType>) -> String {
-        render(&self.root, Lang::Rust, lookup, false)
+    /// Rust source for the expression over `usize` and `bool` values; `name` renders each
+    /// identifier (a local, a field access, a const), `lookup` gives its type.
+    pub fn to_rust(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<ExprType>,
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
+        render(&self.root, Lang::Rust, &|n| lookup(n), name, false)
     }
 }
 
@@ -203,6 +214,7 @@ fn render(
     node: &Node,
     lang: Lang,
     lookup: &dyn Fn(&str) -> Option<ExprType>,
+    name: &dyn Fn(&str) -> String,
     in_arith: bool,
 ) -> String {
     match node {
@@ -212,14 +224,12 @@ fn render(
             (Lang::Python, false) => "False".into(),
             (Lang::Rust, b) => b.to_string(),
         },
-        Node::Ident(name)
-            if lang == Lang::Rust && in_arith && lookup(name) == Some(ExprType::Bool) =>
-        {
-            format!("usize::from({name})")
+        Node::Ident(id) if lang == Lang::Rust && in_arith && lookup(id) == Some(ExprType::Bool) => {
+            format!("usize::from({})", name(id))
         }
-        Node::Ident(name) => name.clone(),
+        Node::Ident(id) => name(id),
         Node::Not(inner) => {
-            let text = render(inner, lang, lookup, false);
+            let text = render(inner, lang, lookup, name, false);
             let text = if matches!(**inner, Node::Binary(..)) {
                 format!("({text})")
             } else {
@@ -232,7 +242,7 @@ fn render(
         }
         Node::Binary(op, lhs, rhs) => {
             let side = |child: &Node, is_rhs: bool| {
-                let text = render(child, lang, lookup, op.is_arithmetic());
+                let text = render(child, lang, lookup, name, op.is_arithmetic());
                 match child {
                     Node::Binary(inner, ..)
                         if precedence(*inner) < precedence(*op)
@@ -247,6 +257,14 @@ fn render(
                 Lang::Python => op.python(),
                 Lang::Rust => op.rust(),
             };
+            if lang == Lang::Rust && *op == BinOp::FloorDiv {
+                // A zero divisor (an invalid config) yields 0 rather than a panic.
+                return format!(
+                    "{}.checked_div({}).unwrap_or(0)",
+                    side(lhs, false),
+                    render(rhs, lang, lookup, name, true)
+                );
+            }
             format!("{} {} {}", side(lhs, false), op_text, side(rhs, true))
         }
     }
@@ -512,14 +530,20 @@ mod tests {
         let e = Expr::parse("add_bias_kv + add_zero_attn").unwrap();
         assert_eq!(e.to_python(), "add_bias_kv + add_zero_attn");
         assert_eq!(
-            e.to_rust(&types),
+            e.to_rust(&types, &|n| n.to_string()),
             "usize::from(add_bias_kv) + usize::from(add_zero_attn)"
         );
         let e = Expr::parse("kdim == embed_dim and not bias").unwrap();
-        assert_eq!(e.to_rust(&types), "kdim == embed_dim && !bias");
+        assert_eq!(
+            e.to_rust(&types, &|n| n.to_string()),
+            "kdim == embed_dim && !bias"
+        );
         assert_eq!(e.to_python(), "kdim == embed_dim and not bias");
         let e = Expr::parse("embed_dim // (num_heads * 2)").unwrap();
-        assert_eq!(e.to_rust(&types), "embed_dim / (num_heads * 2)");
+        assert_eq!(
+            e.to_rust(&types, &|n| n.to_string()),
+            "embed_dim.checked_div(num_heads * 2).unwrap_or(0)"
+        );
         assert_eq!(e.type_of(&types), Ok(ExprType::Int));
     }
 

@@ -1,0 +1,46 @@
+//! Embeds every file under the workspace's `templates/` folder into the library.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    collect(&root, &mut files);
+    files.sort();
+    let mut out = String::from("/// Bundled templates as (path relative to `templates/`, text).\npub const BUNDLED_TEMPLATES: &[(&str, &str)] = &[\n");
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+        let rel = file
+            .strip_prefix(&root)
+            .expect("under templates/")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let abs = file.canonicalize().expect("template path");
+        writeln!(
+            out,
+            "    ({rel:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write to string");
+    }
+    out.push_str("];\n");
+    let dest =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("bundled_templates.rs");
+    std::fs::write(dest, out).expect("write bundled_templates.rs");
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, files);
+        } else if path.extension().is_some_and(|e| e == "tera") {
+            files.push(path);
+        }
+    }
+}

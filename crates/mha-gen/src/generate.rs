@@ -1,0 +1,287 @@
+//! The pure core: specs + templates → generated files. No I/O here.
+//!
+//! Template paths decide outputs:
+//! - `python/<name>.tera` → `python/mha_glue/<name>`; a `<framework>.py.tera` is rendered once per
+//!   selected framework (with `key` and `fw` in the context), any other file once;
+//! - `docs/op_page.rst.tera` → `docs/<Op>.rst`, `docs/op_<x>.rst.tera` → `docs/<Op>.<x>.rst`;
+//! - `rust/op.rs.tera` → `rust/<op>.rs`, `rust/op_<x>.rs.tera` → `rust/<op>_<x>.rs`, formatted;
+//! - files under a `macros/` folder are only imported by others.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mha_spec::Spec;
+use serde_json::{json, Value};
+
+use crate::error::{tera_message, GenError};
+use crate::filters;
+use crate::templates::Templates;
+
+/// The Python package the glue modules go into.
+pub const PYTHON_PACKAGE: &str = "mha_glue";
+
+/// One output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// Path relative to the output folder, `/`-separated.
+    pub path: String,
+    /// Full contents.
+    pub contents: String,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Framework keys to generate glue for; empty means all.
+    pub frameworks: Vec<String>,
+    /// Generate the Python glue package.
+    pub python: bool,
+    /// Generate the docs pages.
+    pub docs: bool,
+    /// Generate the Rust code.
+    pub rust: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            frameworks: Vec::new(),
+            python: true,
+            docs: true,
+            rust: true,
+        }
+    }
+}
+
+/// Renders every output for `specs`, sorted by path.
+pub fn generate(
+    specs: &[Spec],
+    templates: &Templates,
+    options: &Options,
+) -> Result<Vec<GeneratedFile>, GenError> {
+    check_frameworks(specs, &options.frameworks)?;
+    if options.python {
+        check_templates(specs, templates, &options.frameworks)?;
+    }
+    let base = templates.engine()?;
+    let mut files = Vec::new();
+    for spec in specs {
+        let spec = Arc::new(spec.clone());
+        let mut tera = base.clone();
+        filters::register(&mut tera, &spec);
+        let renderer = Renderer {
+            tera: &tera,
+            spec: &spec,
+            spec_value: to_value(&*spec)?,
+        };
+        for name in templates.names() {
+            if name.split('/').any(|part| part == "macros") {
+                continue;
+            }
+            if let Some(file) = name
+                .strip_prefix("python/")
+                .and_then(|f| f.strip_suffix(".tera"))
+            {
+                if options.python {
+                    renderer.python(name, file, &options.frameworks, &mut files)?;
+                }
+            } else if let Some(stem) = name
+                .strip_prefix("docs/")
+                .and_then(|f| f.strip_suffix(".rst.tera"))
+            {
+                if options.docs {
+                    let path = match stem.strip_prefix("op_") {
+                        Some("page") => format!("docs/{}.rst", spec.op),
+                        Some(x) => format!("docs/{}.{x}.rst", spec.op),
+                        None => continue,
+                    };
+                    files.push(GeneratedFile {
+                        path,
+                        contents: renderer.render(name, renderer.base_context("#"))?,
+                    });
+                }
+            } else if let Some(stem) = name
+                .strip_prefix("rust/")
+                .and_then(|f| f.strip_suffix(".rs.tera"))
+            {
+                if options.rust {
+                    let module = snake_case(&spec.op);
+                    let path = match stem {
+                        "op" => format!("rust/{module}.rs"),
+                        other => match other.strip_prefix("op_") {
+                            Some(x) => format!("rust/{module}_{x}.rs"),
+                            None => continue,
+                        },
+                    };
+                    let source = renderer.render(name, renderer.base_context("//"))?;
+                    let contents = format!(
+                        "{}\n{}",
+                        header("//", &spec.op),
+                        format_rust(&path, &source)?
+                    );
+                    files.push(GeneratedFile { path, contents });
+                }
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut seen = BTreeSet::new();
+    for f in &files {
+        if !seen.insert(&f.path) {
+            return Err(GenError::DuplicateOutput(f.path.clone()));
+        }
+    }
+    Ok(files)
+}
+
+struct Renderer<'a> {
+    tera: &'a tera::Tera,
+    spec: &'a Spec,
+    spec_value: Value,
+}
+
+impl Renderer<'_> {
+    fn base_context(&self, comment: &str) -> tera::Context {
+        let mut ctx = tera::Context::new();
+        ctx.insert("spec", &self.spec_value);
+        ctx.insert("generated_header", &header(comment, &self.spec.op));
+        ctx.insert("op_snake", &snake_case(&self.spec.op));
+        let derived_types: serde_json::Map<String, Value> = self
+            .spec
+            .derived
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    json!(filters::derived_rust_type(self.spec, &d.name)),
+                )
+            })
+            .collect();
+        ctx.insert("derived_types", &derived_types);
+        ctx
+    }
+
+    fn render(&self, name: &str, ctx: tera::Context) -> Result<String, GenError> {
+        self.tera.render(name, &ctx).map_err(|e| GenError::Render {
+            name: name.to_string(),
+            op: self.spec.op.clone(),
+            message: tera_message(&e),
+        })
+    }
+
+    fn python(
+        &self,
+        name: &str,
+        file: &str,
+        selected: &[String],
+        out: &mut Vec<GeneratedFile>,
+    ) -> Result<(), GenError> {
+        let keys: Vec<&String> = self
+            .spec
+            .frameworks
+            .keys()
+            .filter(|k| selected.is_empty() || selected.contains(k))
+            .collect();
+        let mut ctx = self.base_context("#");
+        ctx.insert("frameworks", &keys);
+        let path = format!("python/{PYTHON_PACKAGE}/{file}");
+        match file
+            .strip_suffix(".py")
+            .and_then(|stem| self.spec.frameworks.get_key_value(stem))
+        {
+            Some((key, fw)) => {
+                if keys.contains(&key) {
+                    ctx.insert("key", key);
+                    ctx.insert("fw", &to_value(fw)?);
+                    out.push(GeneratedFile {
+                        path,
+                        contents: self.render(name, ctx)?,
+                    });
+                }
+            }
+            None => out.push(GeneratedFile {
+                path,
+                contents: self.render(name, ctx)?,
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn check_frameworks(specs: &[Spec], selected: &[String]) -> Result<(), GenError> {
+    let known: Vec<String> = specs
+        .iter()
+        .flat_map(|s| s.frameworks.keys().cloned())
+        .collect();
+    for name in selected {
+        if !known.contains(name) {
+            return Err(GenError::UnknownFramework {
+                name: name.clone(),
+                known,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every selected framework has a module template.
+fn check_templates(
+    specs: &[Spec],
+    templates: &Templates,
+    selected: &[String],
+) -> Result<(), GenError> {
+    let names: BTreeSet<&str> = templates.names().collect();
+    let keys = specs.iter().flat_map(|s| s.frameworks.keys());
+    for key in keys.filter(|k| selected.is_empty() || selected.contains(k)) {
+        let name = format!("python/{key}.py.tera");
+        if !names.contains(name.as_str()) {
+            return Err(GenError::MissingTemplate { name });
+        }
+    }
+    Ok(())
+}
+
+fn to_value(v: &impl serde::Serialize) -> Result<Value, GenError> {
+    serde_json::to_value(v).map_err(|e| GenError::Render {
+        name: "context".into(),
+        op: String::new(),
+        message: e.to_string(),
+    })
+}
+
+fn header(comment: &str, op: &str) -> String {
+    format!("{comment} @generated by mha-gen from the {op} op spec. Do not edit: change the spec or the templates.")
+}
+
+/// Parses and pretty-prints generated Rust.
+fn format_rust(path: &str, source: &str) -> Result<String, GenError> {
+    let file = syn::parse_file(source).map_err(|e| {
+        let line = e.span().start().line;
+        let text = source
+            .lines()
+            .nth(line.saturating_sub(1))
+            .unwrap_or("")
+            .trim();
+        GenError::RustSyntax {
+            file: path.to_string(),
+            message: format!("{e} at line {line}: `{text}`"),
+        }
+    })?;
+    Ok(prettyplease::unparse(&file))
+}
+
+/// `MultiheadAttention` → `multihead_attention`.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -1,0 +1,83 @@
+//! Template sets: the bundled `templates/` folder, or a folder given at run time.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{tera_message, GenError};
+
+include!(concat!(env!("OUT_DIR"), "/bundled_templates.rs"));
+
+/// A set of tera templates, by path relative to the templates folder (e.g. `python/keras.py.tera`).
+#[derive(Debug, Clone)]
+pub struct Templates {
+    files: Vec<(String, String)>,
+}
+
+impl Templates {
+    /// The templates compiled into this binary.
+    pub fn bundled() -> Templates {
+        Templates {
+            files: BUNDLED_TEMPLATES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Every `*.tera` file under `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Templates, GenError> {
+        let mut files = Vec::new();
+        collect(dir, dir, &mut files)?;
+        files.sort();
+        Ok(Templates { files })
+    }
+
+    /// Template paths, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Parses every template into one tera instance (so templates may include or import each other).
+    pub(crate) fn engine(&self) -> Result<tera::Tera, GenError> {
+        // Parse each file alone first, so a syntax error names its file.
+        for (name, text) in &self.files {
+            tera::Tera::default()
+                .add_raw_template(name, text)
+                .map_err(|e| GenError::Template {
+                    name: name.clone(),
+                    message: tera_message(&e),
+                })?;
+        }
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(Vec::new());
+        tera.add_raw_templates(self.files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|e| GenError::Template {
+                name: "templates".into(),
+                message: tera_message(&e),
+            })?;
+        Ok(tera)
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result<(), GenError> {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> GenError + '_ {
+        move |source| GenError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path: PathBuf = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            collect(root, &path, files)?;
+        } else if path.extension().is_some_and(|e| e == "tera") {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            files.push((name, text));
+        }
+    }
+    Ok(())
+}
