@@ -116,6 +116,16 @@ pub fn load_str(file: &str, text: &str) -> Result<Spec, SpecErrors> {
             Ok(spec) => break Some(spec),
             Err((segments, message)) => {
                 let unknown_field = message.starts_with("unknown field");
+                // A misspelt field: report it with the likely name, and read it under that name.
+                if unknown_field {
+                    if let Some(fixed) = rename_misspelt_field(&mut value, &segments, &message) {
+                        errors.push(error(&pruned, &render_path(&segments), fixed, true));
+                        if errors.len() >= MAX_ERRORS {
+                            break None;
+                        }
+                        continue;
+                    }
+                }
                 errors.push(error(
                     &pruned,
                     &render_path(&segments),
@@ -279,4 +289,24 @@ fn walk_mut<'v>(mut value: &'v mut Value, segments: &[Segment]) -> Option<&'v mu
         };
     }
     Some(value)
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" where `x` is a likely typo of an
+/// expected field the mapping lacks: renames the key in `root` and returns the message to report.
+fn rename_misspelt_field(root: &mut Value, segments: &[Segment], message: &str) -> Option<String> {
+    let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let (&unknown, expected) = names.split_first()?;
+    let likely = crate::error::suggest(unknown, expected.iter().copied())?;
+    let (_, parent_segments) = segments.split_last()?;
+    let Value::Mapping(map) = walk_mut(root, parent_segments)? else {
+        return None;
+    };
+    if map.contains_key(likely) {
+        return None;
+    }
+    let field = map.remove(unknown)?;
+    map.insert(Value::String(likely.to_string()), field);
+    Some(format!(
+        "unknown field `{unknown}` (did you mean `{likely}`?)"
+    ))
 }

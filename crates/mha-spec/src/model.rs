@@ -84,7 +84,7 @@ pub enum ParamType {
 }
 
 /// A literal value in the spec (a default).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Literal {
     /// `true` or `false`.
@@ -95,6 +95,48 @@ pub enum Literal {
     Float(f64),
     /// `null`.
     Null(()),
+}
+
+impl<'de> Deserialize<'de> for Literal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LiteralVisitor;
+
+        impl serde::de::Visitor<'_> for LiteralVisitor {
+            type Value = Literal;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a literal: true, false, an integer, a float or null")
+            }
+
+            fn visit_bool<E>(self, v: bool) -> Result<Literal, E> {
+                Ok(Literal::Bool(v))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Literal, E> {
+                Ok(Literal::Int(v))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Literal, E> {
+                i64::try_from(v)
+                    .map(Literal::Int)
+                    .map_err(|_| E::custom(format!("integer {v} is too large")))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Literal, E> {
+                Ok(Literal::Float(v))
+            }
+
+            fn visit_unit<E>(self) -> Result<Literal, E> {
+                Ok(Literal::Null(()))
+            }
+
+            fn visit_none<E>(self) -> Result<Literal, E> {
+                Ok(Literal::Null(()))
+            }
+        }
+
+        deserializer.deserialize_any(LiteralVisitor)
+    }
 }
 
 /// A constraint on a parameter's value.

@@ -14,7 +14,7 @@ pub const KNOWN_PLUGINS: &[&str] = &["repack_attn_keras", "repack_attn_flax"];
 pub fn validate(spec: &Spec, pruned: &BTreeSet<String>) -> Vec<(String, String)> {
     let mut v = Validator {
         spec,
-        pruned,
+        pruned: pruned.clone(),
         findings: Vec::new(),
     };
     v.signature();
@@ -27,7 +27,9 @@ pub fn validate(spec: &Spec, pruned: &BTreeSet<String>) -> Vec<(String, String)>
 
 struct Validator<'a> {
     spec: &'a Spec,
-    pruned: &'a BTreeSet<String>,
+    /// Names already reported (pruned by the loader, or derived values whose expression is
+    /// broken): references to them are not reported again.
+    pruned: BTreeSet<String>,
     findings: Vec<(String, String)>,
 }
 
@@ -157,7 +159,13 @@ impl Validator<'_> {
                 (path, n)
             })
             .collect();
-        self.unique("name", items);
+        // Parameter against parameter is reported by `signature`; here only derived names.
+        let mut seen = BTreeSet::new();
+        for (path, name) in items {
+            if !seen.insert(name) && path.starts_with("derived") {
+                self.report(path, format!("duplicate name `{name}`"));
+            }
+        }
         for (i, derived) in spec.derived.iter().enumerate() {
             // Only parameters and earlier derived values are in scope.
             let earlier: HashMap<&str, ExprType> = spec.derived[..i]
@@ -177,11 +185,21 @@ impl Validator<'_> {
                     .iter()
                     .any(|n| self.pruned.contains(*n))
                 {
+                    let names = spec.scope_names();
+                    let hint = derived
+                        .expr
+                        .identifiers()
+                        .into_iter()
+                        .find(|n| scope(n).is_none())
+                        .map(|n| did_you_mean(n, names.iter().map(String::as_str)))
+                        .unwrap_or_default();
                     self.report(
                         format!("derived[{i}].expr"),
-                        format!("in `{}`: {message}", derived.expr),
+                        format!("in `{}`: {message}{hint}", derived.expr),
                     );
                 }
+                // Reported once here; uses of this name elsewhere are not reported again.
+                self.pruned.insert(derived.name.clone());
             }
         }
     }
@@ -313,9 +331,10 @@ impl Validator<'_> {
                 let path = format!("{base}.args[{i}]");
                 match arg {
                     ArgMapping::Rename { from, .. } => {
-                        if self.known(format!("{path}.from"), "parameter", from, &params) {
-                            covered.insert(from.as_str());
-                        }
+                        self.known(format!("{path}.from"), "parameter", from, &params);
+                        // A misspelt name was reported above; count what it likely meant as mapped.
+                        let meant = crate::error::suggest(from, params.iter().copied());
+                        covered.insert(meant.unwrap_or(from.as_str()));
                     }
                     ArgMapping::Computed { expr, .. } => {
                         self.check_expr(format!("{path}.expr"), expr, ExprType::Int, &scope);
@@ -327,9 +346,9 @@ impl Validator<'_> {
                     }
                     ArgMapping::Constant { .. } => {}
                     ArgMapping::Dropped { param, .. } => {
-                        if self.known(format!("{path}.drop"), "parameter", param, &params) {
-                            covered.insert(param.as_str());
-                        }
+                        self.known(format!("{path}.drop"), "parameter", param, &params);
+                        let meant = crate::error::suggest(param, params.iter().copied());
+                        covered.insert(meant.unwrap_or(param.as_str()));
                     }
                 }
             }
