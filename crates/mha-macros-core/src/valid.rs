@@ -1,0 +1,181 @@
+//! Validation: the item must be a field-less struct, required parameters must be given, and every
+//! value must satisfy the spec's constraints.
+
+use std::collections::HashMap;
+
+use mha_spec::{Constraint, Literal, Param, ParamType, Spec};
+use proc_macro2::Span;
+use syn::{Data, DeriveInput};
+
+use crate::attr::Arguments;
+use crate::ctxt::Ctxt;
+
+/// Checks that the attribute sits on a non-generic struct without fields.
+pub fn check_item(item: &DeriveInput, cx: &Ctxt) {
+    let ident = &item.ident;
+    let fix = format!("declare the layer as `struct {ident};`");
+    match &item.data {
+        Data::Struct(data) if !data.fields.is_empty() => cx.error_spanned_by(
+            &data.fields,
+            format!("`#[attention_layer]` generates the fields of `{ident}` itself; {fix}"),
+        ),
+        Data::Struct(_) => {}
+        Data::Enum(data) => cx.error_spanned(
+            data.enum_token.span,
+            format!(
+                "`#[attention_layer]` applies to a struct without fields, not to an enum; {fix}"
+            ),
+        ),
+        Data::Union(data) => cx.error_spanned(
+            data.union_token.span,
+            format!(
+                "`#[attention_layer]` applies to a struct without fields, not to a union; {fix}"
+            ),
+        ),
+    }
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        cx.error_spanned_by(
+            &item.generics,
+            format!("an attention layer type cannot be generic: its sizes are fixed by the attribute; {fix}"),
+        );
+    }
+}
+
+/// Checks the given values against the spec: required parameters present, each constraint
+/// satisfied. Returns the given values that passed, by name.
+pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String, Literal> {
+    for param in spec.signature.iter().filter(|p| p.is_required()) {
+        if !args.written.contains(&param.name) {
+            cx.error_spanned(Span::call_site(), missing(spec, param));
+        }
+    }
+    let given: HashMap<String, Literal> = args
+        .given
+        .iter()
+        .map(|g| (g.name.clone(), g.value.clone()))
+        .collect();
+    let values = spec.resolve(&given);
+    let mut valid = given.clone();
+    // Constraints on the value alone first, then those relating two values, only where both are valid.
+    for relational in [false, true] {
+        for g in &args.given {
+            let Some(param) = spec.param(&g.name) else {
+                continue;
+            };
+            if !valid.contains_key(&g.name) {
+                continue;
+            }
+            let mut messages = Vec::new();
+            for constraint in &param.constraints {
+                let other = match constraint {
+                    Constraint::Divides(other) => Some(other),
+                    _ => None,
+                };
+                if other.is_some() != relational || other.is_some_and(|o| !valid.contains_key(o)) {
+                    continue;
+                }
+                let single = Param {
+                    constraints: vec![constraint.clone()],
+                    ..param.clone()
+                };
+                for message in spec.check_param(&single, &values) {
+                    let hint = other
+                        .and_then(|o| nearest_divisors_hint(&param.name, values.get(o), &g.value))
+                        .unwrap_or_default();
+                    messages.push(format!("{message}{hint}"));
+                }
+            }
+            if !relational && messages.is_empty() {
+                messages.extend(negative_size(param, &g.value));
+            }
+            if !messages.is_empty() {
+                valid.remove(&g.name);
+                cx.error_spanned_by(&g.tokens, messages.join("; "));
+            }
+        }
+    }
+    valid
+}
+
+/// "missing `embed_dim`", with the parameter's documentation and an example.
+fn missing(spec: &Spec, param: &Param) -> String {
+    let example: Vec<String> = spec
+        .signature
+        .iter()
+        .filter(|p| p.is_required())
+        .map(|p| format!("{} = {}", p.name, example_value(p)))
+        .collect();
+    format!(
+        "missing argument `{}` ({}); e.g. `#[attention_layer({})]`",
+        param.name,
+        param.doc.trim_end_matches('.'),
+        example.join(", ")
+    )
+}
+
+/// A plausible value for a required parameter, for the example in "missing" messages.
+fn example_value(param: &Param) -> &'static str {
+    match (param.ty, param.name.as_str()) {
+        (ParamType::Int, "num_heads") => "8",
+        (ParamType::Int | ParamType::OptionalInt, _) => "512",
+        (ParamType::Float, _) => "0.1",
+        (ParamType::Bool, _) => "true",
+    }
+}
+
+/// Sizes are unsigned even where the spec states no constraint.
+fn negative_size(param: &Param, value: &Literal) -> Option<String> {
+    match (param.ty, value) {
+        (ParamType::Int | ParamType::OptionalInt, Literal::Int(v)) if *v < 0 => Some(format!(
+            "`{}` is a size and cannot be negative, got {v}",
+            param.name
+        )),
+        _ => None,
+    }
+}
+
+/// "; the nearest valid `num_heads` are 2 and 5": the divisors of `total` closest to `part`.
+fn nearest_divisors_hint(name: &str, total: Option<&Literal>, part: &Literal) -> Option<String> {
+    let (Some(Literal::Int(total)), Literal::Int(part)) = (total, part) else {
+        return None;
+    };
+    let (below, above) = nearest_divisors(*total, *part)?;
+    Some(match (below, above) {
+        (Some(b), Some(a)) => format!("; the nearest valid `{name}` are {b} and {a}"),
+        (Some(d), None) | (None, Some(d)) => format!("; the nearest valid `{name}` is {d}"),
+        (None, None) => return None,
+    })
+}
+
+/// The largest divisor of `total` below `part` and the smallest above it (`None` for sizes too
+/// large to factor quickly at compile time).
+fn nearest_divisors(total: i64, part: i64) -> Option<(Option<i64>, Option<i64>)> {
+    if total <= 0 || total > 1 << 40 {
+        return None;
+    }
+    let mut divisors = Vec::new();
+    let mut d = 1;
+    while d * d <= total {
+        if total % d == 0 {
+            divisors.push(d);
+            divisors.push(total / d);
+        }
+        d += 1;
+    }
+    let below = divisors.iter().copied().filter(|&d| d < part).max();
+    let above = divisors.iter().copied().filter(|&d| d > part).min();
+    Some((below, above))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_divisors_on_both_sides() {
+        assert_eq!(nearest_divisors(10, 4), Some((Some(2), Some(5))));
+        assert_eq!(nearest_divisors(512, 12), Some((Some(8), Some(16))));
+        assert_eq!(nearest_divisors(6, 8), Some((Some(6), None)));
+        assert_eq!(nearest_divisors(7, 3), Some((Some(1), Some(7))));
+    }
+}
