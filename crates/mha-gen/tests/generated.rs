@@ -1,0 +1,204 @@
+//! Every file `mha-gen generate` writes from the bundled specs and templates, pinned by
+//! snapshots, plus the checks a snapshot cannot make: the seed page is reproduced exactly, the
+//! Python compiles, the Rust parses and carries the `@generated` header.
+
+use std::path::Path;
+use std::process::Command;
+
+use mha_gen::{GeneratedFile, Options, Templates};
+
+fn generate(options: &Options) -> Vec<GeneratedFile> {
+    let specs = mha_spec::bundled().unwrap_or_else(|e| panic!("bundled specs: {e}"));
+    mha_gen::generate(&specs, &Templates::bundled(), options)
+        .unwrap_or_else(|e| panic!("generate: {e}"))
+}
+
+fn all_files() -> Vec<GeneratedFile> {
+    generate(&Options::default())
+}
+
+#[test]
+fn every_generated_file_matches_its_snapshot() {
+    for file in all_files() {
+        let name = file.path.replace('/', "__");
+        insta::with_settings!({ snapshot_path => "snapshots/generated", prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(name, file.contents);
+        });
+    }
+}
+
+#[test]
+fn writes_the_five_glue_modules_both_doc_pages_and_the_rust_file() {
+    let paths: Vec<String> = all_files().into_iter().map(|f| f.path).collect();
+    for expected in [
+        "python/mha_glue/__init__.py",
+        "python/mha_glue/pytorch.py",
+        "python/mha_glue/keras.py",
+        "python/mha_glue/tensorflow.py",
+        "python/mha_glue/mlx.py",
+        "python/mha_glue/flax_nnx.py",
+        "docs/MultiheadAttention.rst",
+        "docs/MultiheadAttention.details.rst",
+        "rust/multihead_attention.rs",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn seed_page_is_reproduced_exactly() {
+    let seed = include_str!("fixtures/MultiheadAttention.seed.rst");
+    let page = all_files()
+        .into_iter()
+        .find(|f| f.path == "docs/MultiheadAttention.rst")
+        .expect("the op page is generated");
+    if page.contents != seed {
+        let first_diff = seed
+            .lines()
+            .zip(page.contents.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(seed.lines().count().min(page.contents.lines().count()));
+        panic!(
+            "generated page differs from the seed from line {}:\n seed: {:?}\n  got: {:?}",
+            first_diff + 1,
+            seed.lines().nth(first_diff),
+            page.contents.lines().nth(first_diff)
+        );
+    }
+}
+
+#[test]
+fn generated_python_compiles() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = all_files();
+    mha_gen::write_all(dir.path(), &files).expect("write generated files");
+    let python: Vec<_> = files
+        .iter()
+        .filter(|f| f.path.ends_with(".py"))
+        .map(|f| dir.path().join(&f.path))
+        .collect();
+    assert!(python.len() >= 6, "expected the package and five modules");
+    let status = Command::new("python3")
+        .args(["-m", "py_compile"])
+        .args(&python)
+        .status()
+        .expect("python3 must be on PATH to check the generated glue");
+    assert!(status.success(), "py_compile failed on the generated glue");
+}
+
+#[test]
+fn generated_rust_parses_and_is_marked_generated() {
+    for file in all_files().iter().filter(|f| f.path.ends_with(".rs")) {
+        assert!(
+            file.contents.starts_with("// @generated"),
+            "{} lacks the @generated header",
+            file.path
+        );
+        syn::parse_file(&file.contents)
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", file.path));
+    }
+}
+
+#[test]
+fn framework_selection_limits_the_glue() {
+    let files = generate(&Options {
+        frameworks: vec!["keras".into()],
+        ..Options::default()
+    });
+    let glue: Vec<&str> = files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|p| p.starts_with("python/"))
+        .collect();
+    assert!(glue.contains(&"python/mha_glue/keras.py"), "{glue:?}");
+    for other in ["pytorch", "tensorflow", "mlx", "flax_nnx"] {
+        let module = format!("python/mha_glue/{other}.py");
+        assert!(
+            !glue.contains(&module.as_str()),
+            "{module} generated: {glue:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_framework_is_an_error_naming_the_known_ones() {
+    let specs = mha_spec::bundled().expect("bundled specs");
+    let error = mha_gen::generate(
+        &specs,
+        &Templates::bundled(),
+        &Options {
+            frameworks: vec!["kears".into()],
+            ..Options::default()
+        },
+    )
+    .expect_err("an unknown framework must be refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("kears") && message.contains("keras"),
+        "{message}"
+    );
+}
+
+#[test]
+fn template_errors_name_the_template() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../templates")
+            .as_path(),
+        dir.path(),
+    );
+    let page = dir.path().join("docs/op_page.rst.tera");
+    std::fs::write(&page, "{{ spec.op }\n").expect("write broken template");
+    let error = Templates::from_dir(dir.path())
+        .and_then(|t| {
+            mha_gen::generate(
+                &mha_spec::bundled().expect("specs"),
+                &t,
+                &Options::default(),
+            )
+        })
+        .expect_err("a broken template must be refused");
+    assert!(error.to_string().contains("op_page.rst.tera"), "{error}");
+}
+
+#[test]
+fn undefined_variable_in_a_template_names_the_template() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../templates")
+            .as_path(),
+        dir.path(),
+    );
+    let page = dir.path().join("docs/op_page.rst.tera");
+    std::fs::write(&page, "{{ spec.no_such_field }}\n").expect("write template");
+    let templates = Templates::from_dir(dir.path()).expect("templates parse");
+    let error = mha_gen::generate(
+        &mha_spec::bundled().expect("specs"),
+        &templates,
+        &Options::default(),
+    )
+    .expect_err("an undefined variable must be refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("op_page.rst.tera") && message.contains("no_such_field"),
+        "{message}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read template dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
