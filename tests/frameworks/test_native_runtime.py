@@ -167,4 +167,7 @@ def test_runner_rejects_a_wrong_output(native_fixture_dir, tmp_path):
     tensors["attn_output"].flat[0] += 1e-2
     _support.save_tensors(tensors, bad / case["file"])
     result = _support.run_parity_runner(bad)
-    assert result.returncode != 0, f"parity runner accepted a corrupted attn_output:\n{result.stdout[-2000:]}"
+    assert result.returncode == 1, (
+        f"parity runner should report the corrupted attn_output as a failed case (exit 1), got exit "
+        f"{result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    assert "FAIL" in result.stdout and case["name"] in result.stdout, result.stdout[-2000:]
