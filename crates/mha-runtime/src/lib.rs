@@ -1,1 +1,49 @@
-//! mha-runtime
+//! `torch.nn.MultiheadAttention`, exactly, in Rust.
+//!
+//! [`MultiheadAttention`] is built from a [`MultiheadAttentionConfig`] (torch's constructor
+//! arguments) and weights under torch's `state_dict` names, loaded from safetensors, given as
+//! tensors or drawn with torch's initialisation scheme. [`MultiheadAttention::forward`] takes the
+//! same inputs as torch's `forward` (see [`ForwardOptions`]) and gives the same
+//! [`AttentionOutput`], including torch's layouts, masks, `is_causal` hint and fully-masked-row
+//! behaviour. Bad input is an [`MhaError`], never a panic.
+//!
+//! [`reference`] holds the exact path, kept as the oracle for faster kernels; [`parity`] checks
+//! the layer against fixtures produced by real PyTorch.
+//!
+//! ```
+//! use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+//! use ndarray::ArrayD;
+//!
+//! let config = MultiheadAttentionConfig::new(8, 2).with_batch_first(true);
+//! let layer = MultiheadAttention::random(config, 0)?;
+//! let x = ArrayD::<f32>::ones(vec![3, 5, 8]); // (N, L, E)
+//! let out = layer.forward(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
+//! assert_eq!(out.output.shape(), &[3, 5, 8]);
+//! assert_eq!(out.weights.map(|w| w.shape().to_vec()), Some(vec![3, 5, 5]));
+//! # Ok::<(), mha_runtime::MhaError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod config;
+mod config_ext;
+mod error;
+mod forward;
+mod init;
+mod layer;
+mod mask;
+pub mod parity;
+mod prepare;
+pub mod reference;
+mod safetensors_io;
+mod weights;
+
+pub use config::*;
+pub use error::MhaError;
+pub use forward::{AttentionLayer, AttentionOutput, Dropout, ForwardOptions};
+pub use layer::MultiheadAttention;
+pub use mask::{generate_square_subsequent_mask, Mask};
+pub use prepare::{
+    DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
+};
+pub use weights::{InProjection, Weights};

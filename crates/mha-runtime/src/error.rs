@@ -1,0 +1,144 @@
+//! The error type of the crate.
+
+use std::path::PathBuf;
+
+use crate::ConfigError;
+
+/// Torch's message when `is_causal` is given without `attn_mask`.
+pub(crate) const CAUSAL_WITHOUT_MASK: &str = "Need attn_mask if specifying the is_causal hint. \
+You may use the Transformer module method `generate_square_subsequent_mask` to create this mask.";
+
+/// Everything that can go wrong building or running a layer. Messages name the tensor and give
+/// the expected against the actual shape or dtype.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MhaError {
+    /// The config violates a constraint (e.g. `embed_dim` not divisible by `num_heads`).
+    #[error("invalid MultiheadAttention config: {}", join_config_errors(.0))]
+    InvalidConfig(Vec<ConfigError>),
+
+    /// A tensor has the wrong number of dimensions.
+    #[error("`{tensor}` must be {expected}, but got a {actual}-D tensor")]
+    Rank {
+        /// The tensor's name (an input, mask or weight).
+        tensor: String,
+        /// The accepted ranks, in words (e.g. "2-D (L, E) or 3-D").
+        expected: String,
+        /// The rank that was given.
+        actual: usize,
+    },
+
+    /// A tensor has the right rank but a wrong size.
+    #[error("`{tensor}` has shape {actual:?}, but expected {expected}")]
+    Shape {
+        /// The tensor's name.
+        tensor: String,
+        /// The expected shape, with the meaning of each dimension.
+        expected: String,
+        /// The shape that was given.
+        actual: Vec<usize>,
+    },
+
+    /// A tensor has an unsupported element type.
+    #[error("`{tensor}` has dtype {actual}, but expected {expected}")]
+    Dtype {
+        /// The tensor's name.
+        tensor: String,
+        /// The accepted dtypes.
+        expected: String,
+        /// The dtype that was given.
+        actual: String,
+    },
+
+    /// A parameter the config requires is absent.
+    #[error("missing weight `{name}` (expected shape {shape:?})")]
+    MissingWeight {
+        /// The `state_dict` name (with any prefix).
+        name: String,
+        /// The shape it must have.
+        shape: Vec<usize>,
+    },
+
+    /// A tensor that is not a parameter of this layer (for this config).
+    #[error("unexpected weight `{name}`: not a parameter of this MultiheadAttention (expected {expected})")]
+    UnexpectedWeight {
+        /// The tensor's name (with any prefix).
+        name: String,
+        /// The parameter names the config calls for.
+        expected: String,
+    },
+
+    /// The same parameter name was given twice.
+    #[error("weight `{name}` is given more than once")]
+    DuplicateWeight {
+        /// The repeated name.
+        name: String,
+    },
+
+    /// `is_causal` without `attn_mask` (torch's `RuntimeError`, same message).
+    #[error("{}", CAUSAL_WITHOUT_MASK)]
+    CausalWithoutMask,
+
+    /// The safetensors data is truncated or corrupt, or could not be written.
+    #[error("invalid safetensors data{}: {message}", .source_name.as_ref().map(|p| format!(" in `{p}`")).unwrap_or_default())]
+    Safetensors {
+        /// Where the data came from, if a file.
+        source_name: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A parity fixture directory is not in the expected format.
+    #[error("invalid parity fixture `{}`: {message}", .path.display())]
+    Fixture {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("cannot {action} `{}`: {source}", .path.display())]
+    Io {
+        /// "read" or "write".
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn join_config_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl MhaError {
+    pub(crate) fn shape(
+        tensor: impl Into<String>,
+        expected: impl Into<String>,
+        actual: &[usize],
+    ) -> Self {
+        Self::Shape {
+            tensor: tensor.into(),
+            expected: expected.into(),
+            actual: actual.to_vec(),
+        }
+    }
+
+    pub(crate) fn rank(
+        tensor: impl Into<String>,
+        expected: impl Into<String>,
+        actual: usize,
+    ) -> Self {
+        Self::Rank {
+            tensor: tensor.into(),
+            expected: expected.into(),
+            actual,
+        }
+    }
+}

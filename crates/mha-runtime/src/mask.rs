@@ -1,0 +1,101 @@
+//! Attention masks: bool or float, as torch accepts them.
+
+use ndarray::{Array2, ArrayD, ArrayViewD};
+
+/// A mask given to `forward`: `key_padding_mask` or `attn_mask`.
+///
+/// As in torch, a bool mask marks with `true` the positions that may NOT be attended (they become
+/// `-inf`), and a float mask is added to the attention scores (it may hold `-inf`). Bool and float
+/// masks can be mixed; both are converted to float and added.
+///
+/// ```
+/// use mha_runtime::Mask;
+/// use ndarray::{array, Array2};
+///
+/// let padding = array![[false, false, true]].into_dyn(); // (N=1, S=3): the last key is padding
+/// let mask = Mask::from(padding.view());
+/// assert_eq!(mask.shape(), &[1, 3]);
+///
+/// let bias: Array2<f32> = Array2::zeros((2, 3)); // (L, S)
+/// assert_eq!(Mask::from(bias.view().into_dyn()).dtype_name(), "float32");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mask<'a> {
+    /// `true` = masked out (not allowed to attend).
+    Bool(ArrayViewD<'a, bool>),
+    /// Added to the attention scores.
+    Float(ArrayViewD<'a, f32>),
+}
+
+impl Mask<'_> {
+    /// The mask's shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Mask::Bool(m) => m.shape(),
+            Mask::Float(m) => m.shape(),
+        }
+    }
+
+    /// The mask's number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.shape().len()
+    }
+
+    /// `"bool"` or `"float32"`, torch's dtype name.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Mask::Bool(_) => "bool",
+            Mask::Float(_) => "float32",
+        }
+    }
+
+    /// Torch's `_canonical_mask`: the float mask, with `-inf` for `true` and `0` for `false`.
+    pub fn to_float(&self) -> ArrayD<f32> {
+        match self {
+            Mask::Bool(m) => m.mapv(|masked| if masked { f32::NEG_INFINITY } else { 0.0 }),
+            Mask::Float(m) => m.to_owned(),
+        }
+    }
+}
+
+impl<'a> From<ArrayViewD<'a, bool>> for Mask<'a> {
+    fn from(mask: ArrayViewD<'a, bool>) -> Self {
+        Mask::Bool(mask)
+    }
+}
+
+impl<'a> From<ArrayViewD<'a, f32>> for Mask<'a> {
+    fn from(mask: ArrayViewD<'a, f32>) -> Self {
+        Mask::Float(mask)
+    }
+}
+
+/// Torch's `nn.Transformer.generate_square_subsequent_mask(size)`: a float (size, size) causal
+/// mask, `-inf` above the diagonal (key j > query i) and `0` elsewhere. This is the `attn_mask` to
+/// give with `is_causal`.
+///
+/// ```
+/// let m = mha_runtime::generate_square_subsequent_mask(3);
+/// assert_eq!(m[[0, 1]], f32::NEG_INFINITY);
+/// assert_eq!(m[[1, 0]], 0.0);
+/// ```
+pub fn generate_square_subsequent_mask(size: usize) -> Array2<f32> {
+    Array2::from_shape_fn(
+        (size, size),
+        |(i, j)| if j > i { f32::NEG_INFINITY } else { 0.0 },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn bool_becomes_neg_inf() {
+        let m = array![true, false].into_dyn();
+        let f = Mask::from(m.view()).to_float();
+        assert_eq!(f.as_slice(), Some(&[f32::NEG_INFINITY, 0.0][..]));
+        assert_eq!(Mask::from(m.view()).ndim(), 1);
+    }
+}

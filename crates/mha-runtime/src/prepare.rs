@@ -1,0 +1,456 @@
+//! Input checking and mask normalisation: one forward call turned into the single description
+//! ([`PreparedForward`]) that every attention kernel consumes.
+//!
+//! Everything torch does before the attention itself happens here, in torch's order: the shape
+//! checks of `_mha_shape_check` and `multi_head_attention_forward`, the `is_causal` rules,
+//! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
+//! `add_zero_attn`, and the merge `attn_mask + key_padding_mask`.
+
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayViewD, Axis, Ix3};
+
+use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionConfig};
+
+/// An additive mask over the attention scores of every `(batch, head, query)` row, covering the
+/// `S' = S + extra_keys` key positions (torch pads the masks with 0 for the appended keys).
+///
+/// Stored as `(Nm, Hm, Lm, S')` where each of `Nm`, `Hm`, `Lm` is either the full size or 1
+/// (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a key padding mask alone stays
+/// `(N, 1, 1, S')`. Entries are `0`, finite values or `-inf`.
+///
+/// ```
+/// use mha_runtime::ScoreMask;
+/// use ndarray::Array4;
+///
+/// let mask = ScoreMask::new(Array4::from_elem((1, 1, 1, 3), 0.5)).unwrap();
+/// assert_eq!(mask.row(1, 3, 2).to_vec(), vec![0.5, 0.5, 0.5]); // broadcast over N, H, L
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreMask {
+    values: Array4<f32>,
+}
+
+impl ScoreMask {
+    /// Wraps a `(Nm, Hm, Lm, S')` mask; `None` when the array has no key axis entries
+    /// (`S' = 0`) or an empty broadcast axis.
+    pub fn new(values: Array4<f32>) -> Option<Self> {
+        if values.shape().iter().any(|&d| d == 0) {
+            return None;
+        }
+        Some(Self { values })
+    }
+
+    /// The additive mask of row `(batch, head, query)`: `S'` values.
+    pub fn row(&self, batch: usize, head: usize, query: usize) -> ArrayView1<'_, f32> {
+        let dims = self.values.dim();
+        let n = if dims.0 == 1 { 0 } else { batch };
+        let h = if dims.1 == 1 { 0 } else { head };
+        let i = if dims.2 == 1 { 0 } else { query };
+        self.values.slice(s![n, h, i, ..])
+    }
+
+    /// The stored `(Nm, Hm, Lm, S')` array.
+    pub fn values(&self) -> &Array4<f32> {
+        &self.values
+    }
+}
+
+/// Which attention weights the caller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsMode {
+    /// `need_weights=False`: no weights.
+    None,
+    /// `(N, L, S')`, the mean over heads.
+    Averaged,
+    /// `(N, H, L, S')`.
+    PerHead,
+}
+
+/// What a query row whose keys are all masked (`-inf`) gives, as torch's composite path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullyMaskedRows {
+    /// `need_weights=True`: the explicit softmax over all `-inf` is NaN (and so is the output row).
+    Nan,
+    /// `need_weights=False`: `scaled_dot_product_attention` gives 0 attention for the row.
+    Zero,
+}
+
+/// Dropout on the attention probabilities, as applied in training mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropoutPlan {
+    /// Probability of zeroing a probability (`0 < p < 1`).
+    pub p: f32,
+    /// Seed of the generator (see [`Dropout`](crate::Dropout)).
+    pub seed: u64,
+}
+
+/// One forward call, checked and normalised: the inputs as batch-major views, one merged
+/// additive mask, the causal flag and what to return. Built by
+/// [`MultiheadAttention::prepare`](crate::MultiheadAttention::prepare); consumed by
+/// [`reference::attention`](crate::reference::attention) (and by faster kernels).
+#[derive(Debug, Clone)]
+pub struct PreparedForward<'a> {
+    /// `(N, L, E)` (a strided view of a sequence-first input; `N = 1` when unbatched).
+    pub query: ArrayView3<'a, f32>,
+    /// `(N, S, kdim)`.
+    pub key: ArrayView3<'a, f32>,
+    /// `(N, S, vdim)`.
+    pub value: ArrayView3<'a, f32>,
+    /// The merged, padded additive mask over `S'` keys, or `None`.
+    pub mask: Option<ScoreMask>,
+    /// Mask key `j > i` for query `i` (torch's `is_causal` hint as `scaled_dot_product_attention`
+    /// applies it when torch drops `attn_mask`). Only set when `mask` is `None`.
+    pub causal: bool,
+    /// Which weights to return.
+    pub weights: WeightsMode,
+    /// What a fully masked row gives.
+    pub fully_masked_rows: FullyMaskedRows,
+    /// `Some` in training mode with a positive dropout probability.
+    pub dropout: Option<DropoutPlan>,
+    /// The input had a batch axis (3-D); else it was 2-D and the outputs drop `N`.
+    pub batched: bool,
+    /// Inputs and outputs are `(N, L, E)`; else `(L, N, E)`. Ignored when not batched.
+    pub batch_first: bool,
+}
+
+/// What an attention kernel computes, batch-major, before the output layout is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelOutput {
+    /// `(N, L, E)`: the output after `out_proj`.
+    pub output: Array3<f32>,
+    /// `(N, L, S')` when [`WeightsMode::Averaged`], `(N, H, L, S')` when
+    /// [`WeightsMode::PerHead`], else `None`.
+    pub weights: Option<ArrayD<f32>>,
+}
+
+impl PreparedForward<'_> {
+    /// Batch size `N` (1 when unbatched).
+    pub fn batch_size(&self) -> usize {
+        self.query.dim().0
+    }
+
+    /// Target length `L`.
+    pub fn tgt_len(&self) -> usize {
+        self.query.dim().1
+    }
+
+    /// Source length `S`, before `add_bias_kv` / `add_zero_attn` add keys.
+    pub fn src_len(&self) -> usize {
+        self.key.dim().1
+    }
+
+    /// Puts a kernel's batch-major result into torch's layout: `(L, N, E)` sequence-first,
+    /// `(N, L, E)` batch-first, `(L, E)` unbatched; weights lose `N` when unbatched.
+    pub fn finish(&self, result: KernelOutput) -> AttentionOutput {
+        let output = if !self.batched {
+            result.output.index_axis_move(Axis(0), 0).into_dyn()
+        } else if self.batch_first {
+            result.output.into_dyn()
+        } else {
+            let mut seq_first = result.output.permuted_axes([1, 0, 2]);
+            seq_first = seq_first.as_standard_layout().into_owned();
+            seq_first.into_dyn()
+        };
+        let weights = result.weights.map(|w| {
+            if self.batched {
+                w
+            } else {
+                w.index_axis_move(Axis(0), 0)
+            }
+        });
+        AttentionOutput { output, weights }
+    }
+}
+
+/// Checks one forward call against the config and normalises it (see the module docs).
+pub(crate) fn prepare<'a>(
+    config: &MultiheadAttentionConfig,
+    query: ArrayViewD<'a, f32>,
+    key: ArrayViewD<'a, f32>,
+    value: ArrayViewD<'a, f32>,
+    options: &ForwardOptions<'_>,
+) -> Result<PreparedForward<'a>, MhaError> {
+    let e = config.embed_dim;
+    let heads = config.num_heads;
+    let kdim = config.kdim_or_default();
+    let vdim = config.vdim_or_default();
+
+    // _mha_shape_check: ranks decide batched / unbatched.
+    let batched = match query.ndim() {
+        3 => true,
+        2 => false,
+        r => {
+            return Err(MhaError::rank(
+                "query",
+                "unbatched 2-D (L, E) or batched 3-D",
+                r,
+            ))
+        }
+    };
+    let want = if batched { 3 } else { 2 };
+    let form = |dim: &str| -> String {
+        if !batched {
+            format!("2-D (S, {dim}) like the 2-D query")
+        } else if config.batch_first {
+            format!("3-D (N, S, {dim}) like the 3-D query")
+        } else {
+            format!("3-D (S, N, {dim}) like the 3-D query")
+        }
+    };
+    if key.ndim() != want {
+        return Err(MhaError::rank("key", form("kdim"), key.ndim()));
+    }
+    if value.ndim() != want {
+        return Err(MhaError::rank("value", form("vdim"), value.ndim()));
+    }
+
+    let to_batch_major = |t: ArrayViewD<'a, f32>| -> Result<ArrayView3<'a, f32>, MhaError> {
+        let t = if batched { t } else { t.insert_axis(Axis(0)) };
+        let shape = t.shape().to_vec();
+        let t3 = t
+            .into_dimensionality::<Ix3>()
+            .map_err(|_| MhaError::rank("input", "3-D", shape.len()))?;
+        Ok(if batched && !config.batch_first {
+            t3.permuted_axes([1, 0, 2])
+        } else {
+            t3
+        })
+    };
+    let (q_shape, k_shape, v_shape) = (
+        query.shape().to_vec(),
+        key.shape().to_vec(),
+        value.shape().to_vec(),
+    );
+    let q = to_batch_major(query)?;
+    let k = to_batch_major(key)?;
+    let v = to_batch_major(value)?;
+    let (n, l, qe) = q.dim();
+    let (kn, s, ke) = k.dim();
+    let (vn, vs, ve) = v.dim();
+
+    let layout = |seq: &str, dim: String| -> String {
+        if !batched {
+            format!("({seq}, {dim})")
+        } else if config.batch_first {
+            format!("(N, {seq}, {dim})")
+        } else {
+            format!("({seq}, N, {dim})")
+        }
+    };
+    if qe != e {
+        return Err(MhaError::shape(
+            "query",
+            format!("{} with E = embed_dim = {e}", layout("L", "E".into())),
+            &q_shape,
+        ));
+    }
+    if ke != kdim {
+        return Err(MhaError::shape(
+            "key",
+            format!("{} with kdim = {kdim}", layout("S", "kdim".into())),
+            &k_shape,
+        ));
+    }
+    if ve != vdim {
+        return Err(MhaError::shape(
+            "value",
+            format!("{} with vdim = {vdim}", layout("S", "vdim".into())),
+            &v_shape,
+        ));
+    }
+    if kn != n {
+        return Err(MhaError::shape(
+            "key",
+            format!(
+                "{} with the query's batch size N = {n}",
+                layout("S", "kdim".into())
+            ),
+            &k_shape,
+        ));
+    }
+    if vn != n || vs != s {
+        return Err(MhaError::shape(
+            "value",
+            format!(
+                "{} with the key's batch size N = {n} and length S = {s}",
+                layout("S", "vdim".into())
+            ),
+            &v_shape,
+        ));
+    }
+
+    let extra = usize::from(config.add_bias_kv) + usize::from(config.add_zero_attn);
+    let s_total = s + extra;
+
+    // is_causal: torch requires attn_mask, then drops the mask (using the hint instead) only on
+    // the scaled_dot_product_attention path with no key padding mask.
+    if options.is_causal && options.attn_mask.is_none() {
+        return Err(MhaError::CausalWithoutMask);
+    }
+    let kpm = match &options.key_padding_mask {
+        Some(mask) => Some(key_padding_mask(mask, batched, n, s)?),
+        None => None,
+    };
+    let attn = match &options.attn_mask {
+        Some(mask) => Some(attn_mask(mask, batched, n, heads, l, s)?),
+        None => None,
+    };
+    let drop_attn_mask = options.is_causal && kpm.is_none() && !options.need_weights;
+    let causal = drop_attn_mask;
+    let attn = if drop_attn_mask { None } else { attn };
+
+    let mask = merge(attn, kpm, n, heads, l, s, s_total);
+
+    let dropout = match options.training {
+        Some(d) if config.dropout > 0.0 => Some(DropoutPlan {
+            p: config.dropout as f32,
+            seed: d.seed,
+        }),
+        _ => None,
+    };
+    let weights = match (options.need_weights, options.average_attn_weights) {
+        (false, _) => WeightsMode::None,
+        (true, true) => WeightsMode::Averaged,
+        (true, false) => WeightsMode::PerHead,
+    };
+    Ok(PreparedForward {
+        query: q,
+        key: k,
+        value: v,
+        mask,
+        causal,
+        weights,
+        fully_masked_rows: if options.need_weights {
+            FullyMaskedRows::Nan
+        } else {
+            FullyMaskedRows::Zero
+        },
+        dropout,
+        batched,
+        batch_first: config.batch_first,
+    })
+}
+
+/// `key_padding_mask` as a float `(N, S)` mask (`-inf` for `true`).
+fn key_padding_mask(
+    mask: &Mask<'_>,
+    batched: bool,
+    n: usize,
+    s: usize,
+) -> Result<Array2<f32>, MhaError> {
+    let (want_rank, expected) = if batched {
+        (2, format!("(N, S) = ({n}, {s})"))
+    } else {
+        (1, format!("(S,) = ({s},)"))
+    };
+    if mask.ndim() != want_rank {
+        let rank_words = if batched {
+            "None or 2-D (N, S) for a batched (3-D) query"
+        } else {
+            "None or 1-D (S,) for an unbatched (2-D) query"
+        };
+        return Err(MhaError::rank("key_padding_mask", rank_words, mask.ndim()));
+    }
+    let ok = if batched {
+        mask.shape() == [n, s]
+    } else {
+        mask.shape() == [s]
+    };
+    if !ok {
+        return Err(MhaError::shape("key_padding_mask", expected, mask.shape()));
+    }
+    let float = mask.to_float();
+    let float = if batched {
+        float
+    } else {
+        float.insert_axis(Axis(0))
+    };
+    float
+        .into_dimensionality()
+        .map_err(|_| MhaError::shape("key_padding_mask", "(N, S)", mask.shape()))
+}
+
+/// `attn_mask` as a float `(1 or N, 1 or H, L, S)` mask.
+fn attn_mask(
+    mask: &Mask<'_>,
+    batched: bool,
+    n: usize,
+    heads: usize,
+    l: usize,
+    s: usize,
+) -> Result<Array4<f32>, MhaError> {
+    let float = mask.to_float();
+    match mask.ndim() {
+        2 => {
+            if mask.shape() != [l, s] {
+                return Err(MhaError::shape(
+                    "attn_mask",
+                    format!("2-D (L, S) = ({l}, {s})"),
+                    mask.shape(),
+                ));
+            }
+            float
+                .into_shape_with_order((1, 1, l, s))
+                .map_err(|_| MhaError::shape("attn_mask", "(L, S)", mask.shape()))
+        }
+        3 => {
+            let rows = n * heads;
+            if mask.shape() != [rows, l, s] {
+                let expected = if batched {
+                    format!("3-D (N*num_heads, L, S) = ({rows}, {l}, {s})")
+                } else {
+                    format!("3-D (num_heads, L, S) = ({rows}, {l}, {s})")
+                };
+                return Err(MhaError::shape("attn_mask", expected, mask.shape()));
+            }
+            let standard = float.as_standard_layout().into_owned();
+            standard
+                .into_shape_with_order((n, heads, l, s))
+                .map_err(|_| MhaError::shape("attn_mask", "(N*num_heads, L, S)", mask.shape()))
+        }
+        r => Err(MhaError::rank(
+            "attn_mask",
+            "2-D (L, S) or 3-D (N*num_heads, L, S)",
+            r,
+        )),
+    }
+}
+
+/// Pads both masks with 0 for the `extra` appended keys and adds them (torch's merge).
+fn merge(
+    attn: Option<Array4<f32>>,
+    kpm: Option<Array2<f32>>,
+    n: usize,
+    heads: usize,
+    l: usize,
+    s: usize,
+    s_total: usize,
+) -> Option<ScoreMask> {
+    let pad = |m: Array4<f32>| -> Array4<f32> {
+        let (a, b, c, _) = m.dim();
+        let mut out = Array4::<f32>::zeros((a, b, c, s_total));
+        out.slice_mut(s![.., .., .., ..s]).assign(&m);
+        out
+    };
+    let kpm4 = kpm.map(|k| {
+        let mut out = Array4::<f32>::zeros((n, 1, 1, s_total));
+        out.slice_mut(s![.., 0, 0, ..s]).assign(&k);
+        out
+    });
+    let merged = match (attn.map(pad), kpm4) {
+        (None, None) => return None,
+        (Some(a), None) => a,
+        (None, Some(k)) => k,
+        (Some(a), Some(k)) => {
+            // torch: attn_mask + key_padding_mask, broadcast to (N, H or 1, L, S').
+            let h = a.dim().1;
+            let mut out = Array4::<f32>::zeros((n, h, l, s_total));
+            for ((b, hh, i, j), slot) in out.indexed_iter_mut() {
+                let an = if a.dim().0 == 1 { 0 } else { b };
+                *slot = a[[an, hh, i, j]] + k[[b, 0, 0, j]];
+            }
+            debug_assert!(h == 1 || h == heads);
+            out
+        }
+    };
+    ScoreMask::new(merged)
+}

@@ -1,0 +1,273 @@
+//! The exact reference path: torch's composite `multi_head_attention_forward`, step by step.
+//!
+//! Simple loops over `(batch, head, query, key)`, written to be read and trusted rather than to
+//! be fast; it is the oracle the fused kernels are tested against. Values are stored in `f32`
+//! where torch stores them (projections, scores after the mask is added, probabilities,
+//! per-head outputs) and every sum is accumulated in `f64`, so the result is as close to torch's
+//! float32 numbers as float32 allows: in particular a mask is added to the scores in `f32`, so a
+//! `-1e9` row gives torch's uniform float32 softmax.
+//!
+//! ```
+//! use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig, reference};
+//! use ndarray::ArrayD;
+//!
+//! let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(8, 2), 1)?;
+//! let x = ArrayD::<f32>::ones(vec![4, 1, 8]); // (L, N, E)
+//! let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
+//! let raw = reference::attention(layer.config(), layer.weights(), &prepared);
+//! assert_eq!(raw.output.dim(), (1, 4, 8)); // batch-major (N, L, E)
+//! # Ok::<(), mha_runtime::MhaError>(())
+//! ```
+
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::prepare::{FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode};
+use crate::{MultiheadAttentionConfig, Weights};
+
+/// Runs the attention of a prepared forward call with the given (checked) weights.
+///
+/// `weights` must match `config` ([`Weights::check`]); a
+/// [`MultiheadAttention`](crate::MultiheadAttention) guarantees it. The result is batch-major;
+/// [`PreparedForward::finish`] puts it into torch's layout.
+pub fn attention(
+    config: &MultiheadAttentionConfig,
+    weights: &Weights,
+    prepared: &PreparedForward<'_>,
+) -> KernelOutput {
+    let e = config.embed_dim;
+    let heads = config.num_heads;
+    let head_dim = e / heads.max(1);
+    let n = prepared.batch_size();
+    let l = prepared.tgt_len();
+    let [w_q, w_k, w_v] = weights.projection_weights(e);
+    let [b_q, b_k, b_v] = match weights.projection_biases(e) {
+        Some([bq, bk, bv]) => [Some(bq), Some(bk), Some(bv)],
+        None => [None, None, None],
+    };
+    // torch: q_scaled = q * sqrt(1 / head_dim), the scale rounded to f32.
+    let scale = (1.0 / head_dim as f64).sqrt() as f32;
+
+    let mut output = Array3::<f32>::zeros((n, l, e));
+    let mut per_head: Option<Array4<f32>> = None;
+    let mut all_probs: Vec<Array2<f32>> = Vec::with_capacity(n * heads);
+
+    for b in 0..n {
+        let q = linear(prepared.query.index_axis(Axis(0), b), w_q, b_q);
+        let k = append_extra_keys(
+            config,
+            linear(prepared.key.index_axis(Axis(0), b), w_k, b_k),
+            weights.bias_k.as_ref().map(|t| t.slice(s![0, 0, ..])),
+        );
+        let v = append_extra_keys(
+            config,
+            linear(prepared.value.index_axis(Axis(0), b), w_v, b_v),
+            weights.bias_v.as_ref().map(|t| t.slice(s![0, 0, ..])),
+        );
+        let mut heads_out = Array2::<f32>::zeros((l, e));
+        for h in 0..heads {
+            let cols = h * head_dim..(h + 1) * head_dim;
+            let qh = q.slice(s![.., cols.clone()]).mapv(|x| x * scale);
+            let kh = k.slice(s![.., cols.clone()]);
+            let vh = v.slice(s![.., cols.clone()]);
+            let mut probs = scores(prepared, b, h, qh.view(), kh);
+            for row in probs.rows_mut() {
+                softmax_in_place(row, prepared.fully_masked_rows);
+            }
+            if let Some(plan) = prepared.dropout {
+                apply_dropout(&mut probs, plan.p, plan.seed, b, h, heads);
+            }
+            heads_out
+                .slice_mut(s![.., cols])
+                .assign(&matmul(probs.view(), vh));
+            if prepared.weights != WeightsMode::None {
+                all_probs.push(probs);
+            }
+        }
+        let projected = linear(
+            heads_out.view(),
+            weights.out_proj_weight.view(),
+            weights.out_proj_bias.as_ref().map(|b| b.view()),
+        );
+        output.index_axis_mut(Axis(0), b).assign(&projected);
+    }
+
+    if prepared.weights != WeightsMode::None {
+        let s_total = all_probs.first().map_or(0, |p| p.dim().1);
+        let mut w = Array4::<f32>::zeros((n, heads, l, s_total));
+        for (idx, probs) in all_probs.into_iter().enumerate() {
+            w.slice_mut(s![idx / heads, idx % heads, .., ..])
+                .assign(&probs);
+        }
+        per_head = Some(w);
+    }
+    let weights_out: Option<ArrayD<f32>> = match (prepared.weights, per_head) {
+        (WeightsMode::PerHead, Some(w)) => Some(w.into_dyn()),
+        (WeightsMode::Averaged, Some(w)) => Some(average_heads(&w).into_dyn()),
+        _ => None,
+    };
+    KernelOutput {
+        output,
+        weights: weights_out,
+    }
+}
+
+/// `x Wᵀ + b` for `x` (rows, in) and `w` (out, in), accumulated in f64 and stored in f32.
+pub fn linear(
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    b: Option<ArrayView1<'_, f32>>,
+) -> Array2<f32> {
+    let (rows, _) = x.dim();
+    let (outs, _) = w.dim();
+    Array2::from_shape_fn((rows, outs), |(r, o)| {
+        let dot: f64 = x
+            .row(r)
+            .iter()
+            .zip(w.row(o))
+            .map(|(&a, &c)| f64::from(a) * f64::from(c))
+            .sum();
+        let bias = b.map_or(0.0, |b| f64::from(b[o]));
+        (dot + bias) as f32
+    })
+}
+
+/// `a · b` for `a` (m, k) and `b` (k, n), accumulated in f64 (NaN and 0 · NaN propagate).
+fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (m, _) = a.dim();
+    let (_, cols) = b.dim();
+    Array2::from_shape_fn((m, cols), |(i, j)| {
+        a.row(i)
+            .iter()
+            .zip(b.column(j))
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum::<f64>() as f32
+    })
+}
+
+/// Appends `bias` (when `add_bias_kv`) and then a zero row (when `add_zero_attn`) to projected
+/// keys or values `(S, E)`.
+fn append_extra_keys(
+    config: &MultiheadAttentionConfig,
+    projected: Array2<f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+) -> Array2<f32> {
+    let (s, e) = projected.dim();
+    let extra = usize::from(config.add_bias_kv) + usize::from(config.add_zero_attn);
+    if extra == 0 {
+        return projected;
+    }
+    let mut out = Array2::<f32>::zeros((s + extra, e));
+    out.slice_mut(s![..s, ..]).assign(&projected);
+    if let (true, Some(bias)) = (config.add_bias_kv, bias) {
+        out.row_mut(s).assign(&bias);
+    }
+    out
+}
+
+/// Scores `(L, S')` of head `h` of batch element `b`: `q_scaled · kᵀ` rounded to f32, plus the
+/// mask in f32 (torch's `baddbmm(attn_mask, q_scaled, kᵀ)`), or `-inf` above the diagonal when
+/// causal.
+fn scores(
+    prepared: &PreparedForward<'_>,
+    b: usize,
+    h: usize,
+    q: ArrayView2<'_, f32>,
+    k: ArrayView2<'_, f32>,
+) -> Array2<f32> {
+    let mut out = matmul(q, k.t());
+    for (i, mut row) in out.rows_mut().into_iter().enumerate() {
+        if let Some(mask) = &prepared.mask {
+            row += &mask.row(b, h, i);
+        }
+        if prepared.causal {
+            row.iter_mut()
+                .skip(i + 1)
+                .for_each(|x| *x = f32::NEG_INFINITY);
+        }
+    }
+    out
+}
+
+/// Softmax of one row in place: `exp(x - max) / sum`, in f64, stored in f32. A row whose entries
+/// are all `-inf` becomes NaN or 0 as `fully_masked` says.
+///
+/// ```
+/// use mha_runtime::{reference::softmax_in_place, FullyMaskedRows};
+/// use ndarray::array;
+///
+/// let mut row = array![0.0f32, f32::NEG_INFINITY];
+/// softmax_in_place(row.view_mut(), FullyMaskedRows::Nan);
+/// assert_eq!(row, array![1.0, 0.0]);
+/// let mut masked = array![f32::NEG_INFINITY, f32::NEG_INFINITY];
+/// softmax_in_place(masked.view_mut(), FullyMaskedRows::Zero);
+/// assert_eq!(masked, array![0.0, 0.0]);
+/// ```
+pub fn softmax_in_place(mut row: ArrayViewMut1<'_, f32>, fully_masked: FullyMaskedRows) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY && fully_masked == FullyMaskedRows::Zero {
+        row.iter_mut().for_each(|x| *x = 0.0);
+        return;
+    }
+    let has_nan = row.iter().any(|x| x.is_nan());
+    let max = f64::from(max);
+    let exps: Vec<f64> = row
+        .iter()
+        .map(|&x| {
+            if has_nan {
+                f64::NAN
+            } else {
+                (f64::from(x) - max).exp()
+            }
+        })
+        .collect();
+    let sum: f64 = exps.iter().sum();
+    for (slot, e) in row.iter_mut().zip(exps) {
+        *slot = (e / sum) as f32;
+    }
+}
+
+/// The dropout keep mask of head `head` of batch element `batch`: `(L, S')`, `true` = kept.
+///
+/// The draws come from ChaCha8 seeded with `seed`, on stream `batch * num_heads + head`, one
+/// `f32` in `[0, 1)` per probability in row-major order; a probability is kept when its draw is
+/// `>= p`. Any kernel that reproduces these draws gives the same training-mode output.
+///
+/// ```
+/// let keep = mha_runtime::reference::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4);
+/// assert_eq!(keep.dim(), (3, 4));
+/// assert_eq!(keep, mha_runtime::reference::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4));
+/// ```
+pub fn dropout_keep_mask(
+    p: f32,
+    seed: u64,
+    batch: usize,
+    head: usize,
+    num_heads: usize,
+    tgt_len: usize,
+    src_len: usize,
+) -> Array2<bool> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream((batch * num_heads + head) as u64);
+    Array2::from_shape_simple_fn((tgt_len, src_len), || rng.random::<f32>() >= p)
+}
+
+/// torch's dropout on probabilities: kept values scaled by `1 / (1 - p)` (in f32), dropped ones 0.
+fn apply_dropout(probs: &mut Array2<f32>, p: f32, seed: u64, b: usize, h: usize, heads: usize) {
+    let (l, s) = probs.dim();
+    let keep = dropout_keep_mask(p, seed, b, h, heads, l, s);
+    let scale = 1.0 / (1.0 - p);
+    ndarray::Zip::from(probs)
+        .and(&keep)
+        .for_each(|x, &k| *x = if k { *x * scale } else { 0.0 });
+}
+
+/// `(N, H, L, S')` → `(N, L, S')`, the mean over heads (sum in f64).
+fn average_heads(w: &Array4<f32>) -> Array3<f32> {
+    let (n, h, l, s) = w.dim();
+    Array3::from_shape_fn((n, l, s), |(b, i, j)| {
+        let sum: f64 = (0..h).map(|hh| f64::from(w[[b, hh, i, j]])).sum();
+        (sum / h as f64) as f32
+    })
+}
