@@ -179,11 +179,16 @@ pub(crate) fn prepare<'a>(
         3 => true,
         2 => false,
         r => {
+            let batched_form = if config.batch_first {
+                "(N, L, E)"
+            } else {
+                "(L, N, E)"
+            };
             return Err(MhaError::rank(
                 "query",
-                "unbatched 2-D (L, E) or batched 3-D",
+                format!("2-D (L, E) unbatched or 3-D {batched_form} batched"),
                 r,
-            ))
+            ));
         }
     };
     let want = if batched { 3 } else { 2 };
