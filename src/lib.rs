@@ -1,6 +1,81 @@
 //! `mha`: PyTorch-exact multi-head attention for Rust.
 //!
-//! A facade over [`mha_runtime`] (the layer and its kernels) and [`mha_macros`]
-//! (`#[attention_layer(...)]`).
+//! A facade over [`mha_runtime`] (the layer and its kernels, re-exported here) and
+//! [`attention_layer`], an attribute that turns a field-less struct into a layer whose sizes are
+//! compile-time constants checked against the op spec. Both implement [`AttentionLayer`].
+//! [`ndarray`] is re-exported so that inputs are built with the version the layer takes.
+//!
+//! ```
+//! use mha::ndarray::ArrayD;
+//! use mha::{attention_layer, generate_square_subsequent_mask, ForwardOptions, Mask};
+//!
+//! /// Self-attention of an encoder block: 64 features in 8 heads, inputs (batch, seq, feature).
+//! #[attention_layer(embed_dim = 64, num_heads = 8, batch_first = true)]
+//! struct SelfAttention;
+//!
+//! # let path = std::env::temp_dir().join("mha_facade_doc_example.safetensors");
+//! # SelfAttention::random(0).save_safetensors(&path)?;
+//! // A state_dict saved from torch with safetensors.torch.save_file(mha.state_dict(), path).
+//! let layer = SelfAttention::from_safetensors(&path)?;
+//! assert_eq!(SelfAttention::HEAD_DIM, 8);
+//!
+//! let x = ArrayD::<f32>::ones(vec![2, 10, SelfAttention::EMBED_DIM]); // (N, L, E)
+//! let causal = generate_square_subsequent_mask(10).into_dyn();
+//! let options = ForwardOptions::default()
+//!     .with_attn_mask(Mask::Float(causal.view()))
+//!     .with_is_causal(true);
+//! let out = layer.forward(x.view(), x.view(), x.view(), &options)?;
+//! assert_eq!(out.output.shape(), &[2, 10, 64]);
+//! assert_eq!(out.weights.unwrap().shape(), &[2, 10, 10]); // averaged over heads
+//! # Ok::<(), mha::MhaError>(())
+//! ```
+//!
+//! A mistake in the attribute is a compile error at the argument, e.g.
+//! `#[attention_layer(embed_dim = 10, num_heads = 4)]` gives "`embed_dim` (10) must be divisible
+//! by `num_heads` (4); the nearest valid `num_heads` are 2 and 5".
+//!
+//! # The generated type
+//!
+//! For `#[attention_layer(...)] struct L;`:
+//! - associated constants: one per spec parameter (`EMBED_DIM`, `NUM_HEADS`, `DROPOUT`, `BIAS`,
+//!   `ADD_BIAS_KV`, `ADD_ZERO_ATTN`, `KDIM`, `VDIM` resolved to sizes, `BATCH_FIRST`), one per
+//!   derived value (`HEAD_DIM`, `PACKED_IN_PROJ`, `EXTRA_KEYS`), `CONFIG` (the
+//!   [`MultiheadAttentionConfig`]) and `PARAMETER_SHAPES` (torch `state_dict` names and shapes);
+//! - constructors `from_safetensors(path)`, `from_safetensors_with_prefix(path, prefix)`,
+//!   `from_safetensors_bytes(bytes, prefix)`, `from_tensors(named tensors)`,
+//!   `from_weights(Weights)` (weights are checked against `CONFIG` once, there), and
+//!   `random(seed)` (torch's initialisation scheme, seeded);
+//! - `forward(query, key, value, &ForwardOptions)` with the runtime's options and output,
+//!   `weights()`, `save_safetensors(path)`, `as_dynamic()`, `into_dynamic()`;
+//! - impls of [`AttentionLayer`] and `From<L> for MultiheadAttention`.
+//!
+//! The expansion names everything through `::mha::__private`, so it needs the `mha` crate under
+//! that name; with a renamed dependency, say where it is: `#[attention_layer(crate = ::my_mha, ...)]`.
 
+pub use mha_macros::attention_layer;
 pub use mha_runtime::*;
+pub use ndarray;
+
+/// What `#[attention_layer]` expansions name, by absolute path. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::convert::{AsRef, From, Into};
+    pub use core::iter::IntoIterator;
+    pub use core::option::Option;
+    pub use core::result::Result;
+    pub use std::path::Path;
+    pub use std::string::String;
+
+    pub use mha_runtime::{
+        AttentionLayer, AttentionOutput, ForwardOptions, MhaError, MultiheadAttention,
+        MultiheadAttentionConfig, Weights,
+    };
+    pub use ndarray::{ArrayD, ArrayViewD};
+
+    /// Reached only if the runtime rejects a config that the macro accepted from the same spec:
+    /// a bug in `mha`, never a user error.
+    #[cold]
+    pub fn invalid_static_config(error: MhaError) -> ! {
+        panic!("mha bug: #[attention_layer] accepted a config that mha-runtime rejects: {error}")
+    }
+}

@@ -67,10 +67,13 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let from_tensors =
         body(quote!(#p::MultiheadAttention::from_tensors(Self::CONFIG, tensors) #wrap));
     let from_safetensors =
-        body(quote!(#p::MultiheadAttention::from_safetensors(Self::CONFIG, path) #wrap));
-    let from_safetensors_prefix = body(
-        quote!(#p::MultiheadAttention::from_safetensors_with_prefix(Self::CONFIG, path, prefix) #wrap),
+        body(quote!(#p::MultiheadAttention::from_safetensors(Self::CONFIG, path, "") #wrap));
+    let from_safetensors_prefix =
+        body(quote!(#p::MultiheadAttention::from_safetensors(Self::CONFIG, path, prefix) #wrap));
+    let from_safetensors_bytes = body(
+        quote!(#p::MultiheadAttention::from_safetensors_bytes(Self::CONFIG, bytes, prefix) #wrap),
     );
+    let save_safetensors = body(quote!(self.__layer.save_safetensors(path)));
     let random = body(quote! {
         match #p::MultiheadAttention::random(Self::CONFIG, seed) {
             #p::Result::Ok(__layer) => Self { __layer },
@@ -104,26 +107,36 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
             }
 
             /// Builds the layer from tensors named as in torch's `state_dict` (see [`Self::PARAMETER_SHAPES`]).
-            pub fn from_tensors(
-                tensors: impl #p::IntoIterator<Item = (#p::String, #p::ArrayD<f32>)>,
+            pub fn from_tensors<N: #p::Into<#p::String>>(
+                tensors: impl #p::IntoIterator<Item = (N, #p::ArrayD<f32>)>,
             ) -> #p::Result<Self, #p::MhaError> {
                 #from_tensors
             }
 
-            /// Loads the layer from a safetensors file holding torch's `state_dict` names.
+            /// Loads the layer from a safetensors file holding exactly its parameters under torch's
+            /// `state_dict` names (as `safetensors.torch.save_file(mha.state_dict(), path)` writes).
             pub fn from_safetensors(
                 path: impl #p::AsRef<#p::Path>,
             ) -> #p::Result<Self, #p::MhaError> {
                 #from_safetensors
             }
 
-            /// Loads the layer from the tensors under `prefix` (e.g. `"encoder.self_attn."`) of a
-            /// safetensors file.
+            /// Loads the layer from the tensors under `prefix` (e.g. `"encoder.layers.0.self_attn."`)
+            /// of a safetensors file; the file's other tensors are ignored.
             pub fn from_safetensors_with_prefix(
                 path: impl #p::AsRef<#p::Path>,
                 prefix: &str,
             ) -> #p::Result<Self, #p::MhaError> {
                 #from_safetensors_prefix
+            }
+
+            /// [`Self::from_safetensors_with_prefix`] on bytes in memory (`""`: every tensor must
+            /// be a parameter).
+            pub fn from_safetensors_bytes(
+                bytes: &[u8],
+                prefix: &str,
+            ) -> #p::Result<Self, #p::MhaError> {
+                #from_safetensors_bytes
             }
 
             /// A layer with torch's initialisation scheme, drawn from a generator seeded with `seed`.
@@ -134,6 +147,14 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
             /// The parameters.
             pub fn weights(&self) -> &#p::Weights {
                 #weights
+            }
+
+            /// Writes the parameters to a safetensors file under torch's `state_dict` names.
+            pub fn save_safetensors(
+                &self,
+                path: impl #p::AsRef<#p::Path>,
+            ) -> #p::Result<(), #p::MhaError> {
+                #save_safetensors
             }
 
             /// The same layer as the dynamic runtime type.
