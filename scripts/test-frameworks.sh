@@ -123,7 +123,8 @@ other = f"{o['passed']}/{o['failed']}" + (f" ({o['skipped']} skipped)" if o["ski
 print(f"{sys.argv[2]:<11} {m['cases']:>6} {m['matched']:>8} {m['refused']:>8} {m['failed']:>7}   {other:<22} {sys.argv[3]}")
 for name, outcome in m["case_outcomes"].items():
     if outcome != "matched":
-        print(f"{'':<11} {outcome:>8}: {name}")
+        why = f" (feature {m['refused_features'][name]})" if name in m.get("refused_features", {}) else ""
+        print(f"{'':<11} {outcome:>8}: {name}{why}")
 EOF
     else
         printf '%-11s %6s %8s %8s %7s   %-22s %s\n' "$key" - - - - - "$status"

@@ -15,6 +15,7 @@ import _support
 # nodeid -> outcome of the fixture-parity tests ("matched", "refused", "failed")
 _CASE_OUTCOMES: dict = {}
 _OTHER = {"passed": 0, "failed": 0, "skipped": 0}
+_REFUSED_FEATURE: dict = {}  # nodeid -> the feature a refused case was refused for
 PARITY_TEST_FILE = "test_fixture_parity.py"
 
 
@@ -78,8 +79,11 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if is_case:
             if report.passed:
-                refused = any(k == "mha_outcome" and v == "refused" for k, v in report.user_properties)
+                props = dict(report.user_properties)
+                refused = props.get("mha_outcome") == "refused"
                 _CASE_OUTCOMES[item.nodeid] = "refused" if refused else "matched"
+                if refused:
+                    _REFUSED_FEATURE[item.nodeid] = props.get("mha_refused_feature")
             elif report.skipped:
                 _CASE_OUTCOMES[item.nodeid] = "failed"  # a fixture case may not be skipped
             else:
@@ -103,8 +107,13 @@ def _matrix():
         "cases": len(_CASE_OUTCOMES),
         **counts,
         "other_tests": dict(_OTHER),
-        "case_outcomes": {nid.split("[", 1)[-1].rstrip("]"): o for nid, o in sorted(_CASE_OUTCOMES.items())},
+        "case_outcomes": {_case_name(nid): o for nid, o in sorted(_CASE_OUTCOMES.items())},
+        "refused_features": {_case_name(nid): f for nid, f in sorted(_REFUSED_FEATURE.items())},
     }
+
+
+def _case_name(nodeid):
+    return nodeid.split("[", 1)[-1].rstrip("]")
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -117,7 +126,8 @@ def pytest_terminal_summary(terminalreporter):
     )
     for name, outcome in m["case_outcomes"].items():
         if outcome != "matched":
-            terminalreporter.line(f"  {outcome:8} {name}")
+            why = f" ({m['refused_features'][name]})" if name in m["refused_features"] else ""
+            terminalreporter.line(f"  {outcome:8} {name}{why}")
 
 
 def pytest_sessionfinish(session, exitstatus):
