@@ -33,7 +33,7 @@ impl ScoreMask {
     /// Wraps a `(Nm, Hm, Lm, S')` mask; `None` when the array has no key axis entries
     /// (`S' = 0`) or an empty broadcast axis.
     pub fn new(values: Array4<f32>) -> Option<Self> {
-        if values.shape().iter().any(|&d| d == 0) {
+        if values.shape().contains(&0) {
             return None;
         }
         Some(Self { values })
