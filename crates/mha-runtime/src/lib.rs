@@ -28,6 +28,7 @@
 mod config;
 mod config_ext;
 mod error;
+pub mod fast;
 mod forward;
 mod init;
 mod layer;

@@ -1,0 +1,797 @@
+//! Fused attention over projected Q, K, V: a flash-style kernel with online softmax that never
+//! materialises the `L × S'` scores, and a weights-returning kernel that writes the
+//! probabilities it must return.
+//!
+//! Work is split with rayon over `(batch, head, query block)` (flash) or `(batch, query block)`
+//! (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
+//! `BLOCK_Q` queries × `BLOCK_K` keys packed into a thread-local scratch buffer, so steady-state
+//! calls allocate nothing here.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::simd::{exp_scalar, Portable, Simd};
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::Isa;
+
+/// Queries per work item / tile.
+pub(crate) const BLOCK_Q: usize = 64;
+/// Keys per tile (a multiple of every ISA's lane count).
+pub(crate) const BLOCK_K: usize = 64;
+
+/// A `(batch, position, feature)` operand inside a flat buffer: element `(n, t, c)` is at
+/// `offset + n * batch_stride + t * row_stride + c`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub batch_stride: usize,
+    pub row_stride: usize,
+}
+
+impl SeqRef<'_> {
+    /// Pointer to `(n, t, 0)`; in bounds by [`Problem::check`].
+    #[inline(always)]
+    fn row(&self, n: usize, t: usize) -> *const f32 {
+        self.data
+            .as_ptr()
+            .wrapping_add(self.offset + n * self.batch_stride + t * self.row_stride)
+    }
+
+    fn last_index(&self, batch: usize, len: usize, width: usize) -> usize {
+        self.offset + (batch - 1) * self.batch_stride + (len - 1) * self.row_stride + width
+    }
+}
+
+/// The merged additive mask: row `(n, h, i)` starts at `n * batch_stride + h * head_stride +
+/// i * row_stride` and holds `S'` contiguous values (a stride of 0 broadcasts).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaskRef<'a> {
+    pub data: &'a [f32],
+    pub batch_stride: usize,
+    pub head_stride: usize,
+    pub row_stride: usize,
+}
+
+impl MaskRef<'_> {
+    #[inline(always)]
+    fn row(&self, n: usize, h: usize, i: usize) -> *const f32 {
+        self.data
+            .as_ptr()
+            .wrapping_add(n * self.batch_stride + h * self.head_stride + i * self.row_stride)
+    }
+}
+
+/// What a query row whose keys are all masked gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FullyMasked {
+    /// Output (and weights) NaN, as torch's explicit softmax gives.
+    Nan,
+    /// Zero attention, as `scaled_dot_product_attention` gives.
+    Zero,
+}
+
+/// One attention problem on projected inputs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Problem<'a> {
+    pub batch: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    /// `L`.
+    pub q_len: usize,
+    /// `S`, the keys that come from `k` / `v`.
+    pub src_len: usize,
+    pub q: SeqRef<'a>,
+    pub k: SeqRef<'a>,
+    pub v: SeqRef<'a>,
+    /// Keys appended after the `S` input keys (`bias_k`, then a zero row), `extra × E`.
+    pub extra_k: &'a [f32],
+    /// Values appended likewise, `extra × E`.
+    pub extra_v: &'a [f32],
+    pub mask: Option<MaskRef<'a>>,
+    /// Mask key `j > i` for query `i`.
+    pub causal: bool,
+    pub scale: f32,
+    pub fully_masked: FullyMasked,
+}
+
+impl Problem<'_> {
+    fn embed_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn extra(&self) -> usize {
+        self.extra_k.len() / self.embed_dim().max(1)
+    }
+
+    /// `S'`: all keys, appended ones included.
+    pub(crate) fn total_keys(&self) -> usize {
+        self.src_len + self.extra()
+    }
+
+    /// Checks that every index the kernels form is in bounds (an internal invariant: the
+    /// callers build problems from checked shapes).
+    fn check(&self) {
+        let e = self.embed_dim();
+        assert!(self.batch > 0 && self.q_len > 0 && self.heads > 0 && self.head_dim > 0);
+        assert!(self.q.last_index(self.batch, self.q_len, e) <= self.q.data.len());
+        if self.src_len > 0 {
+            assert!(self.k.last_index(self.batch, self.src_len, e) <= self.k.data.len());
+            assert!(self.v.last_index(self.batch, self.src_len, e) <= self.v.data.len());
+        }
+        assert_eq!(self.extra_k.len(), self.extra_v.len());
+        assert_eq!(self.extra_k.len() % e, 0);
+        if let Some(m) = &self.mask {
+            let last = (self.batch - 1) * m.batch_stride
+                + (self.heads - 1) * m.head_stride
+                + (self.q_len - 1) * m.row_stride
+                + self.total_keys();
+            assert!(last <= m.data.len());
+        }
+    }
+
+    /// Key `j` (of `S'`) of head `h`, batch `n`.
+    #[inline(always)]
+    fn key(&self, n: usize, j: usize, h: usize) -> *const f32 {
+        if j < self.src_len {
+            self.k.row(n, j).wrapping_add(h * self.head_dim)
+        } else {
+            self.extra_k
+                .as_ptr()
+                .wrapping_add((j - self.src_len) * self.embed_dim() + h * self.head_dim)
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, n: usize, j: usize, h: usize) -> *const f32 {
+        if j < self.src_len {
+            self.v.row(n, j).wrapping_add(h * self.head_dim)
+        } else {
+            self.extra_v
+                .as_ptr()
+                .wrapping_add((j - self.src_len) * self.embed_dim() + h * self.head_dim)
+        }
+    }
+}
+
+/// A `(batch, position, feature)` destination (attention output before `out_proj`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqOut {
+    ptr: *mut f32,
+    batch_stride: usize,
+    row_stride: usize,
+}
+
+// SAFETY: work items write disjoint rows / head columns of the destination.
+unsafe impl Send for SeqOut {}
+unsafe impl Sync for SeqOut {}
+
+/// Where the weights kernel writes the probabilities: `(N, H, L, S')` or `(N, L, S')`.
+#[derive(Debug, Clone, Copy)]
+struct WeightsOut {
+    ptr: *mut f32,
+    per_head: bool,
+}
+
+// SAFETY: work items write disjoint `(n, query block)` rows.
+unsafe impl Send for WeightsOut {}
+unsafe impl Sync for WeightsOut {}
+
+fn out_for(problem: &Problem<'_>, out: &mut [f32], batch_stride: usize, row_stride: usize) -> SeqOut {
+    let last = (problem.batch - 1) * batch_stride + (problem.q_len - 1) * row_stride + problem.embed_dim();
+    assert!(last <= out.len(), "attention output buffer too small");
+    SeqOut {
+        ptr: out.as_mut_ptr(),
+        batch_stride,
+        row_stride,
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats.
+fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len]);
+    });
+}
+
+const fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+fn flash_scratch_len(head_dim: usize) -> usize {
+    let dp = round_up(head_dim, 16);
+    head_dim * BLOCK_K + BLOCK_K * dp + BLOCK_Q * BLOCK_K + BLOCK_Q * dp + 2 * BLOCK_Q
+}
+
+fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
+    let dp = round_up(head_dim, 16);
+    head_dim * BLOCK_K + BLOCK_K * dp + BLOCK_Q * round_up(total_keys.max(1), BLOCK_K) + BLOCK_Q * dp
+}
+
+type FlashItem = unsafe fn(&Problem<'_>, SeqOut, usize, &mut [f32]);
+type WeightsItem = unsafe fn(&Problem<'_>, SeqOut, WeightsOut, usize, &mut [f32]);
+
+/// The flash kernel: `out` gets softmax(q kᵀ · scale + mask) v for every `(n, i, h)`.
+/// `HEAD_DIM = 0` reads the head dimension from the problem; otherwise it must equal it.
+pub(crate) fn flash<const HEAD_DIM: usize>(
+    isa: Isa,
+    problem: &Problem<'_>,
+    out: &mut [f32],
+    out_batch_stride: usize,
+    out_row_stride: usize,
+) {
+    problem.check();
+    assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
+    let out = out_for(problem, out, out_batch_stride, out_row_stride);
+    let item: FlashItem = flash_item_for::<HEAD_DIM>(isa);
+    let blocks = problem.q_len.div_ceil(BLOCK_Q);
+    let items = problem.batch * problem.heads * blocks;
+    let scratch = flash_scratch_len(problem.head_dim);
+    (0..items).into_par_iter().for_each(|index| {
+        // SAFETY: `item` runs on an ISA this CPU supports (checked by `Isa::is_supported` when
+        // it was selected), the problem passed `check`, items write disjoint outputs.
+        with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) });
+    });
+}
+
+/// The weights kernel: like [`flash`], and writes the probabilities into `weights`,
+/// `(N, H, L, S')` when `per_head`, else their mean over heads `(N, L, S')`.
+pub(crate) fn with_weights<const HEAD_DIM: usize>(
+    isa: Isa,
+    problem: &Problem<'_>,
+    out: &mut [f32],
+    out_batch_stride: usize,
+    out_row_stride: usize,
+    weights: &mut [f32],
+    per_head: bool,
+) {
+    problem.check();
+    assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
+    let heads = if per_head { problem.heads } else { 1 };
+    assert_eq!(
+        weights.len(),
+        problem.batch * heads * problem.q_len * problem.total_keys()
+    );
+    let out = out_for(problem, out, out_batch_stride, out_row_stride);
+    let weights = WeightsOut {
+        ptr: weights.as_mut_ptr(),
+        per_head,
+    };
+    let item: WeightsItem = weights_item_for::<HEAD_DIM>(isa);
+    let blocks = problem.q_len.div_ceil(BLOCK_Q);
+    let items = problem.batch * blocks;
+    let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
+    (0..items).into_par_iter().for_each(|index| {
+        // SAFETY: as in `flash`.
+        with_scratch(scratch, |buf| unsafe { item(problem, out, weights, index, buf) });
+    });
+}
+
+fn flash_item_for<const D: usize>(isa: Isa) -> FlashItem {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => avx512_flash_item::<D>,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma if isa.is_supported() => avx2_flash_item::<D>,
+        _ => portable_flash_item::<D>,
+    }
+}
+
+fn weights_item_for<const D: usize>(isa: Isa) -> WeightsItem {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => avx512_weights_item::<D>,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma if isa.is_supported() => avx2_weights_item::<D>,
+        _ => portable_weights_item::<D>,
+    }
+}
+
+// Register blocking per ISA: (QK rows, QK vectors, PV rows, PV vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+    unsafe { flash_item::<Avx512, D, 8, 2, 4, 4>(p, out, index, buf) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+    unsafe { flash_item::<Avx2, D, 6, 2, 6, 2>(p, out, index, buf) }
+}
+
+unsafe fn portable_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+    unsafe { flash_item::<Portable, D, 4, 1, 4, 1>(p, out, index, buf) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_weights_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    w: WeightsOut,
+    index: usize,
+    buf: &mut [f32],
+) {
+    unsafe { weights_item::<Avx512, D, 8, 2, 4, 4>(p, out, w, index, buf) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_weights_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    w: WeightsOut,
+    index: usize,
+    buf: &mut [f32],
+) {
+    unsafe { weights_item::<Avx2, D, 6, 2, 6, 2>(p, out, w, index, buf) }
+}
+
+unsafe fn portable_weights_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    w: WeightsOut,
+    index: usize,
+    buf: &mut [f32],
+) {
+    unsafe { weights_item::<Portable, D, 4, 1, 4, 1>(p, out, w, index, buf) }
+}
+
+/// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
+/// `cols_padded`) and their values into `vp` (`cols × dp`, zero-padded to `dp`).
+#[inline(always)]
+unsafe fn pack_tile(
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    k0: usize,
+    cols: usize,
+    cols_padded: usize,
+    d: usize,
+    dp: usize,
+    kt: &mut [f32],
+    vp: &mut [f32],
+) {
+    for j in 0..cols {
+        // SAFETY: key/value rows are in bounds by `Problem::check`.
+        let key = unsafe { std::slice::from_raw_parts(p.key(n, k0 + j, h), d) };
+        for (c, &x) in key.iter().enumerate() {
+            kt[c * BLOCK_K + j] = x;
+        }
+        let value = unsafe { std::slice::from_raw_parts(p.value(n, k0 + j, h), d) };
+        let dst = &mut vp[j * dp..(j + 1) * dp];
+        dst[..d].copy_from_slice(value);
+        dst[d..].fill(0.0);
+    }
+    for c in 0..d {
+        kt[c * BLOCK_K + cols..c * BLOCK_K + cols_padded].fill(0.0);
+    }
+}
+
+/// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
+/// keys; score row `i` starts at `scores + i * ld`.
+#[inline(always)]
+unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    q_rows: &[*const f32],
+    d: usize,
+    kt: *const f32,
+    cols_padded: usize,
+    scores: *mut f32,
+    ld: usize,
+) {
+    let rows = q_rows.len();
+    let mut i = 0;
+    while i + MR <= rows {
+        let mut q = [std::ptr::null::<f32>(); MR];
+        q.copy_from_slice(&q_rows[i..i + MR]);
+        unsafe { qk_rows::<S, D, MR, NV>(q, d, kt, cols_padded, scores.add(i * ld), ld) };
+        i += MR;
+    }
+    while i < rows {
+        unsafe { qk_rows::<S, D, 1, NV>([q_rows[i]], d, kt, cols_padded, scores.add(i * ld), ld) };
+        i += 1;
+    }
+}
+
+#[inline(always)]
+unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    q: [*const f32; MR],
+    d: usize,
+    kt: *const f32,
+    cols_padded: usize,
+    scores: *mut f32,
+    ld: usize,
+) {
+    let mut j = 0;
+    while j + NV * S::LANES <= cols_padded {
+        unsafe { qk_block::<S, D, MR, NV>(q, d, kt.add(j), scores.add(j), ld) };
+        j += NV * S::LANES;
+    }
+    while j < cols_padded {
+        unsafe { qk_block::<S, D, MR, 1>(q, d, kt.add(j), scores.add(j), ld) };
+        j += S::LANES;
+    }
+}
+
+/// The QKᵀ micro-kernel: `MR` query rows × `NV` vectors of keys, accumulated over `d`.
+#[inline(always)]
+unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    q: [*const f32; MR],
+    d: usize,
+    kt: *const f32,
+    scores: *mut f32,
+    ld: usize,
+) {
+    let d = if D > 0 { D } else { d };
+    let mut acc = [[S::splat(0.0); NV]; MR];
+    for c in 0..d {
+        let mut kv = [S::splat(0.0); NV];
+        for (v, slot) in kv.iter_mut().enumerate() {
+            *slot = unsafe { S::load(kt.add(c * BLOCK_K + v * S::LANES)) };
+        }
+        for r in 0..MR {
+            let qb = S::splat(unsafe { *q[r].add(c) });
+            for v in 0..NV {
+                acc[r][v] = S::mul_add(qb, kv[v], acc[r][v]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            unsafe { S::store(scores.add(r * ld + v * S::LANES), x) };
+        }
+    }
+}
+
+/// `o[i][:] += Σ_{j < cols} p[i][j] · vp[j][:]` for `rows` rows of width `dp`; `p` row `i` at
+/// `p + i * ld_p`, `o` and `vp` rows `dp` apart.
+#[inline(always)]
+unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
+    p: *const f32,
+    ld_p: usize,
+    rows: usize,
+    cols: usize,
+    vp: *const f32,
+    dp: usize,
+    o: *mut f32,
+) {
+    let mut i = 0;
+    while i + MR <= rows {
+        unsafe { pv_rows::<S, MR, NV>(p.add(i * ld_p), ld_p, cols, vp, dp, o.add(i * dp)) };
+        i += MR;
+    }
+    while i < rows {
+        unsafe { pv_rows::<S, 1, NV>(p.add(i * ld_p), ld_p, cols, vp, dp, o.add(i * dp)) };
+        i += 1;
+    }
+}
+
+#[inline(always)]
+unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
+    p: *const f32,
+    ld_p: usize,
+    cols: usize,
+    vp: *const f32,
+    dp: usize,
+    o: *mut f32,
+) {
+    let mut c = 0;
+    while c + NV * S::LANES <= dp {
+        unsafe { pv_block::<S, MR, NV>(p, ld_p, cols, vp.add(c), dp, o.add(c)) };
+        c += NV * S::LANES;
+    }
+    while c < dp {
+        unsafe { pv_block::<S, MR, 1>(p, ld_p, cols, vp.add(c), dp, o.add(c)) };
+        c += S::LANES;
+    }
+}
+
+/// The PV micro-kernel: `MR` rows × `NV` vectors of output columns, accumulated over keys.
+#[inline(always)]
+unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
+    p: *const f32,
+    ld_p: usize,
+    cols: usize,
+    vp: *const f32,
+    dp: usize,
+    o: *mut f32,
+) {
+    let mut acc = [[S::splat(0.0); NV]; MR];
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (v, slot) in row.iter_mut().enumerate() {
+            *slot = unsafe { S::load(o.add(r * dp + v * S::LANES)) };
+        }
+    }
+    for j in 0..cols {
+        let mut vv = [S::splat(0.0); NV];
+        for (v, slot) in vv.iter_mut().enumerate() {
+            *slot = unsafe { S::load(vp.add(j * dp + v * S::LANES)) };
+        }
+        for r in 0..MR {
+            let pb = S::splat(unsafe { *p.add(r * ld_p + j) });
+            for v in 0..NV {
+                acc[r][v] = S::mul_add(pb, vv[v], acc[r][v]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            unsafe { S::store(o.add(r * dp + v * S::LANES), x) };
+        }
+    }
+}
+
+/// Turns raw dot products of row `qi` (keys `k0..k0 + cols`, padded to `cols_padded`) into
+/// masked, scaled scores: `-inf` for padding and causally hidden keys.
+#[inline(always)]
+fn mask_scores<S: Simd>(
+    p: &Problem<'_>,
+    row: &mut [f32],
+    mask_row: Option<*const f32>,
+    qi: usize,
+    k0: usize,
+    cols: usize,
+) {
+    let scale = S::splat(p.scale);
+    for chunk in row.chunks_exact_mut(S::LANES) {
+        // SAFETY: the chunk holds LANES floats.
+        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), scale)) };
+    }
+    if let Some(m) = mask_row {
+        // SAFETY: the mask row holds S' >= k0 + cols values (`Problem::check`).
+        let m = unsafe { std::slice::from_raw_parts(m.add(k0), cols) };
+        for (x, &add) in row[..cols].iter_mut().zip(m) {
+            *x += add;
+        }
+    }
+    if p.causal && k0 + cols > qi + 1 {
+        let from = (qi + 1).saturating_sub(k0);
+        row[from..cols].fill(f32::NEG_INFINITY);
+    }
+    row[cols..].fill(f32::NEG_INFINITY);
+}
+
+#[inline(always)]
+fn row_max<S: Simd>(row: &[f32]) -> f32 {
+    let mut m = S::splat(f32::NEG_INFINITY);
+    for chunk in row.chunks_exact(S::LANES) {
+        m = S::max(m, unsafe { S::load(chunk.as_ptr()) });
+    }
+    S::reduce_max(m)
+}
+
+/// `row[j] = exp(row[j] - max)`; returns the sum.
+#[inline(always)]
+fn exp_row<S: Simd>(row: &mut [f32], max: f32) -> f32 {
+    let m = S::splat(max);
+    let mut sum = S::splat(0.0);
+    for chunk in row.chunks_exact_mut(S::LANES) {
+        let e = S::exp(S::sub(unsafe { S::load(chunk.as_ptr()) }, m));
+        unsafe { S::store(chunk.as_mut_ptr(), e) };
+        sum = S::add(sum, e);
+    }
+    S::reduce_add(sum)
+}
+
+#[inline(always)]
+fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
+    let f = S::splat(factor);
+    for chunk in row.chunks_exact_mut(S::LANES) {
+        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), f)) };
+    }
+}
+
+/// Whether every score of the tile is masked by the additive mask (all `-inf`).
+#[inline(always)]
+fn tile_fully_masked(p: &Problem<'_>, n: usize, h: usize, q0: usize, rows: usize, k0: usize, cols: usize) -> bool {
+    let Some(mask) = &p.mask else { return false };
+    let rows = if mask.row_stride == 0 { 1 } else { rows };
+    (0..rows).all(|i| {
+        // SAFETY: in bounds by `Problem::check`.
+        let m = unsafe { std::slice::from_raw_parts(mask.row(n, h, q0 + i).add(k0), cols) };
+        m.iter().all(|&x| x == f32::NEG_INFINITY)
+    })
+}
+
+/// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
+/// element `index / (blocks * H)`.
+#[inline(always)]
+unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    index: usize,
+    buf: &mut [f32],
+) {
+    let d = if D > 0 { D } else { p.head_dim };
+    let dp = round_up(d, S::LANES);
+    let blocks = p.q_len.div_ceil(BLOCK_Q);
+    let (nh, qb) = (index / blocks, index % blocks);
+    let (n, h) = (nh / p.heads, nh % p.heads);
+    let q0 = qb * BLOCK_Q;
+    let rows = BLOCK_Q.min(p.q_len - q0);
+    let total = p.total_keys();
+    let kv_end = if p.causal { total.min(q0 + rows) } else { total };
+
+    let (kt, rest) = buf.split_at_mut(d * BLOCK_K);
+    let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
+    let (scores, rest) = rest.split_at_mut(BLOCK_Q * BLOCK_K);
+    let (o, rest) = rest.split_at_mut(BLOCK_Q * dp);
+    let (m, rest) = rest.split_at_mut(BLOCK_Q);
+    let l = &mut rest[..BLOCK_Q];
+    o[..rows * dp].fill(0.0);
+    m.fill(f32::NEG_INFINITY);
+    l.fill(0.0);
+
+    let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
+    for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
+        *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
+    }
+
+    let mut k0 = 0;
+    while k0 < kv_end {
+        let cols = BLOCK_K.min(kv_end - k0);
+        let cols_padded = round_up(cols, S::LANES);
+        if tile_fully_masked(p, n, h, q0, rows, k0, cols) {
+            k0 += BLOCK_K;
+            continue;
+        }
+        unsafe {
+            pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
+            qk_tile::<S, D, QMR, QNV>(&q_rows[..rows], d, kt.as_ptr(), cols_padded, scores.as_mut_ptr(), BLOCK_K);
+        }
+        for i in 0..rows {
+            let row = &mut scores[i * BLOCK_K..i * BLOCK_K + cols_padded];
+            let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
+            mask_scores::<S>(p, row, mask_row, q0 + i, k0, cols);
+            let m_new = m[i].max(row_max::<S>(row));
+            if m_new == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let alpha = if m[i] == f32::NEG_INFINITY { 0.0 } else { exp_scalar(m[i] - m_new) };
+            let sum = exp_row::<S>(row, m_new);
+            l[i] = l[i] * alpha + sum;
+            m[i] = m_new;
+            if alpha != 1.0 {
+                scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha);
+            }
+        }
+        unsafe { pv_tile::<S, PMR, PNV>(scores.as_ptr(), BLOCK_K, rows, cols, vp.as_ptr(), dp, o.as_mut_ptr()) };
+        k0 += BLOCK_K;
+    }
+
+    for i in 0..rows {
+        let inv = if l[i] > 0.0 {
+            1.0 / l[i]
+        } else {
+            match p.fully_masked {
+                FullyMasked::Zero => 0.0,
+                FullyMasked::Nan => f32::NAN,
+            }
+        };
+        let dst = out
+            .ptr
+            .wrapping_add(n * out.batch_stride + (q0 + i) * out.row_stride + h * d);
+        // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst, d) };
+        for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
+            *x = acc * inv;
+        }
+    }
+}
+
+/// One weights work item: query block `index % blocks` of batch element `index / blocks`, all
+/// heads.
+#[inline(always)]
+unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    weights: WeightsOut,
+    index: usize,
+    buf: &mut [f32],
+) {
+    let d = if D > 0 { D } else { p.head_dim };
+    let dp = round_up(d, S::LANES);
+    let blocks = p.q_len.div_ceil(BLOCK_Q);
+    let (n, qb) = (index / blocks, index % blocks);
+    let q0 = qb * BLOCK_Q;
+    let rows = BLOCK_Q.min(p.q_len - q0);
+    let total = p.total_keys();
+    let ld = round_up(total.max(1), BLOCK_K);
+
+    let (kt, rest) = buf.split_at_mut(d * BLOCK_K);
+    let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
+    let (scores, rest) = rest.split_at_mut(BLOCK_Q * ld);
+    let o = &mut rest[..BLOCK_Q * dp];
+    let inv_heads = 1.0 / p.heads as f32;
+
+    for h in 0..p.heads {
+        let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
+        for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
+            *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
+        }
+        let mut k0 = 0;
+        while k0 < total {
+            let cols = BLOCK_K.min(total - k0);
+            let cols_padded = round_up(cols, S::LANES);
+            unsafe {
+                pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
+                qk_tile::<S, D, QMR, QNV>(&q_rows[..rows], d, kt.as_ptr(), cols_padded, scores.as_mut_ptr().add(k0), ld);
+            }
+            k0 += BLOCK_K;
+        }
+        let total_padded = round_up(total, S::LANES);
+        for i in 0..rows {
+            let row = &mut scores[i * ld..i * ld + total_padded];
+            let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
+            mask_scores::<S>(p, row, mask_row, q0 + i, 0, total);
+            let max = row_max::<S>(row);
+            if max == f32::NEG_INFINITY || max.is_nan() {
+                let fill = match p.fully_masked {
+                    FullyMasked::Nan => f32::NAN,
+                    FullyMasked::Zero if max.is_nan() => f32::NAN,
+                    FullyMasked::Zero => 0.0,
+                };
+                row[..total].fill(fill);
+                row[total..].fill(0.0);
+            } else {
+                let sum = exp_row::<S>(row, max);
+                scale_row::<S>(row, 1.0 / sum);
+            }
+            let row = &row[..total];
+            let qi = q0 + i;
+            if weights.per_head {
+                let at = ((n * p.heads + h) * p.q_len + qi) * total;
+                // SAFETY: in bounds by the length check in `with_weights`; rows are disjoint.
+                let dst = unsafe { std::slice::from_raw_parts_mut(weights.ptr.add(at), total) };
+                dst.copy_from_slice(row);
+            } else {
+                let at = (n * p.q_len + qi) * total;
+                let dst = unsafe { std::slice::from_raw_parts_mut(weights.ptr.add(at), total) };
+                if h == 0 {
+                    dst.copy_from_slice(row);
+                } else {
+                    for (x, &w) in dst.iter_mut().zip(row) {
+                        *x += w;
+                    }
+                }
+                if h + 1 == p.heads {
+                    for x in dst.iter_mut() {
+                        *x *= inv_heads;
+                    }
+                }
+            }
+        }
+
+        o[..rows * dp].fill(0.0);
+        let mut k0 = 0;
+        while k0 < total {
+            let cols = BLOCK_K.min(total - k0);
+            let cols_padded = round_up(cols, S::LANES);
+            unsafe {
+                pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
+                pv_tile::<S, PMR, PNV>(scores.as_ptr().add(k0), ld, rows, cols, vp.as_ptr(), dp, o.as_mut_ptr());
+            }
+            k0 += BLOCK_K;
+        }
+        for i in 0..rows {
+            let dst = out
+                .ptr
+                .wrapping_add(n * out.batch_stride + (q0 + i) * out.row_stride + h * d);
+            // SAFETY: in bounds by `out_for`; this item owns these rows.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst, d) };
+            dst.copy_from_slice(&o[i * dp..i * dp + d]);
+        }
+    }
+}

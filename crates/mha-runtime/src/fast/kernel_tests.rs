@@ -1,0 +1,324 @@
+//! The attention kernels against a naive f64 implementation, on every ISA this CPU runs.
+
+use super::attention::{flash, with_weights, FullyMasked, MaskRef, Problem, SeqRef};
+use super::Isa;
+
+/// A small deterministic generator (tests only).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() % 1_000_000) as f32 / 500_000.0 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MaskKind {
+    None,
+    /// `(N, 1, 1, S')`, some keys `-inf`.
+    KeyPadding,
+    /// `(1, 1, L, S')` finite values and `-inf`.
+    Shared,
+    /// `(N, H, L, S')` with whole rows `-inf`.
+    PerHead,
+}
+
+struct Case {
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    q_len: usize,
+    src_len: usize,
+    extra: usize,
+    mask: MaskKind,
+    causal: bool,
+    fully_masked: FullyMasked,
+    seq_first: bool,
+}
+
+struct Data {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    extra_k: Vec<f32>,
+    extra_v: Vec<f32>,
+    mask: Vec<f32>,
+    mask_strides: [usize; 3],
+}
+
+fn make(case: &Case, rng: &mut Lcg) -> Data {
+    let e = case.heads * case.head_dim;
+    let total = case.src_len + case.extra;
+    let mut gen = |len: usize, scale: f32| (0..len).map(|_| rng.uniform() * scale).collect::<Vec<f32>>();
+    let q = gen(case.batch * case.q_len * e, 2.0);
+    let k = gen(case.batch * case.src_len * e, 2.0);
+    let v = gen(case.batch * case.src_len * e, 1.0);
+    let extra_k = gen(case.extra * e, 1.0);
+    let extra_v = gen(case.extra * e, 1.0);
+    let (dims, strides) = match case.mask {
+        MaskKind::None => ([0, 0, 0], [0, 0, 0]),
+        MaskKind::KeyPadding => ([case.batch, 1, 1], [total, 0, 0]),
+        MaskKind::Shared => ([1, 1, case.q_len], [0, 0, total]),
+        MaskKind::PerHead => (
+            [case.batch, case.heads, case.q_len],
+            [case.heads * case.q_len * total, case.q_len * total, total],
+        ),
+    };
+    let rows = dims[0] * dims[1] * dims[2];
+    let mut mask = vec![0.0f32; rows * total];
+    for r in 0..rows {
+        let whole_row = matches!(case.mask, MaskKind::PerHead) && rng.below(5) == 0;
+        for j in 0..total {
+            let x = &mut mask[r * total + j];
+            if j >= case.src_len {
+                continue; // appended keys are padded with 0, as torch pads
+            }
+            *x = match case.mask {
+                MaskKind::KeyPadding if rng.below(3) == 0 => f32::NEG_INFINITY,
+                MaskKind::Shared if rng.below(4) == 0 => f32::NEG_INFINITY,
+                MaskKind::Shared => rng.uniform(),
+                _ if whole_row => f32::NEG_INFINITY,
+                MaskKind::PerHead if rng.below(4) == 0 => f32::NEG_INFINITY,
+                _ => 0.0,
+            };
+        }
+        if whole_row {
+            mask[r * total..(r + 1) * total].fill(f32::NEG_INFINITY);
+        }
+    }
+    Data {
+        q,
+        k,
+        v,
+        extra_k,
+        extra_v,
+        mask,
+        mask_strides: strides,
+    }
+}
+
+fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
+    let e = case.heads * case.head_dim;
+    let (bs_q, rs_q, bs_k, rs_k) = if case.seq_first {
+        (e, case.batch * e, e, case.batch * e)
+    } else {
+        (case.q_len * e, e, case.src_len * e, e)
+    };
+    let seq = |data: &'a [f32], bs, rs| SeqRef {
+        data,
+        offset: 0,
+        batch_stride: bs,
+        row_stride: rs,
+    };
+    Problem {
+        batch: case.batch,
+        heads: case.heads,
+        head_dim: case.head_dim,
+        q_len: case.q_len,
+        src_len: case.src_len,
+        q: seq(&data.q, bs_q, rs_q),
+        k: seq(&data.k, bs_k, rs_k),
+        v: seq(&data.v, bs_k, rs_k),
+        extra_k: &data.extra_k,
+        extra_v: &data.extra_v,
+        mask: match case.mask {
+            MaskKind::None => None,
+            _ => Some(MaskRef {
+                data: &data.mask,
+                batch_stride: data.mask_strides[0],
+                head_stride: data.mask_strides[1],
+                row_stride: data.mask_strides[2],
+            }),
+        },
+        causal: case.causal,
+        scale: (1.0 / case.head_dim as f64).sqrt() as f32,
+        fully_masked: case.fully_masked,
+    }
+}
+
+/// Naive attention in f64: (output `(N, L, E)` batch-major, per-head weights `(N, H, L, S')`).
+fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
+    let (n_, h_, d, l_, total) = (case.batch, case.heads, case.head_dim, case.q_len, p.total_keys());
+    let e = h_ * d;
+    let key = |n: usize, j: usize| -> Vec<f64> {
+        if j < case.src_len {
+            let at = p.k.offset + n * p.k.batch_stride + j * p.k.row_stride;
+            p.k.data[at..at + e].iter().map(|&x| x as f64).collect()
+        } else {
+            p.extra_k[(j - case.src_len) * e..(j - case.src_len + 1) * e].iter().map(|&x| x as f64).collect()
+        }
+    };
+    let value = |n: usize, j: usize| -> Vec<f64> {
+        if j < case.src_len {
+            let at = p.v.offset + n * p.v.batch_stride + j * p.v.row_stride;
+            p.v.data[at..at + e].iter().map(|&x| x as f64).collect()
+        } else {
+            p.extra_v[(j - case.src_len) * e..(j - case.src_len + 1) * e].iter().map(|&x| x as f64).collect()
+        }
+    };
+    let mut out = vec![0.0f64; n_ * l_ * e];
+    let mut weights = vec![0.0f64; n_ * h_ * l_ * total];
+    for n in 0..n_ {
+        for h in 0..h_ {
+            for i in 0..l_ {
+                let qa = p.q.offset + n * p.q.batch_stride + i * p.q.row_stride + h * d;
+                let q = &p.q.data[qa..qa + d];
+                let mut s: Vec<f64> = (0..total)
+                    .map(|j| {
+                        let k = key(n, j);
+                        let dot: f64 = (0..d).map(|c| q[c] as f64 * k[h * d + c]).sum();
+                        let mut x = dot * p.scale as f64;
+                        if let Some(m) = &p.mask {
+                            x += m.data[n * m.batch_stride + h * m.head_stride + i * m.row_stride + j] as f64;
+                        }
+                        if p.causal && j > i {
+                            x = f64::NEG_INFINITY;
+                        }
+                        x
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    let fill = if case.fully_masked == FullyMasked::Nan { f64::NAN } else { 0.0 };
+                    s.iter_mut().for_each(|x| *x = fill);
+                } else {
+                    s.iter_mut().for_each(|x| *x = (*x - max).exp());
+                    let sum: f64 = s.iter().sum();
+                    s.iter_mut().for_each(|x| *x /= sum);
+                }
+                for j in 0..total {
+                    weights[((n * h_ + h) * l_ + i) * total + j] = s[j];
+                    let v = value(n, j);
+                    for c in 0..d {
+                        out[(n * l_ + i) * e + h * d + c] += s[j] * v[h * d + c];
+                    }
+                }
+            }
+        }
+    }
+    (out, weights)
+}
+
+fn close(got: f32, want: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    (got as f64 - want).abs() <= 1e-5 + 1e-4 * want.abs()
+}
+
+fn check_case(case: &Case, seed: u64) {
+    let mut rng = Lcg(seed);
+    let data = make(case, &mut rng);
+    let p = problem(case, &data);
+    let (want_out, want_w) = naive(case, &p);
+    let e = case.heads * case.head_dim;
+    let (bs, rs) = if case.seq_first { (e, case.batch * e) } else { (case.q_len * e, e) };
+    let total = p.total_keys();
+    let at = |n: usize, i: usize| n * bs + i * rs;
+    for isa in Isa::supported() {
+        let mut outs = Vec::new();
+        let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+        flash::<0>(isa, &p, &mut out, bs, rs);
+        outs.push(("flash", out));
+        if case.head_dim == 8 {
+            let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+            flash::<8>(isa, &p, &mut out, bs, rs);
+            outs.push(("flash<8>", out));
+        }
+        for per_head in [true, false] {
+            let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+            let heads = if per_head { case.heads } else { 1 };
+            let mut w = vec![f32::NAN; case.batch * heads * case.q_len * total];
+            with_weights::<0>(isa, &p, &mut out, bs, rs, &mut w, per_head);
+            for n in 0..case.batch {
+                for i in 0..case.q_len {
+                    for j in 0..total {
+                        let want = if per_head {
+                            (0..case.heads).map(|h| want_w[((n * case.heads + h) * case.q_len + i) * total + j]).collect()
+                        } else {
+                            vec![(0..case.heads).map(|h| want_w[((n * case.heads + h) * case.q_len + i) * total + j]).sum::<f64>() / case.heads as f64]
+                        };
+                        for (hh, want) in want.into_iter().enumerate() {
+                            let got = w[((n * heads + hh) * case.q_len + i) * total + j];
+                            assert!(close(got, want), "{isa} weights per_head={per_head} n={n} h={hh} i={i} j={j}: {got} vs {want}");
+                        }
+                    }
+                }
+            }
+            outs.push(("weights", out));
+        }
+        for (kind, out) in outs {
+            for n in 0..case.batch {
+                for i in 0..case.q_len {
+                    for c in 0..e {
+                        let got = out[at(n, i) + c];
+                        let want = want_out[(n * case.q_len + i) * e + c];
+                        assert!(close(got, want), "{isa} {kind} n={n} i={i} c={c}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_match_naive_attention_on_every_isa() {
+    let mut rng = Lcg(12345);
+    let masks = [MaskKind::None, MaskKind::KeyPadding, MaskKind::Shared, MaskKind::PerHead];
+    for round in 0..40 {
+        let head_dim = [1, 3, 8, 16, 17, 64][rng.below(6)];
+        let case = Case {
+            batch: 1 + rng.below(3),
+            heads: 1 + rng.below(3),
+            head_dim,
+            q_len: 1 + rng.below(if head_dim > 16 { 80 } else { 150 }),
+            src_len: rng.below(140),
+            extra: rng.below(3),
+            mask: masks[rng.below(4)],
+            causal: rng.below(4) == 0,
+            fully_masked: if rng.below(2) == 0 { FullyMasked::Nan } else { FullyMasked::Zero },
+            seq_first: rng.below(2) == 0,
+        };
+        if case.src_len + case.extra == 0 {
+            continue;
+        }
+        check_case(&case, 1000 + round);
+    }
+}
+
+#[test]
+fn long_rows_of_large_logits_do_not_overflow() {
+    let case = Case {
+        batch: 1,
+        heads: 2,
+        head_dim: 8,
+        q_len: 70,
+        src_len: 200,
+        extra: 0,
+        mask: MaskKind::None,
+        causal: false,
+        fully_masked: FullyMasked::Zero,
+        seq_first: false,
+    };
+    let mut rng = Lcg(7);
+    let mut data = make(&case, &mut rng);
+    data.q.iter_mut().for_each(|x| *x *= 300.0);
+    let p = problem(&case, &data);
+    let (want, _) = naive(&case, &p);
+    for isa in Isa::supported() {
+        let mut out = vec![0.0f32; want.len()];
+        flash::<0>(isa, &p, &mut out, case.q_len * 16, 16);
+        // Logits in the thousands: f32 dot products carry ~1e-4 absolute error into exp, so
+        // this checks finiteness and closeness, not the parity tolerance.
+        for (g, w) in out.iter().zip(&want) {
+            assert!(g.is_finite() && (*g as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "{isa}: {g} vs {w}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once.
+//!
+//! `gemm` picks its own micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 /
+//! FMA, or scalar). Rows are split into blocks with rayon and each block runs a single-threaded
+//! GEMM, which keeps both cores busy for the short `M` of small batches.
+
+use std::ops::Range;
+
+use ndarray::{ArrayView1, ArrayView2};
+use rayon::prelude::*;
+
+/// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
+/// with unit column stride), and its bias; several layers may be concatenated along `out`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedLinear {
+    weight_t: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+/// Rows per single-threaded GEMM call at least (smaller blocks lose more to packing).
+const MIN_ROWS_PER_TASK: usize = 32;
+
+impl PackedLinear {
+    /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
+    /// (all present or all absent).
+    pub(crate) fn concat(parts: &[(ArrayView2<'_, f32>, Option<ArrayView1<'_, f32>>)]) -> Self {
+        let in_dim = parts.first().map_or(0, |(w, _)| w.dim().1);
+        let out_dim: usize = parts.iter().map(|(w, _)| w.dim().0).sum();
+        let mut weight_t = vec![0.0f32; in_dim * out_dim];
+        let mut col = 0;
+        for (w, _) in parts {
+            assert_eq!(w.dim().1, in_dim, "concatenated weights must share the input width");
+            for ((o, i), &x) in w.indexed_iter() {
+                weight_t[i * out_dim + col + o] = x;
+            }
+            col += w.dim().0;
+        }
+        let bias = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty() {
+            Some(parts.iter().flat_map(|(_, b)| b.iter().flat_map(|b| b.iter().copied())).collect())
+        } else {
+            None
+        };
+        Self {
+            weight_t,
+            bias,
+            in_dim,
+            out_dim,
+        }
+    }
+
+    /// Input width.
+    pub(crate) fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    /// `dst[r][dst_col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for `rows`
+    /// rows of `x` (`in_dim` wide, `x_stride` apart) and `c < cols.len()`; `dst` rows are
+    /// `dst_stride` apart.
+    pub(crate) fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        x_stride: usize,
+        cols: Range<usize>,
+        dst: &mut [f32],
+        dst_stride: usize,
+        dst_col: usize,
+    ) {
+        let width = cols.len();
+        if rows == 0 || width == 0 {
+            return;
+        }
+        assert!(cols.end <= self.out_dim);
+        assert!(x_stride >= self.in_dim && (rows - 1) * x_stride + self.in_dim <= x.len());
+        assert!(dst_col + width <= dst_stride && (rows - 1) * dst_stride + dst_col + width <= dst.len());
+
+        let threads = rayon::current_num_threads().max(1);
+        let per_task = rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
+        let tasks = rows.div_ceil(per_task);
+        let dst_ptr = SendPtr(dst.as_mut_ptr());
+        let run = |t: usize| {
+            let r0 = t * per_task;
+            let r1 = rows.min(r0 + per_task);
+            let dst = dst_ptr;
+            // SAFETY: tasks cover disjoint row ranges of `dst`, all in bounds (asserted above).
+            unsafe { self.block(&x[r0 * x_stride..], r1 - r0, x_stride, cols.clone(), dst.0.add(r0 * dst_stride + dst_col), dst_stride) };
+        };
+        if tasks == 1 {
+            run(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    }
+
+    /// One single-threaded GEMM over `rows` rows.
+    ///
+    /// # Safety
+    /// `dst` must point at `rows` rows of `cols.len()` writable floats, `dst_stride` apart.
+    unsafe fn block(&self, x: &[f32], rows: usize, x_stride: usize, cols: Range<usize>, dst: *mut f32, dst_stride: usize) {
+        let width = cols.len();
+        let read_dst = if let Some(bias) = &self.bias {
+            for r in 0..rows {
+                // SAFETY: row r of dst holds `width` floats.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_stride), width) };
+                row.copy_from_slice(&bias[cols.clone()]);
+            }
+            true
+        } else {
+            false
+        };
+        // SAFETY: the strides describe in-bounds row-major matrices: x (rows × in_dim),
+        // Wᵀ columns `cols` (in_dim × width, row stride out_dim) and dst (rows × width).
+        unsafe {
+            gemm::gemm(
+                rows,
+                width,
+                self.in_dim,
+                dst,
+                1,
+                dst_stride as isize,
+                read_dst,
+                x.as_ptr(),
+                1,
+                x_stride as isize,
+                self.weight_t.as_ptr().add(cols.start),
+                1,
+                self.out_dim as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint row blocks to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2};
+
+    #[test]
+    fn matches_naive_linear_with_column_ranges_and_strides() {
+        let (rows, in_dim, outs) = (70, 5, 7);
+        let w1 = Array2::from_shape_fn((outs, in_dim), |(o, i)| (o * 3 + i) as f32 * 0.1 - 1.0);
+        let w2 = Array2::from_shape_fn((3, in_dim), |(o, i)| (o as f32 - i as f32) * 0.2);
+        let b1 = Array1::from_shape_fn(outs, |o| o as f32);
+        let b2 = Array1::from_shape_fn(3, |o| -(o as f32));
+        let packed = PackedLinear::concat(&[(w1.view(), Some(b1.view())), (w2.view(), Some(b2.view()))]);
+        let x_stride = 6;
+        let x: Vec<f32> = (0..rows * x_stride).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5).collect();
+        let dst_stride = 12;
+        let mut dst = vec![f32::NAN; rows * dst_stride];
+        packed.apply(&x, rows, x_stride, 2..9, &mut dst, dst_stride, 1);
+        for r in 0..rows {
+            for c in 0..7 {
+                let col = 2 + c;
+                let (w, b) = if col < outs { (w1.row(col), b1[col]) } else { (w2.row(col - outs), b2[col - outs]) };
+                let want: f32 = (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
+                let got = dst[r * dst_stride + 1 + c];
+                assert!((got - want).abs() < 1e-4, "row {r} col {c}: {got} vs {want}");
+            }
+            assert!(dst[r * dst_stride].is_nan());
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! A minimal SIMD vocabulary the kernels are written in once and compiled per instruction set.
+//!
+//! Every method is `#[inline(always)]`: the kernels that use them are instantiated inside
+//! `#[target_feature]` entry points (see `dispatch`), so the intrinsics inline with the right
+//! features enabled. The x86 implementations must only run after the CPU check of [`Isa`].
+//!
+//! [`Isa`]: super::Isa
+
+/// Lane-wise f32 operations on a vector of `LANES` floats.
+pub(crate) trait Simd: Copy + Send + Sync + 'static {
+    /// Floats per vector.
+    const LANES: usize;
+    /// The vector type.
+    type V: Copy;
+
+    /// All lanes `x`.
+    fn splat(x: f32) -> Self::V;
+    /// Loads `LANES` floats (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be readable.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Stores `LANES` floats (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p + LANES` must be writable.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a * b + c` (fused where the instruction set has FMA).
+    fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a * b`.
+    fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a + b`.
+    fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`.
+    fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum (`-inf` aware; NaN handling unspecified).
+    fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// `e^x`, about 1 ulp for `x <= 0`; exactly 0 below -87.3 (so `exp(-inf) = 0`).
+    fn exp(x: Self::V) -> Self::V;
+    /// Largest lane.
+    fn reduce_max(v: Self::V) -> f32;
+    /// Sum of the lanes.
+    fn reduce_add(v: Self::V) -> f32;
+}
+
+// Cephes-style expf: e^x = 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2.
+const EXP_LO: f32 = -87.336_55;
+const EXP_HI: f32 = 88.376_26;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const P0: f32 = 1.987_569_1e-4;
+const P1: f32 = 1.398_199_9e-3;
+const P2: f32 = 8.333_452e-3;
+const P3: f32 = 4.166_579_6e-2;
+const P4: f32 = 1.666_666_5e-1;
+const P5: f32 = 5.000_000_1e-1;
+
+/// Scalar version of [`Simd::exp`]'s polynomial.
+#[inline(always)]
+pub(crate) fn exp_scalar(x: f32) -> f32 {
+    if x < EXP_LO || x.is_nan() {
+        return if x.is_nan() { x } else { 0.0 };
+    }
+    let x = x.min(EXP_HI);
+    let n = (x * LOG2E).round();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let p = ((((P0 * r + P1) * r + P2) * r + P3) * r + P4) * r + P5;
+    let y = p * r2 + r + 1.0;
+    // 2^n for n in [-126, 127].
+    let bits = ((n as i32 + 127) as u32) << 23;
+    y * f32::from_bits(bits)
+}
+
+/// Eight f32 lanes in plain Rust: the portable fallback.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable;
+
+impl Simd for Portable {
+    const LANES: usize = 8;
+    type V = [f32; 8];
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self::V {
+        [x; 8]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: the caller guarantees 8 readable floats.
+        unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: the caller guarantees 8 writable floats.
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], v) }
+    }
+    #[inline(always)]
+    fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i])
+    }
+    #[inline(always)]
+    fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] - b[i])
+    }
+    #[inline(always)]
+    fn max(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] })
+    }
+    #[inline(always)]
+    fn exp(x: Self::V) -> Self::V {
+        std::array::from_fn(|i| exp_scalar(x[i]))
+    }
+    #[inline(always)]
+    fn reduce_max(v: Self::V) -> f32 {
+        v.into_iter().fold(f32::NEG_INFINITY, |a, b| if a > b { a } else { b })
+    }
+    #[inline(always)]
+    fn reduce_add(v: Self::V) -> f32 {
+        ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// AVX2 + FMA, 8 lanes. Only used after the CPU check.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Avx2;
+
+    /// AVX-512F, 16 lanes. Only used after the CPU check.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Avx512;
+
+    // SAFETY (all blocks below): these types are only instantiated inside functions compiled
+    // with the matching `target_feature` and called after `Isa::is_supported`.
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type V = __m256;
+
+        #[inline(always)]
+        fn splat(x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn mul(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn add(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn exp(x: __m256) -> __m256 {
+            unsafe {
+                let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
+                let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+                    x,
+                    _mm256_set1_ps(LOG2E),
+                ));
+                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+                let r2 = _mm256_mul_ps(r, r);
+                let mut p = _mm256_set1_ps(P0);
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P1));
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P2));
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P3));
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P4));
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P5));
+                let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+                let y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+                _mm256_and_ps(y, keep)
+            }
+        }
+        #[inline(always)]
+        fn reduce_max(v: __m256) -> f32 {
+            unsafe {
+                let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+                _mm_cvtss_f32(m)
+            }
+        }
+        #[inline(always)]
+        fn reduce_add(v: __m256) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+                _mm_cvtss_f32(s)
+            }
+        }
+    }
+
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type V = __m512;
+
+        #[inline(always)]
+        fn splat(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        fn mul_add(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn mul(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn add(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn sub(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        fn max(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        fn exp(x: __m512) -> __m512 {
+            unsafe {
+                let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_LO));
+                let x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
+                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                    x,
+                    _mm512_set1_ps(LOG2E),
+                ));
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+                let r2 = _mm512_mul_ps(r, r);
+                let mut p = _mm512_set1_ps(P0);
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P1));
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P2));
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P3));
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P4));
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P5));
+                let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+                _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(y, n))
+            }
+        }
+        #[inline(always)]
+        fn reduce_max(v: __m512) -> f32 {
+            unsafe { _mm512_reduce_max_ps(v) }
+        }
+        #[inline(always)]
+        fn reduce_add(v: __m512) -> f32 {
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_exp<S: Simd>() {
+        let xs: Vec<f32> = (0..4096).map(|i| -100.0 + i as f32 * 0.0305).chain([0.0, -0.0, f32::NEG_INFINITY]).collect();
+        for chunk in xs.chunks(S::LANES) {
+            let mut buf = vec![0.0f32; S::LANES];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            let mut out = vec![0.0f32; S::LANES];
+            unsafe { S::store(out.as_mut_ptr(), S::exp(S::load(buf.as_ptr()))) };
+            for (x, got) in buf.iter().zip(&out) {
+                let want = (*x as f64).exp();
+                let tol = 4.0 * f32::EPSILON as f64 * want + if *x < EXP_LO { 2e-38 } else { 0.0 };
+                assert!(((*got as f64) - want).abs() <= tol, "exp({x}) = {got}, want {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate_on_every_supported_isa() {
+        check_exp::<Portable>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::super::Isa::Avx2Fma.is_supported() {
+                // SAFETY: the CPU supports the features.
+                unsafe { avx2_exp() };
+            }
+            if super::super::Isa::Avx512.is_supported() {
+                // SAFETY: the CPU supports the features.
+                unsafe { avx512_exp() };
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn avx2_exp() {
+        check_exp::<Avx2>();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512_exp() {
+        check_exp::<Avx512>();
+    }
+}
