@@ -72,3 +72,21 @@ def test_forward_equals_the_real_module(glue_module, ctor, need_weights):
         assert _support.bits_equal(weights, want_w.detach().numpy())
     else:
         assert weights is None and want_w is None
+
+
+def test_frozen_module_stays_on_the_composite_path(glue_module, fixture_index):
+    """Frozen parameters under no_grad would let torch take its fused fast path, whose fully masked rows
+    are NaN: the glue still gives the reference (composite) result."""
+    import torch
+
+    case = next(c for c in fixture_index["cases"] if c["name"] == "fully_masked_kpm_batch_no_weights")
+    assert case["torch_fastpath"]["taken"], "the case was chosen because torch's fast path applies to it"
+    tensors = _support.load_tensors(_support.fixtures_dir() / case["file"])
+    layer = glue_module.build(**case["ctor"])
+    glue_module.load_state_dict(layer, _support.params_of(case, tensors))
+    layer.requires_grad_(False)
+    with torch.no_grad():
+        out, weights = glue_module.forward(layer, **_support.call_inputs(case, tensors))
+    assert weights is None
+    assert _support.mismatch(out, tensors["attn_output"], "attn_output") is None
+    assert not np.isnan(out).any()
