@@ -114,12 +114,13 @@ fn crate_path(value: &ArgValue) -> Result<syn::Path, String> {
 /// The value as the spec's literal type for `param`, or why it has the wrong type.
 fn typed_value(param: &Param, value: &ArgValue) -> Result<Literal, String> {
     let name = &param.name;
-    let (expected, example) = match param.ty {
-        ParamType::Int => ("an integer", "512"),
-        ParamType::OptionalInt => ("an integer or `None`", "64"),
-        ParamType::Float => ("a number", "0.1"),
-        ParamType::Bool => ("`true` or `false`", "true"),
+    let expected = match param.ty {
+        ParamType::Int => "an integer",
+        ParamType::OptionalInt => "an integer or `None`",
+        ParamType::Float => "a number",
+        ParamType::Bool => "`true` or `false`",
     };
+    let example = example_value(param);
     let mismatch = || {
         format!(
             "`{name}` expects {expected}, found {}: write e.g. `{name} = {example}`",
@@ -149,6 +150,17 @@ fn typed_value(param: &Param, value: &ArgValue) -> Result<Literal, String> {
             .map_err(|e| format!("`{name}` = {int}: {e}")),
         (ParamType::Bool, Lit::Bool(b)) if !negative => Ok(Literal::Bool(b.value)),
         _ => Err(mismatch()),
+    }
+}
+
+/// A plausible value of a parameter, for the examples in error messages.
+pub fn example_value(param: &Param) -> &'static str {
+    match (param.ty, param.name.as_str()) {
+        (ParamType::Int, "num_heads") => "8",
+        (ParamType::Int, _) => "512",
+        (ParamType::OptionalInt, _) => "64",
+        (ParamType::Float, _) => "0.1",
+        (ParamType::Bool, _) => "true",
     }
 }
 

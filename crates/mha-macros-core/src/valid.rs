@@ -7,7 +7,7 @@ use mha_spec::{Constraint, Literal, Param, ParamType, Spec};
 use proc_macro2::Span;
 use syn::{Data, DeriveInput};
 
-use crate::attr::Arguments;
+use crate::attr::{example_value, Arguments};
 use crate::ctxt::Ctxt;
 
 /// Checks that the attribute sits on a non-generic struct without fields.
@@ -111,16 +111,6 @@ fn missing(spec: &Spec, param: &Param) -> String {
         param.doc.trim_end_matches('.'),
         example.join(", ")
     )
-}
-
-/// A plausible value for a required parameter, for the example in "missing" messages.
-fn example_value(param: &Param) -> &'static str {
-    match (param.ty, param.name.as_str()) {
-        (ParamType::Int, "num_heads") => "8",
-        (ParamType::Int | ParamType::OptionalInt, _) => "512",
-        (ParamType::Float, _) => "0.1",
-        (ParamType::Bool, _) => "true",
-    }
 }
 
 /// Sizes are unsigned even where the spec states no constraint.
