@@ -1,0 +1,306 @@
+//! The `#[attention_layer]` layer against the dynamic runtime layer on every torch fixture case in
+//! `tests/fixtures/torch`: loaded from the same file, given the same inputs, they give
+//! bit-identical outputs and weights, and both match torch's reference within the fixtures'
+//! tolerance.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mha::ndarray::{ArrayD, IxDyn};
+use mha::parity::{compare, load_index, FixtureCase, Tolerance};
+use mha::{
+    attention_layer, AttentionLayer, AttentionOutput, ForwardOptions, Mask, MhaError,
+    MultiheadAttention, MultiheadAttentionConfig,
+};
+use safetensors::{Dtype, SafeTensors};
+
+// One layer type per constructor config of the fixture set.
+#[attention_layer(embed_dim = 16, num_heads = 4)]
+struct SeqFirst;
+#[attention_layer(embed_dim = 16, num_heads = 4, batch_first = true)]
+struct BatchFirst;
+#[attention_layer(embed_dim = 16, num_heads = 4, bias = false)]
+struct NoBias;
+#[attention_layer(embed_dim = 16, num_heads = 1, batch_first = true)]
+struct OneHead;
+#[attention_layer(embed_dim = 4, num_heads = 4)]
+struct HeadDimOne;
+#[attention_layer(embed_dim = 16, num_heads = 4, kdim = 10, vdim = 12)]
+struct KdimVdim;
+#[attention_layer(embed_dim = 16, num_heads = 4, kdim = 6, vdim = 20, batch_first = true)]
+struct KdimVdimBatchFirst;
+#[attention_layer(embed_dim = 16, num_heads = 4, bias = false, kdim = 12, vdim = 8)]
+struct KdimVdimNoBias;
+#[attention_layer(embed_dim = 16, num_heads = 4, add_bias_kv = true)]
+struct BiasKv;
+#[attention_layer(
+    embed_dim = 16,
+    num_heads = 4,
+    add_zero_attn = true,
+    batch_first = true
+)]
+struct ZeroAttnBatchFirst;
+#[attention_layer(embed_dim = 16, num_heads = 4, add_zero_attn = true)]
+struct ZeroAttn;
+#[attention_layer(
+    embed_dim = 16,
+    num_heads = 4,
+    add_bias_kv = true,
+    add_zero_attn = true
+)]
+struct BiasKvZeroAttn;
+#[attention_layer(embed_dim = 16, num_heads = 4, add_bias_kv = true, bias = false)]
+struct BiasKvNoBias;
+#[attention_layer(embed_dim = 16, num_heads = 4, dropout = 0.5)]
+struct Dropout05;
+#[attention_layer(embed_dim = 16, num_heads = 4, dropout = 0.3, batch_first = true)]
+struct Dropout03BatchFirst;
+#[attention_layer(embed_dim = 64, num_heads = 8, batch_first = true)]
+struct E64BatchFirst;
+#[attention_layer(embed_dim = 64, num_heads = 8)]
+struct E64;
+#[attention_layer(embed_dim = 128, num_heads = 4)]
+struct E128;
+#[attention_layer(embed_dim = 128, num_heads = 4, batch_first = true)]
+struct E128BatchFirst;
+
+/// The macro layer whose `CONFIG` is `config`, built from `params`; `None` if no type has it.
+fn static_layer(
+    config: &MultiheadAttentionConfig,
+    params: Vec<(String, ArrayD<f32>)>,
+) -> Option<Result<Box<dyn AttentionLayer>, MhaError>> {
+    macro_rules! pick {
+        ($($layer:ident),*) => {
+            $(
+                if $layer::CONFIG == *config {
+                    let layer = $layer::from_tensors(params);
+                    return Some(layer.map(|l| Box::new(l) as Box<dyn AttentionLayer>));
+                }
+            )*
+        };
+    }
+    pick!(
+        SeqFirst,
+        BatchFirst,
+        NoBias,
+        OneHead,
+        HeadDimOne,
+        KdimVdim,
+        KdimVdimBatchFirst,
+        KdimVdimNoBias,
+        BiasKv,
+        ZeroAttnBatchFirst,
+        ZeroAttn,
+        BiasKvZeroAttn,
+        BiasKvNoBias,
+        Dropout05,
+        Dropout03BatchFirst,
+        E64BatchFirst,
+        E64,
+        E128,
+        E128BatchFirst
+    );
+    None
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
+}
+
+/// A tensor of a fixture file.
+enum Tensor {
+    Float(ArrayD<f32>),
+    Bool(ArrayD<bool>),
+}
+
+fn read_tensors(path: &Path) -> BTreeMap<String, Tensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = SafeTensors::deserialize(&bytes).expect("a valid safetensors file");
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let shape = IxDyn(view.shape());
+            let tensor = match view.dtype() {
+                Dtype::F32 => Tensor::Float(
+                    ArrayD::from_shape_vec(
+                        shape,
+                        view.data()
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    )
+                    .expect("data fits the shape"),
+                ),
+                Dtype::BOOL => Tensor::Bool(
+                    ArrayD::from_shape_vec(shape, view.data().iter().map(|&b| b != 0).collect())
+                        .expect("data fits the shape"),
+                ),
+                other => panic!("{name}: unexpected dtype {other:?} in a fixture"),
+            };
+            (name, tensor)
+        })
+        .collect()
+}
+
+fn float<'a>(tensors: &'a BTreeMap<String, Tensor>, name: &str) -> &'a ArrayD<f32> {
+    match tensors.get(name) {
+        Some(Tensor::Float(t)) => t,
+        _ => panic!("fixture has no float tensor `{name}`"),
+    }
+}
+
+fn mask<'a>(tensors: &'a BTreeMap<String, Tensor>, name: &str) -> Option<Mask<'a>> {
+    match tensors.get(name)? {
+        Tensor::Float(t) => Some(Mask::Float(t.view())),
+        Tensor::Bool(t) => Some(Mask::Bool(t.view())),
+    }
+}
+
+/// Same shape and the same bits everywhere (NaN included).
+fn bit_identical(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Runs one case through both layers; returns what went wrong, if anything.
+fn check_case(case: &FixtureCase) -> Vec<String> {
+    let tensors = read_tensors(&fixtures().join(&case.file));
+    let params: Vec<(String, ArrayD<f32>)> = case
+        .params
+        .iter()
+        .map(|n| (n.clone(), float(&tensors, n).clone()))
+        .collect();
+    let config = case.ctor.config();
+    let Some(static_layer) = static_layer(&config, params.clone()) else {
+        return vec![format!(
+            "no #[attention_layer] type has the config {config:?}"
+        )];
+    };
+    let static_layer = static_layer.expect("the fixture's parameters load into the macro layer");
+    let dynamic = MultiheadAttention::from_tensors(config, params)
+        .expect("the fixture's parameters load into the dynamic layer");
+
+    let mut options = ForwardOptions::default()
+        .with_need_weights(case.forward.need_weights)
+        .with_average_attn_weights(case.forward.average_attn_weights)
+        .with_is_causal(case.forward.is_causal);
+    options.key_padding_mask = mask(&tensors, "key_padding_mask");
+    options.attn_mask = mask(&tensors, "attn_mask");
+    let (q, k, v) = (
+        float(&tensors, "query"),
+        float(&tensors, "key"),
+        float(&tensors, "value"),
+    );
+    let ours: AttentionOutput = static_layer
+        .forward(q.view(), k.view(), v.view(), &options)
+        .expect("macro forward");
+    let theirs = dynamic
+        .forward(q.view(), k.view(), v.view(), &options)
+        .expect("dynamic forward");
+
+    let mut problems = Vec::new();
+    if !bit_identical(&ours.output, &theirs.output) {
+        problems.push("attn_output differs from the dynamic layer's".to_string());
+    }
+    match (&ours.weights, &theirs.weights) {
+        (Some(a), Some(b)) if !bit_identical(a, b) => {
+            problems.push("attn_weights differ from the dynamic layer's".to_string())
+        }
+        (Some(_), None) | (None, Some(_)) => problems.push("only one layer gave weights".into()),
+        _ => {}
+    }
+    let torch = compare(
+        ours.output.view(),
+        float(&tensors, "attn_output").view(),
+        Tolerance::default(),
+    );
+    if !torch.as_ref().is_some_and(|c| c.passed()) {
+        problems.push(format!("attn_output does not match torch: {torch:?}"));
+    }
+    problems
+}
+
+#[test]
+fn macro_and_dynamic_layers_agree_bit_for_bit_on_every_fixture() {
+    let index = load_index(fixtures()).expect("tests/fixtures/torch/index.json loads");
+    assert!(index.cases.len() >= 50, "the fixture set is complete");
+    let failures: Vec<String> = index
+        .cases
+        .iter()
+        .flat_map(|case| {
+            check_case(case)
+                .into_iter()
+                .map(move |p| format!("{}: {p}", case.name))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn loading_checks_the_parameters_against_the_constants() {
+    let index = load_index(fixtures()).unwrap();
+    let case = index.cases.iter().find(|c| c.name == "kdim_vdim").unwrap();
+    let tensors = read_tensors(&fixtures().join(&case.file));
+    let params: Vec<(String, ArrayD<f32>)> = case
+        .params
+        .iter()
+        .map(|n| (n.clone(), float(&tensors, n).clone()))
+        .collect();
+    assert!(KdimVdim::from_tensors(params.clone()).is_ok());
+    // The packed layer with the same embed_dim expects in_proj_weight, not q/k/v_proj_weight.
+    let error = SeqFirst::from_tensors(params)
+        .err()
+        .expect("a packed layer refuses separate projections")
+        .to_string();
+    assert!(
+        error.starts_with("unexpected weight `k_proj_weight`") && error.contains("in_proj_weight"),
+        "{error}"
+    );
+
+    // A fixture file also holds the inputs and outputs: not a plain state_dict.
+    let error = KdimVdim::from_safetensors(fixtures().join(&case.file))
+        .err()
+        .expect("extra tensors are refused")
+        .to_string();
+    assert!(error.contains("unexpected weight"), "{error}");
+}
+
+#[test]
+fn safetensors_round_trip_between_the_two_layers() {
+    let dynamic = MultiheadAttention::random(BiasKvZeroAttn::CONFIG, 11).unwrap();
+    let dir = std::env::temp_dir().join(format!("mha_macro_parity_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("layer.safetensors");
+    dynamic.save_safetensors(&path).unwrap();
+    let layer = BiasKvZeroAttn::from_safetensors(&path).unwrap();
+    assert_eq!(layer.weights(), dynamic.weights());
+
+    let bytes = dynamic.to_safetensors_bytes().unwrap();
+    let prefixed = BiasKvZeroAttn::from_safetensors_bytes(&bytes, "").unwrap();
+    assert_eq!(prefixed.as_dynamic(), &dynamic);
+
+    let saved = dir.join("again.safetensors");
+    layer.save_safetensors(&saved).unwrap();
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(BiasKvZeroAttn::random(11).into_dynamic(), dynamic);
+    assert_eq!(
+        BiasKvZeroAttn::PARAMETER_SHAPES
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_vec()))
+            .collect::<Vec<_>>(),
+        MultiheadAttention::random(BiasKvZeroAttn::CONFIG, 0)
+            .unwrap()
+            .weights()
+            .state_dict()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect::<Vec<_>>(),
+    );
+}
