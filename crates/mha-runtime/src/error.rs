@@ -10,6 +10,21 @@ You may use the Transformer module method `generate_square_subsequent_mask` to c
 
 /// Everything that can go wrong building or running a layer. Messages name the tensor and give
 /// the expected against the actual shape or dtype.
+///
+/// ```
+/// use mha_runtime::{ForwardOptions, MhaError, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let (q, kv) = (ArrayD::<f32>::ones(vec![3, 2, 4]), ArrayD::<f32>::ones(vec![5, 3, 4]));
+/// let err = layer.forward(q.view(), kv.view(), kv.view(), &ForwardOptions::default()).unwrap_err();
+/// assert!(matches!(err, MhaError::Shape { .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     "`key` has shape [5, 3, 4], but expected (S, N, kdim) with the query's batch size N = 2"
+/// );
+/// # Ok::<(), MhaError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MhaError {
@@ -87,6 +102,10 @@ pub enum MhaError {
         /// What is wrong.
         message: String,
     },
+
+    /// A [`PreparedForward`](crate::PreparedForward) was run with a layer of another config.
+    #[error("the forward call was prepared by a layer with another config")]
+    PreparedForOtherConfig,
 
     /// A parity fixture directory is not in the expected format.
     #[error("invalid parity fixture `{}`: {message}", .path.display())]

@@ -8,8 +8,24 @@ use crate::{Mask, MhaError, MultiheadAttentionConfig};
 ///
 /// Applied (as in torch) only when the config's `dropout` is > 0: each probability after the
 /// softmax is zeroed with probability `dropout` and the kept ones are scaled by `1 / (1 - dropout)`.
-/// The draws come from this crate's own generator (ChaCha8 seeded with `seed`), so they are
+/// The draws come from this crate's own generator (ChaCha8 seeded with `seed`, see
+/// [`reference::dropout_keep_mask`](crate::reference::dropout_keep_mask)), so they are
 /// reproducible but not torch's.
+///
+/// ```
+/// use mha_runtime::{Dropout, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2).with_dropout(0.5), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![6, 4]);
+/// let train = ForwardOptions::default()
+///     .with_average_attn_weights(false)
+///     .with_training(Some(Dropout { seed: 3 }));
+/// let weights = layer.forward(x.view(), x.view(), x.view(), &train)?.weights.unwrap();
+/// // each probability (1/6 here) is either dropped or scaled by 1 / (1 - 0.5)
+/// assert!(weights.iter().all(|&w| w == 0.0 || (w - 1.0 / 3.0).abs() < 1e-6));
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Dropout {
     /// Seed of the dropout generator.
@@ -41,6 +57,8 @@ pub struct ForwardOptions<'a> {
     /// Average the returned weights over heads. Default `true`.
     pub average_attn_weights: bool,
     /// Torch's hint that `attn_mask` is the causal mask; requires `attn_mask`. Default `false`.
+    /// As in torch, with `need_weights=false` and no `key_padding_mask` the causal mask (key
+    /// `j > i` masked) replaces `attn_mask`, which is then only checked for its shape.
     pub is_causal: bool,
     /// `Some` = training mode (dropout applies); `None` = eval mode. Default `None`.
     pub training: Option<Dropout>,
@@ -103,6 +121,19 @@ impl<'a> ForwardOptions<'a> {
 }
 
 /// What `forward` returns: torch's `(attn_output, attn_output_weights)`.
+///
+/// ```
+/// use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let (q, kv) = (ArrayD::<f32>::ones(vec![3, 2, 4]), ArrayD::<f32>::ones(vec![5, 2, 4]));
+/// let per_head = ForwardOptions::default().with_average_attn_weights(false);
+/// let out = layer.forward(q.view(), kv.view(), kv.view(), &per_head)?;
+/// assert_eq!(out.output.shape(), &[3, 2, 4]); // (L, N, E)
+/// assert_eq!(out.weights.unwrap().shape(), &[2, 2, 3, 5]); // (N, H, L, S)
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionOutput {
     /// `(L, N, E)`, `(N, L, E)` with `batch_first`, or `(L, E)` unbatched.

@@ -303,12 +303,16 @@ impl MultiheadAttention {
         options: &ForwardOptions<'_>,
     ) -> Result<AttentionOutput, MhaError> {
         let prepared = self.prepare(query, key, value, options)?;
-        Ok(prepared.finish(reference::attention(&self.config, &self.weights, &prepared)))
+        Ok(prepared.finish(reference::attention_checked(
+            &self.config,
+            &self.weights,
+            &prepared,
+        )))
     }
 
-    /// The attention of a prepared call: where a faster kernel is slotted in.
+    /// The attention of a prepared call: where the fast kernels are slotted in.
     fn run_kernel(&self, prepared: &PreparedForward<'_>) -> KernelOutput {
-        reference::attention(&self.config, &self.weights, prepared)
+        reference::attention_checked(&self.config, &self.weights, prepared)
     }
 }
 

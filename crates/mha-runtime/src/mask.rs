@@ -50,6 +50,14 @@ impl Mask<'_> {
     }
 
     /// Torch's `_canonical_mask`: the float mask, with `-inf` for `true` and `0` for `false`.
+    ///
+    /// ```
+    /// use mha_runtime::Mask;
+    /// use ndarray::array;
+    ///
+    /// let m = array![true, false].into_dyn();
+    /// assert_eq!(Mask::Bool(m.view()).to_float(), array![f32::NEG_INFINITY, 0.0].into_dyn());
+    /// ```
     pub fn to_float(&self) -> ArrayD<f32> {
         match self {
             Mask::Bool(m) => m.mapv(|masked| if masked { f32::NEG_INFINITY } else { 0.0 }),

@@ -2,8 +2,9 @@
 //! (an `index.json` and one safetensors file per case, made by `scripts/make_torch_fixtures.py`)
 //! through [`MultiheadAttention`] and compares with torch's outputs.
 //!
-//! ```no_run
-//! let reports = mha_runtime::parity::run_dir("tests/fixtures/torch", mha_runtime::parity::Tolerance::default())?;
+//! ```
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/torch");
+//! let reports = mha_runtime::parity::run_dir(dir, mha_runtime::parity::Tolerance::default())?;
 //! assert!(reports.iter().all(|r| r.passed()));
 //! # Ok::<(), mha_runtime::MhaError>(())
 //! ```
@@ -37,6 +38,16 @@ impl Default for Tolerance {
             rtol: 1e-4,
         }
     }
+}
+
+/// Which forward the runner checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardPath {
+    /// [`MultiheadAttention::forward`]: what users get (the fast kernels where they apply).
+    #[default]
+    Default,
+    /// [`MultiheadAttention::forward_reference`]: the exact reference path (the oracle).
+    Reference,
 }
 
 /// `index.json`: the parts the runner uses.
@@ -200,6 +211,13 @@ pub fn compare(
 }
 
 /// Reads and checks `DIR/index.json`.
+///
+/// ```
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/torch");
+/// let index = mha_runtime::parity::load_index(dir)?;
+/// assert_eq!(index.format, mha_runtime::parity::FORMAT);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 pub fn load_index(dir: impl AsRef<Path>) -> Result<FixtureIndex, MhaError> {
     let path = dir.as_ref().join("index.json");
     let bytes = safetensors_io::read_file(&path)?;
@@ -217,12 +235,30 @@ pub fn load_index(dir: impl AsRef<Path>) -> Result<FixtureIndex, MhaError> {
 /// Runs every case of a fixture directory. A case that cannot be loaded is a failed report;
 /// only an unreadable `index.json` is an error.
 pub fn run_dir(dir: impl AsRef<Path>, tol: Tolerance) -> Result<Vec<CaseReport>, MhaError> {
+    run_dir_with(dir, tol, ForwardPath::Default)
+}
+
+/// [`run_dir`] through the chosen forward.
+///
+/// ```
+/// use mha_runtime::parity::{run_dir_with, ForwardPath, Tolerance};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/torch");
+/// let reports = run_dir_with(dir, Tolerance::default(), ForwardPath::Reference)?;
+/// assert!(reports.iter().all(|r| r.passed()));
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
+pub fn run_dir_with(
+    dir: impl AsRef<Path>,
+    tol: Tolerance,
+    path: ForwardPath,
+) -> Result<Vec<CaseReport>, MhaError> {
     let dir = dir.as_ref();
     let index = load_index(dir)?;
     Ok(index
         .cases
         .iter()
-        .map(|case| match run_case(dir, case, tol) {
+        .map(|case| match run_case_with(dir, case, tol, path) {
             Ok(report) => report,
             Err(e) => CaseReport {
                 name: case.name.clone(),
@@ -236,10 +272,30 @@ pub fn run_dir(dir: impl AsRef<Path>, tol: Tolerance) -> Result<Vec<CaseReport>,
 
 /// Runs one case: builds the layer from the file's parameters, runs `forward` on its inputs and
 /// masks, and compares `attn_output` (and `attn_weights`) with torch's.
+///
+/// ```
+/// use mha_runtime::parity::{load_index, run_case, Tolerance};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/torch");
+/// let index = load_index(dir)?;
+/// let report = run_case(dir, &index.cases[0], Tolerance::default())?;
+/// assert!(report.passed(), "{:?}", report.failures);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 pub fn run_case(
     dir: impl AsRef<Path>,
     case: &FixtureCase,
     tol: Tolerance,
+) -> Result<CaseReport, MhaError> {
+    run_case_with(dir, case, tol, ForwardPath::Default)
+}
+
+/// [`run_case`] through the chosen forward.
+pub fn run_case_with(
+    dir: impl AsRef<Path>,
+    case: &FixtureCase,
+    tol: Tolerance,
+    forward: ForwardPath,
 ) -> Result<CaseReport, MhaError> {
     let path: PathBuf = dir.as_ref().join(&case.file);
     let bytes = safetensors_io::read_file(&path)?;
@@ -282,7 +338,12 @@ pub fn run_case(
     options.key_padding_mask = mask("key_padding_mask");
     options.attn_mask = mask("attn_mask");
     let (query, key, value) = (float("query")?, float("key")?, float("value")?);
-    let got = layer.forward(query.view(), key.view(), value.view(), &options)?;
+    let got = match forward {
+        ForwardPath::Default => layer.forward(query.view(), key.view(), value.view(), &options)?,
+        ForwardPath::Reference => {
+            layer.forward_reference(query.view(), key.view(), value.view(), &options)?
+        }
+    };
 
     let mut report = CaseReport {
         name: case.name.clone(),

@@ -40,6 +40,9 @@ impl ScoreMask {
     }
 
     /// The additive mask of row `(batch, head, query)`: `S'` values.
+    ///
+    /// # Panics
+    /// If an index is beyond its axis (and that axis is not broadcast).
     pub fn row(&self, batch: usize, head: usize, query: usize) -> ArrayView1<'_, f32> {
         let dims = self.values.dim();
         let n = if dims.0 == 1 { 0 } else { batch };
@@ -55,6 +58,18 @@ impl ScoreMask {
 }
 
 /// Which attention weights the caller asked for.
+///
+/// ```
+/// use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig, WeightsMode};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![3, 4]);
+/// let options = ForwardOptions::default().with_average_attn_weights(false);
+/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
+/// assert_eq!(prepared.weights_mode(), WeightsMode::PerHead);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightsMode {
     /// `need_weights=False`: no weights.
@@ -66,6 +81,18 @@ pub enum WeightsMode {
 }
 
 /// What a query row whose keys are all masked (`-inf`) gives, as torch's composite path does.
+///
+/// ```
+/// use mha_runtime::{ForwardOptions, FullyMaskedRows, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![3, 4]);
+/// let options = ForwardOptions::default().with_need_weights(false);
+/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
+/// assert_eq!(prepared.fully_masked_rows(), FullyMaskedRows::Zero);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FullyMaskedRows {
     /// `need_weights=True`: the explicit softmax over all `-inf` is NaN (and so is the output row).
@@ -75,6 +102,18 @@ pub enum FullyMaskedRows {
 }
 
 /// Dropout on the attention probabilities, as applied in training mode.
+///
+/// ```
+/// use mha_runtime::{Dropout, DropoutPlan, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2).with_dropout(0.1), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![3, 4]);
+/// let options = ForwardOptions::default().with_training(Some(Dropout { seed: 9 }));
+/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
+/// assert_eq!(prepared.dropout(), Some(DropoutPlan { p: 0.1, seed: 9 }));
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DropoutPlan {
     /// Probability of zeroing a probability (`0 < p < 1`).
@@ -84,35 +123,57 @@ pub struct DropoutPlan {
 }
 
 /// One forward call, checked and normalised: the inputs as batch-major views, one merged
-/// additive mask, the causal flag and what to return. Built by
-/// [`MultiheadAttention::prepare`](crate::MultiheadAttention::prepare); consumed by
+/// additive mask, the causal flag and what to return. Built only by
+/// [`MultiheadAttention::prepare`](crate::MultiheadAttention::prepare), so it is always
+/// consistent with the layer's config; consumed by
 /// [`reference::attention`](crate::reference::attention) (and by faster kernels).
+///
+/// ```
+/// use mha_runtime::{ForwardOptions, Mask, MultiheadAttention, MultiheadAttentionConfig, WeightsMode};
+/// use ndarray::ArrayD;
+///
+/// let config = MultiheadAttentionConfig::new(4, 2).with_add_zero_attn(true);
+/// let layer = MultiheadAttention::random(config, 0)?;
+/// let x = ArrayD::<f32>::zeros(vec![3, 2, 4]); // (L, N, E)
+/// let kpm = ArrayD::from_elem(vec![2, 3], false); // (N, S)
+/// let options = ForwardOptions::default()
+///     .with_key_padding_mask(Mask::Bool(kpm.view()))
+///     .with_need_weights(false);
+/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
+/// assert_eq!(prepared.query().dim(), (2, 3, 4)); // batch-major (N, L, E)
+/// assert_eq!(prepared.mask().unwrap().values().dim(), (2, 1, 1, 4)); // padded to S' = S + 1
+/// assert_eq!(prepared.weights_mode(), WeightsMode::None);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct PreparedForward<'a> {
-    /// `(N, L, E)` (a strided view of a sequence-first input; `N = 1` when unbatched).
-    pub query: ArrayView3<'a, f32>,
-    /// `(N, S, kdim)`.
-    pub key: ArrayView3<'a, f32>,
-    /// `(N, S, vdim)`.
-    pub value: ArrayView3<'a, f32>,
-    /// The merged, padded additive mask over `S'` keys, or `None`.
-    pub mask: Option<ScoreMask>,
-    /// Mask key `j > i` for query `i` (torch's `is_causal` hint as `scaled_dot_product_attention`
-    /// applies it when torch drops `attn_mask`). Only set when `mask` is `None`.
-    pub causal: bool,
-    /// Which weights to return.
-    pub weights: WeightsMode,
-    /// What a fully masked row gives.
-    pub fully_masked_rows: FullyMaskedRows,
-    /// `Some` in training mode with a positive dropout probability.
-    pub dropout: Option<DropoutPlan>,
-    /// The input had a batch axis (3-D); else it was 2-D and the outputs drop `N`.
-    pub batched: bool,
-    /// Inputs and outputs are `(N, L, E)`; else `(L, N, E)`. Ignored when not batched.
-    pub batch_first: bool,
+    pub(crate) config: MultiheadAttentionConfig,
+    pub(crate) query: ArrayView3<'a, f32>,
+    pub(crate) key: ArrayView3<'a, f32>,
+    pub(crate) value: ArrayView3<'a, f32>,
+    pub(crate) mask: Option<ScoreMask>,
+    pub(crate) causal: bool,
+    pub(crate) weights: WeightsMode,
+    pub(crate) fully_masked_rows: FullyMaskedRows,
+    pub(crate) dropout: Option<DropoutPlan>,
+    pub(crate) batched: bool,
+    pub(crate) batch_first: bool,
 }
 
 /// What an attention kernel computes, batch-major, before the output layout is applied.
+///
+/// ```
+/// use mha_runtime::{reference, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![3, 2, 4]); // (L, N, E)
+/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
+/// let raw = reference::attention(&layer, &prepared)?;
+/// assert_eq!(raw.output.dim(), (2, 3, 4)); // (N, L, E)
+/// assert_eq!(prepared.finish(raw).output.shape(), &[3, 2, 4]); // back to (L, N, E)
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelOutput {
     /// `(N, L, E)`: the output after `out_proj`.
@@ -122,7 +183,64 @@ pub struct KernelOutput {
     pub weights: Option<ArrayD<f32>>,
 }
 
-impl PreparedForward<'_> {
+impl<'a> PreparedForward<'a> {
+    /// The config of the layer that prepared the call.
+    pub fn config(&self) -> &MultiheadAttentionConfig {
+        &self.config
+    }
+
+    /// `(N, L, E)` (a strided view of a sequence-first input; `N = 1` when unbatched).
+    pub fn query(&self) -> ArrayView3<'a, f32> {
+        self.query
+    }
+
+    /// `(N, S, kdim)`.
+    pub fn key(&self) -> ArrayView3<'a, f32> {
+        self.key
+    }
+
+    /// `(N, S, vdim)`.
+    pub fn value(&self) -> ArrayView3<'a, f32> {
+        self.value
+    }
+
+    /// The merged, padded additive mask over the `S'` keys, or `None`.
+    pub fn mask(&self) -> Option<&ScoreMask> {
+        self.mask.as_ref()
+    }
+
+    /// Mask key `j > i` for query `i` (over all `S'` keys): torch's `is_causal` hint as
+    /// `scaled_dot_product_attention` applies it when torch drops `attn_mask`
+    /// (`need_weights=False`, no key padding mask). Only true when [`mask`](Self::mask) is `None`.
+    pub fn causal(&self) -> bool {
+        self.causal
+    }
+
+    /// Which weights to return.
+    pub fn weights_mode(&self) -> WeightsMode {
+        self.weights
+    }
+
+    /// What a fully masked row gives.
+    pub fn fully_masked_rows(&self) -> FullyMaskedRows {
+        self.fully_masked_rows
+    }
+
+    /// `Some` in training mode with a positive dropout probability.
+    pub fn dropout(&self) -> Option<DropoutPlan> {
+        self.dropout
+    }
+
+    /// The input had a batch axis (3-D); else it was 2-D and the outputs drop `N`.
+    pub fn batched(&self) -> bool {
+        self.batched
+    }
+
+    /// Number of keys attended over: `S' = S + add_bias_kv + add_zero_attn`.
+    pub fn total_src_len(&self) -> usize {
+        self.src_len() + self.config.extra_keys()
+    }
+
     /// Batch size `N` (1 when unbatched).
     pub fn batch_size(&self) -> usize {
         self.query.dim().0
@@ -318,6 +436,7 @@ pub(crate) fn prepare<'a>(
         (true, false) => WeightsMode::PerHead,
     };
     Ok(PreparedForward {
+        config: config.clone(),
         query: q,
         key: k,
         value: v,

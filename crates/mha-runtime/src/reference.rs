@@ -14,7 +14,7 @@
 //! let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(8, 2), 1)?;
 //! let x = ArrayD::<f32>::ones(vec![4, 1, 8]); // (L, N, E)
 //! let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
-//! let raw = reference::attention(layer.config(), layer.weights(), &prepared);
+//! let raw = reference::attention(&layer, &prepared)?;
 //! assert_eq!(raw.output.dim(), (1, 4, 8)); // batch-major (N, L, E)
 //! # Ok::<(), mha_runtime::MhaError>(())
 //! ```
@@ -24,14 +24,37 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::prepare::{FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode};
-use crate::{MultiheadAttentionConfig, Weights};
+use crate::{MhaError, MultiheadAttention, MultiheadAttentionConfig, Weights};
 
-/// Runs the attention of a prepared forward call with the given (checked) weights.
+/// Runs the attention of a call prepared by `layer` ([`MultiheadAttention::prepare`]); the
+/// result is batch-major, and [`PreparedForward::finish`] puts it into torch's layout.
 ///
-/// `weights` must match `config` ([`Weights::check`]); a
-/// [`MultiheadAttention`](crate::MultiheadAttention) guarantees it. The result is batch-major;
-/// [`PreparedForward::finish`] puts it into torch's layout.
+/// A call prepared by a layer of another config is an [`MhaError::PreparedForOtherConfig`].
+///
+/// ```
+/// use mha_runtime::{reference, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
+/// use ndarray::ArrayD;
+///
+/// let a = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let b = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 1), 0)?;
+/// let x = ArrayD::<f32>::ones(vec![3, 4]);
+/// let prepared = a.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
+/// assert!(reference::attention(&a, &prepared).is_ok());
+/// assert!(reference::attention(&b, &prepared).is_err());
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 pub fn attention(
+    layer: &MultiheadAttention,
+    prepared: &PreparedForward<'_>,
+) -> Result<KernelOutput, MhaError> {
+    if prepared.config() != layer.config() {
+        return Err(MhaError::PreparedForOtherConfig);
+    }
+    Ok(attention_checked(layer.config(), layer.weights(), prepared))
+}
+
+/// [`attention`] for weights checked against `config` and a call prepared with `config`.
+pub(crate) fn attention_checked(
     config: &MultiheadAttentionConfig,
     weights: &Weights,
     prepared: &PreparedForward<'_>,
@@ -114,7 +137,7 @@ pub fn attention(
 }
 
 /// `x Wᵀ + b` for `x` (rows, in) and `w` (out, in), accumulated in f64 and stored in f32.
-pub fn linear(
+pub(crate) fn linear(
     x: ArrayView2<'_, f32>,
     w: ArrayView2<'_, f32>,
     b: Option<ArrayView1<'_, f32>>,

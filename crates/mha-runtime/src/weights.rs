@@ -7,6 +7,17 @@ use ndarray::{s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, 
 use crate::{MhaError, MultiheadAttentionConfig};
 
 /// The input projection weight, packed or per input as torch stores it.
+///
+/// ```
+/// use mha_runtime::{InProjection, MultiheadAttention, MultiheadAttentionConfig};
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2).with_kdim(Some(3)), 0)?;
+/// match &layer.weights().in_proj {
+///     InProjection::Separate { k, .. } => assert_eq!(k.dim(), (4, 3)),
+///     InProjection::Packed(_) => unreachable!("kdim != embed_dim uses separate weights"),
+/// }
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum InProjection {
     /// `in_proj_weight` (3E, E): rows `[W_q; W_k; W_v]`; used when `kdim = vdim = embed_dim`.
@@ -24,8 +35,23 @@ pub enum InProjection {
 
 /// All parameters of a `torch.nn.MultiheadAttention`, in the Linear convention `y = x Wᵀ + b`.
 ///
-/// The fields are public so that other layers can share the reference path; every consumer checks
-/// them against the config with [`Weights::check`] before use.
+/// The fields are public so that weights can be built or edited by hand;
+/// [`MultiheadAttention::new`](crate::MultiheadAttention::new) checks them against the config
+/// with [`Weights::check`].
+///
+/// ```
+/// use mha_runtime::{MultiheadAttention, MultiheadAttentionConfig};
+///
+/// let config = MultiheadAttentionConfig::new(4, 2);
+/// let mut weights = MultiheadAttention::random(config.clone(), 0)?.weights().clone();
+/// weights.out_proj_bias = Some(ndarray::Array1::ones(4));
+/// let layer = MultiheadAttention::new(config.clone(), weights.clone())?;
+/// let names: Vec<String> = weights.state_dict().into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]);
+/// weights.bias_k = Some(ndarray::Array3::zeros((1, 1, 4)));
+/// assert!(weights.check(&config).is_err()); // add_bias_kv is off
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weights {
     /// `in_proj_weight`, or `q/k/v_proj_weight`.

@@ -24,6 +24,18 @@ fn every_committed_torch_case_passes() {
 }
 
 #[test]
+fn every_committed_torch_case_passes_on_the_reference_path() {
+    use mha_runtime::parity::{run_dir_with, ForwardPath};
+    let reports = run_dir_with(fixtures(), Tolerance::default(), ForwardPath::Reference).unwrap();
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| format!("{}: {}", r.name, r.failures.join("; ")))
+        .collect();
+    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+}
+
+#[test]
 fn committed_set_covers_every_behaviour() {
     let index = load_index(fixtures()).unwrap();
     let has = |f: &dyn Fn(&mha_runtime::parity::FixtureCase) -> bool| index.cases.iter().any(f);
