@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Generate the torch parity fixture set (format `mha-golden-fixtures/1`).
 
-    scripts/make_torch_fixtures.py [--out DIR] [--only NAME ...]
+    scripts/make_torch_fixtures.py [--out DIR] [--checkpoint-out DIR] [--only NAME ...]
 
-Default DIR is tests/fixtures/torch. The format is described in the project's copy of
+Default DIR is tests/fixtures/torch; a real model checkpoint (an nn.TransformerEncoder state_dict
+in safetensors, with one attention layer's expected output) goes to tests/fixtures/torch_checkpoint. The format is described in the project's copy of
 parity/FORMAT.md; this script reproduces it field for field (index.json + one safetensors
 file per case). Reference outputs come from the real torch.nn.MultiheadAttention in float32
 on its composite path (module in eval mode, autograd enabled, MHA fast path disabled).
@@ -591,10 +592,55 @@ def build_case(idx, case, torch_version):
     return entry, tensors, meta_case
 
 
+def write_checkpoint(out_dir: Path) -> None:
+    """A real model checkpoint: the state_dict of a 2-layer nn.TransformerEncoder saved with
+    safetensors.torch.save_file (names such as `layers.1.self_attn.in_proj_weight` among the
+    feed-forward and norm parameters), plus the input and torch's output of
+    `layers[1].self_attn(x, x, x)` for loading one attention layer by prefix."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(BASE_SEED - 1)
+    torch.manual_seed(BASE_SEED - 1)  # the modules' own init
+    layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=4, dim_feedforward=32, dropout=0.1,
+                                             batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+    with torch.no_grad():  # non-zero biases so that a bias mix-up shows
+        for name, p in model.named_parameters():
+            if name.endswith("in_proj_bias") or name.endswith("out_proj.bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "encoder.safetensors"))
+    attn = model.layers[1].self_attn
+    x = torch.randn((2, 5, 16), generator=g)
+    torch.backends.mha.set_fastpath_enabled(False)
+    with torch.enable_grad():
+        out, w = attn(x, x, x, need_weights=True, average_attn_weights=False)
+    save_file({"query": x.contiguous(), "attn_output": out.detach().contiguous(),
+               "attn_weights": w.detach().contiguous()}, str(out_dir / "expected.safetensors"))
+    meta = {
+        "torch_version": torch.__version__,
+        "model": "nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=16, nhead=4, dim_feedforward=32, batch_first=True), num_layers=2), eval mode",
+        "prefix": "layers.1.self_attn.",
+        "ctor": {"embed_dim": 16, "num_heads": 4, "dropout": 0.1, "bias": True, "add_bias_kv": False,
+                 "add_zero_attn": False, "kdim": None, "vdim": None, "batch_first": True},
+        "forward": "self-attention query = key = value = expected.query (N=2, L=5, E=16), need_weights=True, average_attn_weights=False, composite path",
+        "state_dict_keys": sorted(state),
+    }
+    (out_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+    print(f"wrote a TransformerEncoder checkpoint ({len(state)} tensors) to {out_dir}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "torch"),
                     help="output directory (default: tests/fixtures/torch)")
+    ap.add_argument("--checkpoint-out", default=str(ROOT / "tests" / "fixtures" / "torch_checkpoint"),
+                    help="where the TransformerEncoder checkpoint goes (default: tests/fixtures/torch_checkpoint)")
     ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
                     help="only these cases (index.json then lists just them; for debugging)")
     args = ap.parse_args()
@@ -664,6 +710,8 @@ def main() -> None:
         "cases": entries,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=1))
+    if not args.only:
+        write_checkpoint(Path(args.checkpoint_out))
     print(f"wrote {len(entries)} cases, {index['total_bytes']} bytes of safetensors, to {out_dir}")
 
 
