@@ -234,3 +234,37 @@ fn integers_are_accepted_for_floats_and_none_for_optional_sizes() {
         "{text}"
     );
 }
+
+#[test]
+fn every_spec_parameter_is_accepted_and_becomes_a_constant() {
+    let spec = mha_macros_core::spec().expect("the bundled spec loads");
+    let mut args = Vec::new();
+    for param in &spec.signature {
+        let name = syn::Ident::new(&param.name, proc_macro2::Span::call_site());
+        let value = match (&param.default, param.name.as_str()) {
+            (None, "num_heads") => quote!(2),
+            (None, _) => quote!(8),
+            (Some(mha_spec::Literal::Null(())), _) => quote!(None),
+            (Some(mha_spec::Literal::Bool(b)), _) => quote!(#b),
+            (Some(mha_spec::Literal::Int(i)), _) => quote!(#i),
+            (Some(mha_spec::Literal::Float(f)), _) => quote!(#f),
+        };
+        args.push(quote!(#name = #value));
+    }
+    let text = pretty(
+        quote!(#(#args),*),
+        quote!(
+            struct L;
+        ),
+    );
+    assert!(!text.contains("compile_error"), "{text}");
+    let names = spec
+        .signature
+        .iter()
+        .map(|p| &p.name)
+        .chain(spec.derived.iter().map(|d| &d.name));
+    for name in names {
+        let declared = format!("pub const {}: ", name.to_uppercase());
+        assert!(text.contains(&declared), "no `{declared}` in\n{text}");
+    }
+}
