@@ -578,3 +578,88 @@ fn merge(
     };
     ScoreMask::new(merged)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    fn config() -> MultiheadAttentionConfig {
+        MultiheadAttentionConfig::new(4, 2).with_add_bias_kv(true)
+    }
+
+    /// (L=3, N=2, E=4) query, (S=5, N=2, E=4) key/value.
+    fn run(options: &ForwardOptions<'_>) -> PreparedForward<'static> {
+        let q: &'static ArrayD<f32> = Box::leak(Box::new(ArrayD::zeros(IxDyn(&[3, 2, 4]))));
+        let kv: &'static ArrayD<f32> = Box::leak(Box::new(ArrayD::zeros(IxDyn(&[5, 2, 4]))));
+        prepare(&config(), q.view(), kv.view(), kv.view(), options).unwrap()
+    }
+
+    #[test]
+    fn masks_keep_their_broadcast_shape_and_are_padded_with_zero() {
+        let kpm = ArrayD::from_elem(IxDyn(&[2, 5]), true);
+        let p = run(&ForwardOptions::default().with_key_padding_mask(Mask::Bool(kpm.view())));
+        let m = p.mask().unwrap().values();
+        assert_eq!(m.dim(), (2, 1, 1, 6));
+        assert_eq!(m[[1, 0, 0, 4]], f32::NEG_INFINITY);
+        assert_eq!(m[[1, 0, 0, 5]], 0.0); // the bias_k position
+        assert_eq!(p.total_src_len(), 6);
+
+        let attn = ArrayD::from_elem(IxDyn(&[3, 5]), 0.5f32);
+        let p = run(&ForwardOptions::default().with_attn_mask(Mask::Float(attn.view())));
+        assert_eq!(p.mask().unwrap().values().dim(), (1, 1, 3, 6));
+        assert_eq!(
+            p.mask().unwrap().row(1, 1, 2).to_vec(),
+            [0.5, 0.5, 0.5, 0.5, 0.5, 0.0]
+        );
+    }
+
+    #[test]
+    fn both_masks_merge_by_addition() {
+        let attn = ArrayD::from_shape_fn(IxDyn(&[4, 3, 5]), |d| d[0] as f32); // row n*H + h
+        let mut kpm = ArrayD::zeros(IxDyn(&[2, 5]));
+        kpm[[1, 2]] = -10.0f32;
+        let options = ForwardOptions::default()
+            .with_attn_mask(Mask::Float(attn.view()))
+            .with_key_padding_mask(Mask::Float(kpm.view()));
+        let p = run(&options);
+        let mask = p.mask().unwrap();
+        assert_eq!(mask.values().dim(), (2, 2, 3, 6));
+        assert_eq!(mask.row(1, 0, 0).to_vec(), [2.0, 2.0, -8.0, 2.0, 2.0, 0.0]);
+        assert_eq!(mask.row(0, 1, 2).to_vec(), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+        assert!(!p.causal());
+    }
+
+    #[test]
+    fn is_causal_replaces_the_mask_only_on_the_no_weights_path_without_padding() {
+        let attn = ArrayD::from_elem(IxDyn(&[3, 5]), false);
+        let kpm = ArrayD::from_elem(IxDyn(&[2, 5]), false);
+        let causal = ForwardOptions::default()
+            .with_attn_mask(Mask::Bool(attn.view()))
+            .with_is_causal(true);
+        let p = run(&causal.clone().with_need_weights(false));
+        assert!(p.causal() && p.mask().is_none());
+        assert_eq!(p.fully_masked_rows(), FullyMaskedRows::Zero);
+        let p = run(&causal.clone());
+        assert!(!p.causal() && p.mask().is_some());
+        assert_eq!(p.fully_masked_rows(), FullyMaskedRows::Nan);
+        let p = run(&causal
+            .with_need_weights(false)
+            .with_key_padding_mask(Mask::Bool(kpm.view())));
+        assert!(!p.causal() && p.mask().is_some());
+    }
+
+    #[test]
+    fn layouts() {
+        let p = run(&ForwardOptions::default());
+        assert_eq!((p.batch_size(), p.tgt_len(), p.src_len()), (2, 3, 5));
+        assert!(p.batched());
+        let raw = KernelOutput {
+            output: Array3::from_shape_fn((2, 3, 4), |(n, l, e)| (n * 100 + l * 10 + e) as f32),
+            weights: None,
+        };
+        let out = p.finish(raw);
+        assert_eq!(out.output.shape(), &[3, 2, 4]);
+        assert_eq!(out.output[[2, 1, 3]], 123.0);
+    }
+}
