@@ -44,6 +44,12 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let ident = &item.ident;
     let (impl_generics, ty_generics, where_clause) = item.generics.split_for_impl();
     let p = &layer.private;
+    // The impls exist exactly when the struct does.
+    let cfgs: Vec<_> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
     let body = |real: TokenStream| match bodies {
         Bodies::Real => real,
         Bodies::Stub => quote!(::core::unreachable!()),
@@ -89,6 +95,7 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let from_layer = body(quote!(layer.__layer));
 
     quote! {
+        #(#cfgs)*
         #[allow(dead_code, unused_variables)]
         impl #impl_generics #ident #ty_generics #where_clause {
             #(#consts)*
@@ -179,6 +186,7 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
             }
         }
 
+        #(#cfgs)*
         #[allow(unused_variables)]
         impl #impl_generics #p::AttentionLayer for #ident #ty_generics #where_clause {
             fn config(&self) -> &#p::MultiheadAttentionConfig {
@@ -196,6 +204,7 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
             }
         }
 
+        #(#cfgs)*
         #[allow(unused_variables)]
         impl #impl_generics #p::From<#ident #ty_generics> for #p::MultiheadAttention #where_clause {
             fn from(layer: #ident #ty_generics) -> Self {

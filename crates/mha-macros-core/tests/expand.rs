@@ -75,6 +75,22 @@ fn renamed_facade_crate() {
 }
 
 #[test]
+fn cfg_on_the_struct_applies_to_the_impls() {
+    let text = pretty(
+        quote!(embed_dim = 8, num_heads = 2),
+        quote!(
+            #[cfg(feature = "attention")]
+            struct L;
+        ),
+    );
+    assert_eq!(
+        text.matches("#[cfg(feature = \"attention\")]").count(),
+        4,
+        "{text}"
+    );
+}
+
+#[test]
 fn stub_beside_an_error() {
     insta::assert_snapshot!(pretty(
         quote!(embed_dim = 10, num_heads = 4),
