@@ -84,14 +84,16 @@ fn pool(
     threads: usize,
     pools: &mut HashMap<usize, rayon::ThreadPool>,
 ) -> Result<&rayon::ThreadPool, String> {
-    if !pools.contains_key(&threads) {
-        let p = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| e.to_string())?;
-        pools.insert(threads, p);
+    match pools.entry(threads) {
+        std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|err| err.to_string())?;
+            Ok(e.insert(p))
+        }
     }
-    pools.get(&threads).ok_or_else(|| "no pool".to_string())
 }
 
 fn serve() -> Result<(), String> {
@@ -109,10 +111,10 @@ fn serve() -> Result<(), String> {
                 let mode = rest[4];
                 let [threads, iters] = parse::<2>(&rest[5..])?;
                 let key = (b, l, e, h);
-                if !cases.contains_key(&key) {
-                    cases.insert(key, make_case(key)?);
-                }
-                let case = &cases[&key];
+                let case = match cases.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(make_case(key)?),
+                };
                 let pool = pool(threads, &mut pools)?;
                 pool.install(|| {
                     let mut times = Vec::with_capacity(iters);
@@ -195,6 +197,7 @@ fn fma_loop(rounds: u64) -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89
 unsafe fn fma_loop_avx512(rounds: u64) -> u64 {
     use std::arch::x86_64::*;
     let m = _mm512_set1_ps(0.999_999);

@@ -9,6 +9,8 @@
 
 use std::cell::RefCell;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::simd::{exp_scalar, Portable, Simd};
@@ -17,7 +19,7 @@ use super::simd::{Avx2, Avx512};
 use super::Isa;
 
 /// Queries per work item / tile.
-pub(crate) const BLOCK_Q: usize = 64;
+pub(crate) const BLOCK_Q: usize = 128;
 /// Keys per tile (a multiple of every ISA's lane count).
 pub(crate) const BLOCK_K: usize = 64;
 
@@ -95,6 +97,38 @@ pub(crate) struct Problem<'a> {
     pub causal: bool,
     pub scale: f32,
     pub fully_masked: FullyMasked,
+    /// Training-mode dropout on the probabilities.
+    pub dropout: Option<DropoutRef>,
+}
+
+/// Dropout with the reference path's draws: ChaCha8 seeded with `seed`, stream
+/// `n * heads + h`, one `f32` per probability of the `(L, S')` matrix in row-major order; kept
+/// when the draw is `>= p`, then scaled by `1 / (1 - p)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropoutRef {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl DropoutRef {
+    fn generator(&self, n: usize, h: usize, heads: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((n * heads + h) as u64);
+        rng
+    }
+
+    /// Applies the draws of row `i`, keys `k0..k0 + row.len()`, of an `(L, total)` matrix.
+    fn apply(&self, rng: &mut ChaCha8Rng, i: usize, total: usize, k0: usize, row: &mut [f32]) {
+        rng.set_word_pos((i * total + k0) as u128);
+        let scale = 1.0 / (1.0 - self.p);
+        for x in row {
+            *x = if rng.random::<f32>() >= self.p {
+                *x * scale
+            } else {
+                0.0
+            };
+        }
+    }
 }
 
 impl Problem<'_> {
@@ -179,8 +213,14 @@ struct WeightsOut {
 unsafe impl Send for WeightsOut {}
 unsafe impl Sync for WeightsOut {}
 
-fn out_for(problem: &Problem<'_>, out: &mut [f32], batch_stride: usize, row_stride: usize) -> SeqOut {
-    let last = (problem.batch - 1) * batch_stride + (problem.q_len - 1) * row_stride + problem.embed_dim();
+fn out_for(
+    problem: &Problem<'_>,
+    out: &mut [f32],
+    batch_stride: usize,
+    row_stride: usize,
+) -> SeqOut {
+    let last =
+        (problem.batch - 1) * batch_stride + (problem.q_len - 1) * row_stride + problem.embed_dim();
     assert!(last <= out.len(), "attention output buffer too small");
     SeqOut {
         ptr: out.as_mut_ptr(),
@@ -215,7 +255,10 @@ fn flash_scratch_len(head_dim: usize) -> usize {
 
 fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
     let dp = round_up(head_dim, 16);
-    head_dim * BLOCK_K + BLOCK_K * dp + BLOCK_Q * round_up(total_keys.max(1), BLOCK_K) + BLOCK_Q * dp
+    head_dim * BLOCK_K
+        + BLOCK_K * dp
+        + BLOCK_Q * round_up(total_keys.max(1), BLOCK_K)
+        + BLOCK_Q * dp
 }
 
 type FlashItem = unsafe fn(&Problem<'_>, SeqOut, usize, &mut [f32]);
@@ -273,7 +316,9 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
     (0..items).into_par_iter().for_each(|index| {
         // SAFETY: as in `flash`.
-        with_scratch(scratch, |buf| unsafe { item(problem, out, weights, index, buf) });
+        with_scratch(scratch, |buf| unsafe {
+            item(problem, out, weights, index, buf)
+        });
     });
 }
 
@@ -300,17 +345,32 @@ fn weights_item_for<const D: usize>(isa: Isa) -> WeightsItem {
 // Register blocking per ISA: (QK rows, QK vectors, PV rows, PV vectors).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+unsafe fn avx512_flash_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    index: usize,
+    buf: &mut [f32],
+) {
     unsafe { flash_item::<Avx512, D, 8, 2, 4, 4>(p, out, index, buf) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+unsafe fn avx2_flash_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    index: usize,
+    buf: &mut [f32],
+) {
     unsafe { flash_item::<Avx2, D, 6, 2, 6, 2>(p, out, index, buf) }
 }
 
-unsafe fn portable_flash_item<const D: usize>(p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+unsafe fn portable_flash_item<const D: usize>(
+    p: &Problem<'_>,
+    out: SeqOut,
+    index: usize,
+    buf: &mut [f32],
+) {
     unsafe { flash_item::<Portable, D, 4, 1, 4, 1>(p, out, index, buf) }
 }
 
@@ -351,6 +411,7 @@ unsafe fn portable_weights_item<const D: usize>(
 /// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
 /// `cols_padded`) and their values into `vp` (`cols × dp`, zero-padded to `dp`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_tile(
     p: &Problem<'_>,
     n: usize,
@@ -426,6 +487,7 @@ unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
 
 /// The QKᵀ micro-kernel: `MR` query rows × `NV` vectors of keys, accumulated over `d`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     q: [*const f32; MR],
     d: usize,
@@ -499,6 +561,7 @@ unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
 
 /// The PV micro-kernel: `MR` rows × `NV` vectors of output columns, accumulated over keys.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
     p: *const f32,
     ld_p: usize,
@@ -594,7 +657,15 @@ fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
 
 /// Whether every score of the tile is masked by the additive mask (all `-inf`).
 #[inline(always)]
-fn tile_fully_masked(p: &Problem<'_>, n: usize, h: usize, q0: usize, rows: usize, k0: usize, cols: usize) -> bool {
+fn tile_fully_masked(
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    q0: usize,
+    rows: usize,
+    k0: usize,
+    cols: usize,
+) -> bool {
     let Some(mask) = &p.mask else { return false };
     let rows = if mask.row_stride == 0 { 1 } else { rows };
     (0..rows).all(|i| {
@@ -607,7 +678,14 @@ fn tile_fully_masked(p: &Problem<'_>, n: usize, h: usize, q0: usize, rows: usize
 /// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
 /// element `index / (blocks * H)`.
 #[inline(always)]
-unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(
+unsafe fn flash_item<
+    S: Simd,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+>(
     p: &Problem<'_>,
     out: SeqOut,
     index: usize,
@@ -621,7 +699,11 @@ unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize
     let q0 = qb * BLOCK_Q;
     let rows = BLOCK_Q.min(p.q_len - q0);
     let total = p.total_keys();
-    let kv_end = if p.causal { total.min(q0 + rows) } else { total };
+    let kv_end = if p.causal {
+        total.min(q0 + rows)
+    } else {
+        total
+    };
 
     let (kt, rest) = buf.split_at_mut(d * BLOCK_K);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
@@ -638,6 +720,7 @@ unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize
         *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
     }
 
+    let mut rng = p.dropout.map(|d| d.generator(n, h, p.heads));
     let mut k0 = 0;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
@@ -648,7 +731,14 @@ unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize
         }
         unsafe {
             pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
-            qk_tile::<S, D, QMR, QNV>(&q_rows[..rows], d, kt.as_ptr(), cols_padded, scores.as_mut_ptr(), BLOCK_K);
+            qk_tile::<S, D, QMR, QNV>(
+                &q_rows[..rows],
+                d,
+                kt.as_ptr(),
+                cols_padded,
+                scores.as_mut_ptr(),
+                BLOCK_K,
+            );
         }
         for i in 0..rows {
             let row = &mut scores[i * BLOCK_K..i * BLOCK_K + cols_padded];
@@ -659,15 +749,32 @@ unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize
                 row.fill(0.0);
                 continue;
             }
-            let alpha = if m[i] == f32::NEG_INFINITY { 0.0 } else { exp_scalar(m[i] - m_new) };
+            let alpha = if m[i] == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp_scalar(m[i] - m_new)
+            };
             let sum = exp_row::<S>(row, m_new);
+            if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
+                d.apply(rng, q0 + i, total, k0, &mut row[..cols]);
+            }
             l[i] = l[i] * alpha + sum;
             m[i] = m_new;
             if alpha != 1.0 {
                 scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha);
             }
         }
-        unsafe { pv_tile::<S, PMR, PNV>(scores.as_ptr(), BLOCK_K, rows, cols, vp.as_ptr(), dp, o.as_mut_ptr()) };
+        unsafe {
+            pv_tile::<S, PMR, PNV>(
+                scores.as_ptr(),
+                BLOCK_K,
+                rows,
+                cols,
+                vp.as_ptr(),
+                dp,
+                o.as_mut_ptr(),
+            )
+        };
         k0 += BLOCK_K;
     }
 
@@ -694,7 +801,14 @@ unsafe fn flash_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize
 /// One weights work item: query block `index % blocks` of batch element `index / blocks`, all
 /// heads.
 #[inline(always)]
-unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(
+unsafe fn weights_item<
+    S: Simd,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+>(
     p: &Problem<'_>,
     out: SeqOut,
     weights: WeightsOut,
@@ -717,6 +831,7 @@ unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usi
     let inv_heads = 1.0 / p.heads as f32;
 
     for h in 0..p.heads {
+        let mut rng = p.dropout.map(|d| d.generator(n, h, p.heads));
         let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
         for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
             *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
@@ -727,7 +842,14 @@ unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usi
             let cols_padded = round_up(cols, S::LANES);
             unsafe {
                 pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
-                qk_tile::<S, D, QMR, QNV>(&q_rows[..rows], d, kt.as_ptr(), cols_padded, scores.as_mut_ptr().add(k0), ld);
+                qk_tile::<S, D, QMR, QNV>(
+                    &q_rows[..rows],
+                    d,
+                    kt.as_ptr(),
+                    cols_padded,
+                    scores.as_mut_ptr().add(k0),
+                    ld,
+                );
             }
             k0 += BLOCK_K;
         }
@@ -748,6 +870,9 @@ unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usi
             } else {
                 let sum = exp_row::<S>(row, max);
                 scale_row::<S>(row, 1.0 / sum);
+            }
+            if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
+                d.apply(rng, q0 + i, total, 0, &mut row[..total]);
             }
             let row = &row[..total];
             let qi = q0 + i;
@@ -781,7 +906,15 @@ unsafe fn weights_item<S: Simd, const D: usize, const QMR: usize, const QNV: usi
             let cols_padded = round_up(cols, S::LANES);
             unsafe {
                 pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
-                pv_tile::<S, PMR, PNV>(scores.as_ptr().add(k0), ld, rows, cols, vp.as_ptr(), dp, o.as_mut_ptr());
+                pv_tile::<S, PMR, PNV>(
+                    scores.as_ptr().add(k0),
+                    ld,
+                    rows,
+                    cols,
+                    vp.as_ptr(),
+                    dp,
+                    o.as_mut_ptr(),
+                );
             }
             k0 += BLOCK_K;
         }

@@ -8,7 +8,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn uniform(&mut self) -> f32 {
@@ -56,7 +59,11 @@ struct Data {
 fn make(case: &Case, rng: &mut Lcg) -> Data {
     let e = case.heads * case.head_dim;
     let total = case.src_len + case.extra;
-    let mut gen = |len: usize, scale: f32| (0..len).map(|_| rng.uniform() * scale).collect::<Vec<f32>>();
+    let mut gen = |len: usize, scale: f32| {
+        (0..len)
+            .map(|_| rng.uniform() * scale)
+            .collect::<Vec<f32>>()
+    };
     let q = gen(case.batch * case.q_len * e, 2.0);
     let k = gen(case.batch * case.src_len * e, 2.0);
     let v = gen(case.batch * case.src_len * e, 1.0);
@@ -140,19 +147,29 @@ fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
         causal: case.causal,
         scale: (1.0 / case.head_dim as f64).sqrt() as f32,
         fully_masked: case.fully_masked,
+        dropout: None,
     }
 }
 
 /// Naive attention in f64: (output `(N, L, E)` batch-major, per-head weights `(N, H, L, S')`).
 fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
-    let (n_, h_, d, l_, total) = (case.batch, case.heads, case.head_dim, case.q_len, p.total_keys());
+    let (n_, h_, d, l_, total) = (
+        case.batch,
+        case.heads,
+        case.head_dim,
+        case.q_len,
+        p.total_keys(),
+    );
     let e = h_ * d;
     let key = |n: usize, j: usize| -> Vec<f64> {
         if j < case.src_len {
             let at = p.k.offset + n * p.k.batch_stride + j * p.k.row_stride;
             p.k.data[at..at + e].iter().map(|&x| x as f64).collect()
         } else {
-            p.extra_k[(j - case.src_len) * e..(j - case.src_len + 1) * e].iter().map(|&x| x as f64).collect()
+            p.extra_k[(j - case.src_len) * e..(j - case.src_len + 1) * e]
+                .iter()
+                .map(|&x| x as f64)
+                .collect()
         }
     };
     let value = |n: usize, j: usize| -> Vec<f64> {
@@ -160,7 +177,10 @@ fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
             let at = p.v.offset + n * p.v.batch_stride + j * p.v.row_stride;
             p.v.data[at..at + e].iter().map(|&x| x as f64).collect()
         } else {
-            p.extra_v[(j - case.src_len) * e..(j - case.src_len + 1) * e].iter().map(|&x| x as f64).collect()
+            p.extra_v[(j - case.src_len) * e..(j - case.src_len + 1) * e]
+                .iter()
+                .map(|&x| x as f64)
+                .collect()
         }
     };
     let mut out = vec![0.0f64; n_ * l_ * e];
@@ -176,7 +196,9 @@ fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
                         let dot: f64 = (0..d).map(|c| q[c] as f64 * k[h * d + c]).sum();
                         let mut x = dot * p.scale as f64;
                         if let Some(m) = &p.mask {
-                            x += m.data[n * m.batch_stride + h * m.head_stride + i * m.row_stride + j] as f64;
+                            x += m.data
+                                [n * m.batch_stride + h * m.head_stride + i * m.row_stride + j]
+                                as f64;
                         }
                         if p.causal && j > i {
                             x = f64::NEG_INFINITY;
@@ -186,7 +208,11 @@ fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
                     .collect();
                 let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 if max == f64::NEG_INFINITY {
-                    let fill = if case.fully_masked == FullyMasked::Nan { f64::NAN } else { 0.0 };
+                    let fill = if case.fully_masked == FullyMasked::Nan {
+                        f64::NAN
+                    } else {
+                        0.0
+                    };
                     s.iter_mut().for_each(|x| *x = fill);
                 } else {
                     s.iter_mut().for_each(|x| *x = (*x - max).exp());
@@ -219,7 +245,11 @@ fn check_case(case: &Case, seed: u64) {
     let p = problem(case, &data);
     let (want_out, want_w) = naive(case, &p);
     let e = case.heads * case.head_dim;
-    let (bs, rs) = if case.seq_first { (e, case.batch * e) } else { (case.q_len * e, e) };
+    let (bs, rs) = if case.seq_first {
+        (e, case.batch * e)
+    } else {
+        (case.q_len * e, e)
+    };
     let total = p.total_keys();
     let at = |n: usize, i: usize| n * bs + i * rs;
     for isa in Isa::supported() {
@@ -241,9 +271,20 @@ fn check_case(case: &Case, seed: u64) {
                 for i in 0..case.q_len {
                     for j in 0..total {
                         let want = if per_head {
-                            (0..case.heads).map(|h| want_w[((n * case.heads + h) * case.q_len + i) * total + j]).collect()
+                            (0..case.heads)
+                                .map(|h| {
+                                    want_w[((n * case.heads + h) * case.q_len + i) * total + j]
+                                })
+                                .collect()
                         } else {
-                            vec![(0..case.heads).map(|h| want_w[((n * case.heads + h) * case.q_len + i) * total + j]).sum::<f64>() / case.heads as f64]
+                            vec![
+                                (0..case.heads)
+                                    .map(|h| {
+                                        want_w[((n * case.heads + h) * case.q_len + i) * total + j]
+                                    })
+                                    .sum::<f64>()
+                                    / case.heads as f64,
+                            ]
                         };
                         for (hh, want) in want.into_iter().enumerate() {
                             let got = w[((n * heads + hh) * case.q_len + i) * total + j];
@@ -260,7 +301,10 @@ fn check_case(case: &Case, seed: u64) {
                     for c in 0..e {
                         let got = out[at(n, i) + c];
                         let want = want_out[(n * case.q_len + i) * e + c];
-                        assert!(close(got, want), "{isa} {kind} n={n} i={i} c={c}: {got} vs {want}");
+                        assert!(
+                            close(got, want),
+                            "{isa} {kind} n={n} i={i} c={c}: {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -271,7 +315,12 @@ fn check_case(case: &Case, seed: u64) {
 #[test]
 fn kernels_match_naive_attention_on_every_isa() {
     let mut rng = Lcg(12345);
-    let masks = [MaskKind::None, MaskKind::KeyPadding, MaskKind::Shared, MaskKind::PerHead];
+    let masks = [
+        MaskKind::None,
+        MaskKind::KeyPadding,
+        MaskKind::Shared,
+        MaskKind::PerHead,
+    ];
     for round in 0..40 {
         let head_dim = [1, 3, 8, 16, 17, 64][rng.below(6)];
         let case = Case {
@@ -283,7 +332,11 @@ fn kernels_match_naive_attention_on_every_isa() {
             extra: rng.below(3),
             mask: masks[rng.below(4)],
             causal: rng.below(4) == 0,
-            fully_masked: if rng.below(2) == 0 { FullyMasked::Nan } else { FullyMasked::Zero },
+            fully_masked: if rng.below(2) == 0 {
+                FullyMasked::Nan
+            } else {
+                FullyMasked::Zero
+            },
             seq_first: rng.below(2) == 0,
         };
         if case.src_len + case.extra == 0 {
@@ -318,7 +371,10 @@ fn long_rows_of_large_logits_do_not_overflow() {
         // Logits in the thousands: f32 dot products carry ~1e-4 absolute error into exp, so
         // this checks finiteness and closeness, not the parity tolerance.
         for (g, w) in out.iter().zip(&want) {
-            assert!(g.is_finite() && (*g as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()), "{isa}: {g} vs {w}");
+            assert!(
+                g.is_finite() && (*g as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                "{isa}: {g} vs {w}"
+            );
         }
     }
 }

@@ -1,18 +1,28 @@
 //! The fast path: fused, tiled attention kernels and packed-weight projections behind the same
 //! API as the exact [`reference`](crate::reference) path, which stays the oracle.
 //!
-//! Kernels are compiled for AVX-512, AVX2 + FMA and portable Rust, and picked at run time
-//! ([`selected_isa`]); [`force_isa`] or the `MHA_FAST_ISA` environment variable force a level.
-
-// The glue into the layer lands in the next commit.
-#![allow(dead_code)]
+//! - Projections run on the `gemm` crate with the weights packed once per layer (transposed,
+//!   and `W_q, W_k, W_v` concatenated so self-attention is one GEMM), rows split over rayon.
+//! - Without weights (`need_weights=false`) a flash-style kernel with online softmax works on
+//!   tiles of 64 queries × 64 keys per `(batch, head, query block)`; the `L × S` scores are
+//!   never materialised, masks and causal structure are applied tile by tile and fully masked
+//!   tiles are skipped. With weights, a second kernel writes the probabilities it must return.
+//! - Kernels are compiled for AVX-512, AVX2 + FMA and portable Rust and picked at run time
+//!   ([`selected_isa`]); [`force_isa`], the `MHA_FAST_ISA` environment variable (`avx512`,
+//!   `avx2`, `portable`) or [`MultiheadAttention::forward_with_isa`](crate::MultiheadAttention::forward_with_isa)
+//!   choose a level.
+//! - Training-mode dropout uses the reference path's draws (ChaCha8, one per probability), so
+//!   both paths drop the same probabilities.
 
 mod attention;
+mod forward;
 mod isa;
+mod layer_api;
 mod projection;
 mod simd;
 
 #[cfg(test)]
 mod kernel_tests;
 
+pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};

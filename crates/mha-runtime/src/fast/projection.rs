@@ -31,14 +31,23 @@ impl PackedLinear {
         let mut weight_t = vec![0.0f32; in_dim * out_dim];
         let mut col = 0;
         for (w, _) in parts {
-            assert_eq!(w.dim().1, in_dim, "concatenated weights must share the input width");
+            assert_eq!(
+                w.dim().1,
+                in_dim,
+                "concatenated weights must share the input width"
+            );
             for ((o, i), &x) in w.indexed_iter() {
                 weight_t[i * out_dim + col + o] = x;
             }
             col += w.dim().0;
         }
         let bias = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty() {
-            Some(parts.iter().flat_map(|(_, b)| b.iter().flat_map(|b| b.iter().copied())).collect())
+            Some(
+                parts
+                    .iter()
+                    .flat_map(|(_, b)| b.iter().flat_map(|b| b.iter().copied()))
+                    .collect(),
+            )
         } else {
             None
         };
@@ -58,6 +67,7 @@ impl PackedLinear {
     /// `dst[r][dst_col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for `rows`
     /// rows of `x` (`in_dim` wide, `x_stride` apart) and `c < cols.len()`; `dst` rows are
     /// `dst_stride` apart.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply(
         &self,
         x: &[f32],
@@ -74,7 +84,9 @@ impl PackedLinear {
         }
         assert!(cols.end <= self.out_dim);
         assert!(x_stride >= self.in_dim && (rows - 1) * x_stride + self.in_dim <= x.len());
-        assert!(dst_col + width <= dst_stride && (rows - 1) * dst_stride + dst_col + width <= dst.len());
+        assert!(
+            dst_col + width <= dst_stride && (rows - 1) * dst_stride + dst_col + width <= dst.len()
+        );
 
         let threads = rayon::current_num_threads().max(1);
         let per_task = rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
@@ -85,7 +97,16 @@ impl PackedLinear {
             let r1 = rows.min(r0 + per_task);
             let dst = dst_ptr;
             // SAFETY: tasks cover disjoint row ranges of `dst`, all in bounds (asserted above).
-            unsafe { self.block(&x[r0 * x_stride..], r1 - r0, x_stride, cols.clone(), dst.0.add(r0 * dst_stride + dst_col), dst_stride) };
+            unsafe {
+                self.block(
+                    &x[r0 * x_stride..],
+                    r1 - r0,
+                    x_stride,
+                    cols.clone(),
+                    dst.0.add(r0 * dst_stride + dst_col),
+                    dst_stride,
+                )
+            };
         };
         if tasks == 1 {
             run(0);
@@ -98,7 +119,15 @@ impl PackedLinear {
     ///
     /// # Safety
     /// `dst` must point at `rows` rows of `cols.len()` writable floats, `dst_stride` apart.
-    unsafe fn block(&self, x: &[f32], rows: usize, x_stride: usize, cols: Range<usize>, dst: *mut f32, dst_stride: usize) {
+    unsafe fn block(
+        &self,
+        x: &[f32],
+        rows: usize,
+        x_stride: usize,
+        cols: Range<usize>,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) {
         let width = cols.len();
         let read_dst = if let Some(bias) = &self.bias {
             for r in 0..rows {
@@ -156,19 +185,29 @@ mod tests {
         let w2 = Array2::from_shape_fn((3, in_dim), |(o, i)| (o as f32 - i as f32) * 0.2);
         let b1 = Array1::from_shape_fn(outs, |o| o as f32);
         let b2 = Array1::from_shape_fn(3, |o| -(o as f32));
-        let packed = PackedLinear::concat(&[(w1.view(), Some(b1.view())), (w2.view(), Some(b2.view()))]);
+        let packed =
+            PackedLinear::concat(&[(w1.view(), Some(b1.view())), (w2.view(), Some(b2.view()))]);
         let x_stride = 6;
-        let x: Vec<f32> = (0..rows * x_stride).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5).collect();
+        let x: Vec<f32> = (0..rows * x_stride)
+            .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
+            .collect();
         let dst_stride = 12;
         let mut dst = vec![f32::NAN; rows * dst_stride];
         packed.apply(&x, rows, x_stride, 2..9, &mut dst, dst_stride, 1);
         for r in 0..rows {
             for c in 0..7 {
                 let col = 2 + c;
-                let (w, b) = if col < outs { (w1.row(col), b1[col]) } else { (w2.row(col - outs), b2[col - outs]) };
+                let (w, b) = if col < outs {
+                    (w1.row(col), b1[col])
+                } else {
+                    (w2.row(col - outs), b2[col - outs])
+                };
                 let want: f32 = (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
                 let got = dst[r * dst_stride + 1 + c];
-                assert!((got - want).abs() < 1e-4, "row {r} col {c}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "row {r} col {c}: {got} vs {want}"
+                );
             }
             assert!(dst[r * dst_stride].is_nan());
         }

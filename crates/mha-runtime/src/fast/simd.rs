@@ -54,7 +54,7 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+const P5: f32 = 0.5;
 
 /// Scalar version of [`Simd::exp`]'s polynomial.
 #[inline(always)]
@@ -121,7 +121,8 @@ impl Simd for Portable {
     }
     #[inline(always)]
     fn reduce_max(v: Self::V) -> f32 {
-        v.into_iter().fold(f32::NEG_INFINITY, |a, b| if a > b { a } else { b })
+        v.into_iter()
+            .fold(f32::NEG_INFINITY, |a, b| if a > b { a } else { b })
     }
     #[inline(always)]
     fn reduce_add(v: Self::V) -> f32 {
@@ -132,7 +133,10 @@ impl Simd for Portable {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
 
+// The AVX-512 intrinsics are stable since Rust 1.89, newer than the workspace's declared
+// rust-version; building the crate needs 1.89.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
@@ -187,11 +191,13 @@ mod x86 {
         fn exp(x: __m256) -> __m256 {
             unsafe {
                 let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
-                let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
-                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-                    x,
-                    _mm256_set1_ps(LOG2E),
-                ));
+                let x = _mm256_min_ps(
+                    _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
+                    _mm256_set1_ps(EXP_HI),
+                );
+                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+                );
                 let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
                 let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
                 let r2 = _mm256_mul_ps(r, r);
@@ -202,7 +208,10 @@ mod x86 {
                 p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P4));
                 p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P5));
                 let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
-                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+                let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    _mm256_cvtps_epi32(n),
+                    _mm256_set1_epi32(127),
+                ));
                 let y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
                 _mm256_and_ps(y, keep)
             }
@@ -268,10 +277,9 @@ mod x86 {
             unsafe {
                 let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_LO));
                 let x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
-                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-                    x,
-                    _mm512_set1_ps(LOG2E),
-                ));
+                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+                );
                 let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
                 let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
                 let r2 = _mm512_mul_ps(r, r);
@@ -301,7 +309,10 @@ mod tests {
     use super::*;
 
     fn check_exp<S: Simd>() {
-        let xs: Vec<f32> = (0..4096).map(|i| -100.0 + i as f32 * 0.0305).chain([0.0, -0.0, f32::NEG_INFINITY]).collect();
+        let xs: Vec<f32> = (0..4096)
+            .map(|i| -100.0 + i as f32 * 0.0305)
+            .chain([0.0, -0.0, f32::NEG_INFINITY])
+            .collect();
         for chunk in xs.chunks(S::LANES) {
             let mut buf = vec![0.0f32; S::LANES];
             buf[..chunk.len()].copy_from_slice(chunk);
@@ -310,7 +321,10 @@ mod tests {
             for (x, got) in buf.iter().zip(&out) {
                 let want = (*x as f64).exp();
                 let tol = 4.0 * f32::EPSILON as f64 * want + if *x < EXP_LO { 2e-38 } else { 0.0 };
-                assert!(((*got as f64) - want).abs() <= tol, "exp({x}) = {got}, want {want}");
+                assert!(
+                    ((*got as f64) - want).abs() <= tol,
+                    "exp({x}) = {got}, want {want}"
+                );
             }
         }
     }
