@@ -7,7 +7,10 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mha_runtime::{generate_square_subsequent_mask, ForwardOptions, Mask, MultiheadAttention, MultiheadAttentionConfig};
+use mha_runtime::{
+    generate_square_subsequent_mask, ForwardOptions, Mask, MultiheadAttention,
+    MultiheadAttentionConfig,
+};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,8 +30,11 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("mha_forward");
     group.sample_size(10);
     for (b, l, e, h, mode) in SHAPES {
-        let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(e, h).with_batch_first(true), 0)
-            .expect("valid config");
+        let layer = MultiheadAttention::random(
+            MultiheadAttentionConfig::new(e, h).with_batch_first(true),
+            0,
+        )
+        .expect("valid config");
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let x = ArrayD::from_shape_simple_fn(IxDyn(&[b, l, e]), || rng.random::<f32>() * 2.0 - 1.0);
         let causal = generate_square_subsequent_mask(l).into_dyn();
@@ -43,9 +49,16 @@ fn bench(c: &mut Criterion) {
         // Dense FLOPs: four projections and the two attention products.
         let flops = 2 * b * l * e * e * 4 + 4 * b * l * l * e;
         group.throughput(Throughput::Elements(flops as u64));
-        group.bench_function(BenchmarkId::new(mode, format!("B{b}_L{l}_E{e}_H{h}")), |bench| {
-            bench.iter(|| layer.forward(x.view(), x.view(), x.view(), &options).expect("valid inputs"))
-        });
+        group.bench_function(
+            BenchmarkId::new(mode, format!("B{b}_L{l}_E{e}_H{h}")),
+            |bench| {
+                bench.iter(|| {
+                    layer
+                        .forward(x.view(), x.view(), x.view(), &options)
+                        .expect("valid inputs")
+                })
+            },
+        );
     }
     group.finish();
 }
