@@ -4,6 +4,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD};
 
+use crate::fast::FastCache;
 use crate::prepare::{prepare, KernelOutput, PreparedForward};
 use crate::safetensors_io::{self, Loaded};
 use crate::{
@@ -35,6 +36,8 @@ use crate::{
 pub struct MultiheadAttention {
     config: MultiheadAttentionConfig,
     weights: Weights,
+    /// The fast path's packed weights and workspace (built on first use; never affects equality).
+    pub(crate) fast: FastCache,
 }
 
 impl MultiheadAttention {
@@ -52,7 +55,11 @@ impl MultiheadAttention {
     /// ```
     pub fn new(config: MultiheadAttentionConfig, weights: Weights) -> Result<Self, MhaError> {
         weights.check(&config)?;
-        Ok(Self { config, weights })
+        Ok(Self {
+            config,
+            weights,
+            fast: FastCache::default(),
+        })
     }
 
     /// A layer initialised as torch initialises one (see [`Weights`]; zero biases, xavier-uniform
@@ -310,9 +317,10 @@ impl MultiheadAttention {
         )))
     }
 
-    /// The attention of a prepared call: where the fast kernels are slotted in.
+    /// The attention of a prepared call: the fast kernels of this CPU's best instruction set,
+    /// which fall back to the reference path for what they do not cover.
     fn run_kernel(&self, prepared: &PreparedForward<'_>) -> KernelOutput {
-        reference::attention_checked(&self.config, &self.weights, prepared)
+        self.run_fast::<0>(prepared, crate::fast::selected_isa())
     }
 }
 

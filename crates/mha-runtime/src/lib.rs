@@ -7,8 +7,10 @@
 //! [`AttentionOutput`], including torch's layouts, masks, `is_causal` hint and fully-masked-row
 //! behaviour. Bad input is an [`MhaError`], never a panic.
 //!
-//! [`reference`] holds the exact path, kept as the oracle for faster kernels; [`parity`] checks
-//! the layer against fixtures produced by real PyTorch.
+//! [`MultiheadAttention::prepare`] checks a call and normalises it (layouts, one merged and
+//! padded additive mask, the `is_causal` rules) into a [`PreparedForward`]; [`reference`] holds
+//! the exact attention on it, kept simple as the oracle for the fast kernels of [`fast`] that
+//! `forward` runs. [`parity`] checks the layer against fixtures produced by real PyTorch.
 //!
 //! ```
 //! use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
@@ -48,3 +50,8 @@ pub use prepare::{
     DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
 };
 pub use weights::{InProjection, Weights};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
