@@ -8,7 +8,7 @@
 //! behaviour. Bad input is an [`MhaError`], never a panic.
 //!
 //! [`MultiheadAttention::prepare`] checks a call and normalises it (layouts, one merged and
-//! padded additive mask, the `is_causal` rules) into a [`PreparedForward`]; [`reference`] holds
+//! padded additive mask, the `is_causal` rules) into a [`PreparedForward`]; [`reference`](mod@reference) holds
 //! the exact attention on it, kept simple as the oracle for the fast kernels of [`fast`] that
 //! `forward` runs. [`parity`] checks the layer against fixtures produced by real PyTorch.
 //!
