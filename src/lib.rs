@@ -45,8 +45,9 @@
 //!   `from_safetensors_bytes(bytes, prefix)`, `from_tensors(named tensors)`,
 //!   `from_weights(Weights)` (weights are checked against `CONFIG` once, there), and
 //!   `random(seed)` (torch's initialisation scheme, seeded);
-//! - `forward(query, key, value, &ForwardOptions)` with the runtime's options and output,
-//!   `weights()`, `save_safetensors(path)`, `as_dynamic()`, `into_dynamic()`;
+//! - `forward(query, key, value, &ForwardOptions)` with the runtime's options and output, its
+//!   attention kernels instantiated for `HEAD_DIM` (same results as the dynamic layer, bit for
+//!   bit); `weights()`, `save_safetensors(path)`, `as_dynamic()`, `into_dynamic()`;
 //! - impls of [`AttentionLayer`] and `From<L> for MultiheadAttention`.
 //!
 //! The expansion names everything through `::mha::__private`, so it needs the `mha` crate under

@@ -89,7 +89,11 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let weights = body(quote!(self.__layer.weights()));
     let as_dynamic = body(quote!(&self.__layer));
     let into_dynamic = body(quote!(self.__layer));
-    let forward = body(quote!(self.__layer.forward(query, key, value, options)));
+    // The kernels' inner loops are instantiated for this layer's head size.
+    let forward = body(quote! {
+        self.__layer
+            .forward_with_head_dim::<{ #ident::HEAD_DIM }>(query, key, value, options)
+    });
     let config = body(quote!(self.__layer.config()));
     let trait_forward = body(quote!(#ident::forward(self, query, key, value, options)));
     let from_layer = body(quote!(layer.__layer));
@@ -174,7 +178,8 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
                 #into_dynamic
             }
 
-            /// Torch's `forward(query, key, value, **options)`; the options are the runtime's.
+            /// Torch's `forward(query, key, value, **options)`; the options are the runtime's. The
+            /// attention kernels run with the head size [`Self::HEAD_DIM`] as a compile-time constant.
             pub fn forward(
                 &self,
                 query: #p::ArrayViewD<'_, f32>,
