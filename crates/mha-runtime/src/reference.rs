@@ -73,8 +73,9 @@ pub(crate) fn attention_checked(
     let scale = (1.0 / head_dim as f64).sqrt() as f32;
 
     let mut output = Array3::<f32>::zeros((n, l, e));
-    let mut per_head: Option<Array4<f32>> = None;
-    let mut all_probs: Vec<Array2<f32>> = Vec::with_capacity(n * heads);
+    // (N, H, L, S') probabilities, kept when the caller wants weights.
+    let mut per_head = (prepared.weights != WeightsMode::None)
+        .then(|| Array4::<f32>::zeros((n, heads, l, prepared.total_src_len())));
 
     for b in 0..n {
         let q = linear(prepared.query.index_axis(Axis(0), b), w_q, b_q);
@@ -104,8 +105,8 @@ pub(crate) fn attention_checked(
             heads_out
                 .slice_mut(s![.., cols])
                 .assign(&matmul(probs.view(), vh));
-            if prepared.weights != WeightsMode::None {
-                all_probs.push(probs);
+            if let Some(w) = per_head.as_mut() {
+                w.slice_mut(s![b, h, .., ..]).assign(&probs);
             }
         }
         let projected = linear(
@@ -116,15 +117,6 @@ pub(crate) fn attention_checked(
         output.index_axis_mut(Axis(0), b).assign(&projected);
     }
 
-    if prepared.weights != WeightsMode::None {
-        let s_total = all_probs.first().map_or(0, |p| p.dim().1);
-        let mut w = Array4::<f32>::zeros((n, heads, l, s_total));
-        for (idx, probs) in all_probs.into_iter().enumerate() {
-            w.slice_mut(s![idx / heads, idx % heads, .., ..])
-                .assign(&probs);
-        }
-        per_head = Some(w);
-    }
     let weights_out: Option<ArrayD<f32>> = match (prepared.weights, per_head) {
         (WeightsMode::PerHead, Some(w)) => Some(w.into_dyn()),
         (WeightsMode::Averaged, Some(w)) => Some(average_heads(&w).into_dyn()),

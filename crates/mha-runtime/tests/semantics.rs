@@ -288,3 +288,30 @@ fn safetensors_prefix_reads_one_layer_of_a_checkpoint() {
     );
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn empty_batch_and_empty_target_keep_their_shapes() {
+    let l = layer(
+        MultiheadAttentionConfig::new(8, 2).with_add_zero_attn(true),
+        9,
+    );
+    let (q, kv) = (
+        ArrayD::<f32>::zeros(IxDyn(&[3, 0, 8])),
+        ArrayD::<f32>::zeros(IxDyn(&[4, 0, 8])),
+    );
+    let out = l
+        .forward(q.view(), kv.view(), kv.view(), &ForwardOptions::default())
+        .unwrap();
+    assert_eq!(out.output.shape(), &[3, 0, 8]);
+    assert_eq!(out.weights.unwrap().shape(), &[0, 3, 5]);
+    let (q, kv) = (
+        ArrayD::<f32>::zeros(IxDyn(&[0, 8])),
+        ArrayD::<f32>::zeros(IxDyn(&[4, 8])),
+    );
+    let per_head = ForwardOptions::default().with_average_attn_weights(false);
+    let out = l
+        .forward(q.view(), kv.view(), kv.view(), &per_head)
+        .unwrap();
+    assert_eq!(out.output.shape(), &[0, 8]);
+    assert_eq!(out.weights.unwrap().shape(), &[2, 0, 5]);
+}
