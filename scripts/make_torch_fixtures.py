@@ -4,7 +4,8 @@
     scripts/make_torch_fixtures.py [--out DIR] [--checkpoint-out DIR] [--only NAME ...]
 
 Default DIR is tests/fixtures/torch; a real model checkpoint (an nn.TransformerEncoder state_dict
-in safetensors, with one attention layer's expected output) goes to tests/fixtures/torch_checkpoint. The format is described in the project's copy of
+in safetensors, with one attention layer's expected output) goes to tests/fixtures/torch_checkpoint,
+and a training-mode dropout case (eval and train weights, train output) to tests/fixtures/torch_dropout. The format is described in the project's copy of
 parity/FORMAT.md; this script reproduces it field for field (index.json + one safetensors
 file per case). Reference outputs come from the real torch.nn.MultiheadAttention in float32
 on its composite path (module in eval mode, autograd enabled, MHA fast path disabled).
@@ -635,6 +636,40 @@ def write_checkpoint(out_dir: Path) -> None:
     print(f"wrote a TransformerEncoder checkpoint ({len(state)} tensors) to {out_dir}")
 
 
+def write_dropout_case(out_dir: Path) -> None:
+    """Training-mode dropout in real torch (its RNG cannot be reproduced, so no output parity):
+    per-head weights in eval and in training mode, and the training output, so that a test can
+    check that torch zeroes post-softmax probabilities, scales the kept ones by 1/(1-p), returns
+    the dropped weights and computes the output from them."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(BASE_SEED - 2)
+    m = torch.nn.MultiheadAttention(16, 4, dropout=0.3, batch_first=True)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / (p.shape[-1] ** 0.5 if p.dim() == 2 else 2.0))
+    x = torch.randn((2, 5, 16), generator=g)
+    torch.backends.mha.set_fastpath_enabled(False)
+    m.eval()
+    with torch.enable_grad():
+        _, w_eval = m(x, x, x, need_weights=True, average_attn_weights=False)
+    m.train()
+    torch.manual_seed(BASE_SEED - 2)
+    with torch.enable_grad():
+        out_train, w_train = m(x, x, x, need_weights=True, average_attn_weights=False)
+    tensors = {n: p.detach().contiguous() for n, p in m.named_parameters()}
+    tensors.update(query=x, attn_weights_eval=w_eval.detach().contiguous(),
+                   attn_weights_train=w_train.detach().contiguous(),
+                   attn_output_train=out_train.detach().contiguous())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "dropout_train.safetensors"),
+              metadata={"ctor": "MultiheadAttention(16, 4, dropout=0.3, batch_first=True)",
+                        "forward": "self-attention, need_weights=True, average_attn_weights=False, train() and eval()",
+                        "torch_version": torch.__version__})
+    print(f"wrote a training-mode dropout case to {out_dir}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "torch"),
@@ -712,6 +747,7 @@ def main() -> None:
     (out_dir / "index.json").write_text(json.dumps(index, indent=1))
     if not args.only:
         write_checkpoint(Path(args.checkpoint_out))
+        write_dropout_case(Path(args.checkpoint_out).parent / "torch_dropout")
     print(f"wrote {len(entries)} cases, {index['total_bytes']} bytes of safetensors, to {out_dir}")
 
 
