@@ -107,7 +107,7 @@ fn torch_drops_post_softmax_probabilities_and_returns_them() {
             .index_axis(Axis(0), n)
             .into_dimensionality::<Ix2>()
             .unwrap();
-        let v: Array2<f32> = xn.dot(&w_in.slice(s![32..48, ..]).t()) + &b_in.slice(s![32..48]);
+        let v: Array2<f32> = xn.dot(&w_in.slice(s![32..48, ..]).t()) + b_in.slice(s![32..48]);
         let mut heads = Array2::<f32>::zeros((5, 16));
         for h in 0..4 {
             let w: ndarray::ArrayView2<'_, f32> = torch_train4.slice(s![n, h, .., ..]);
