@@ -13,9 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::simd::{exp_scalar, Portable, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
+use super::simd::{Portable, Simd};
 use super::Isa;
 
 /// Queries per work item / tile.
@@ -117,11 +117,20 @@ impl DropoutRef {
         rng
     }
 
-    /// Applies the draws of row `i`, keys `k0..k0 + row.len()`, of an `(L, total)` matrix.
-    fn apply(&self, rng: &mut ChaCha8Rng, i: usize, total: usize, k0: usize, row: &mut [f32]) {
-        rng.set_word_pos((i * total + k0) as u128);
+    /// Applies the draws from word `word_pos` on (element `(i, k0)` of the `(L, S')` matrix
+    /// is word `i * S' + k0`) to `row[0], row[stride], ...`, `count` of them.
+    fn apply(
+        &self,
+        rng: &mut ChaCha8Rng,
+        word_pos: usize,
+        row: &mut [f32],
+        stride: usize,
+        count: usize,
+    ) {
+        rng.set_word_pos(word_pos as u128);
         let scale = 1.0 / (1.0 - self.p);
-        for x in row {
+        for j in 0..count {
+            let x = &mut row[j * stride];
             *x = if rng.random::<f32>() >= self.p {
                 *x * scale
             } else {
@@ -250,7 +259,7 @@ const fn round_up(x: usize, to: usize) -> usize {
 
 fn flash_scratch_len(head_dim: usize) -> usize {
     let dp = round_up(head_dim, 16);
-    head_dim * BLOCK_K + BLOCK_K * dp + BLOCK_Q * BLOCK_K + BLOCK_Q * dp + 2 * BLOCK_Q
+    head_dim * BLOCK_Q + BLOCK_K * dp + BLOCK_Q * BLOCK_K + BLOCK_Q * dp + 3 * BLOCK_Q
 }
 
 fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
@@ -443,10 +452,12 @@ unsafe fn pack_tile(
 /// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
 /// keys; score row `i` starts at `scores + i * ld`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     q_rows: &[*const f32],
     d: usize,
     kt: *const f32,
+    ld_kt: usize,
     cols_padded: usize,
     scores: *mut f32,
     ld: usize,
@@ -456,11 +467,21 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     while i + MR <= rows {
         let mut q = [std::ptr::null::<f32>(); MR];
         q.copy_from_slice(&q_rows[i..i + MR]);
-        unsafe { qk_rows::<S, D, MR, NV>(q, d, kt, cols_padded, scores.add(i * ld), ld) };
+        unsafe { qk_rows::<S, D, MR, NV>(q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
         i += MR;
     }
     while i < rows {
-        unsafe { qk_rows::<S, D, 1, NV>([q_rows[i]], d, kt, cols_padded, scores.add(i * ld), ld) };
+        unsafe {
+            qk_rows::<S, D, 1, NV>(
+                [q_rows[i]],
+                d,
+                kt,
+                ld_kt,
+                cols_padded,
+                scores.add(i * ld),
+                ld,
+            )
+        };
         i += 1;
     }
 }
@@ -470,17 +491,18 @@ unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
+    ld_kt: usize,
     cols_padded: usize,
     scores: *mut f32,
     ld: usize,
 ) {
     let mut j = 0;
     while j + NV * S::LANES <= cols_padded {
-        unsafe { qk_block::<S, D, MR, NV>(q, d, kt.add(j), scores.add(j), ld) };
+        unsafe { qk_block::<S, D, MR, NV>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += NV * S::LANES;
     }
     while j < cols_padded {
-        unsafe { qk_block::<S, D, MR, 1>(q, d, kt.add(j), scores.add(j), ld) };
+        unsafe { qk_block::<S, D, MR, 1>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += S::LANES;
     }
 }
@@ -492,6 +514,7 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
+    ld_kt: usize,
     scores: *mut f32,
     ld: usize,
 ) {
@@ -500,7 +523,7 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     for c in 0..d {
         let mut kv = [S::splat(0.0); NV];
         for (v, slot) in kv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(kt.add(c * BLOCK_K + v * S::LANES)) };
+            *slot = unsafe { S::load(kt.add(c * ld_kt + v * S::LANES)) };
         }
         for r in 0..MR {
             let qb = S::splat(unsafe { *q[r].add(c) });
@@ -516,81 +539,111 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
-/// `o[i][:] += Σ_{j < cols} p[i][j] · vp[j][:]` for `rows` rows of width `dp`; `p` row `i` at
-/// `p + i * ld_p`, `o` and `vp` rows `dp` apart.
+/// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
+/// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
     p: *const f32,
-    ld_p: usize,
+    p_rs: usize,
+    p_cs: usize,
     rows: usize,
     cols: usize,
-    vp: *const f32,
+    v: *const f32,
+    ld_v: usize,
     dp: usize,
     o: *mut f32,
 ) {
     let mut i = 0;
     while i + MR <= rows {
-        unsafe { pv_rows::<S, MR, NV>(p.add(i * ld_p), ld_p, cols, vp, dp, o.add(i * dp)) };
+        unsafe {
+            pv_rows::<S, MR, NV>(
+                p.add(i * p_rs),
+                p_rs,
+                p_cs,
+                cols,
+                v,
+                ld_v,
+                dp,
+                o.add(i * dp),
+            )
+        };
         i += MR;
     }
     while i < rows {
-        unsafe { pv_rows::<S, 1, NV>(p.add(i * ld_p), ld_p, cols, vp, dp, o.add(i * dp)) };
+        unsafe {
+            pv_rows::<S, 1, NV>(
+                p.add(i * p_rs),
+                p_rs,
+                p_cs,
+                cols,
+                v,
+                ld_v,
+                dp,
+                o.add(i * dp),
+            )
+        };
         i += 1;
     }
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
     p: *const f32,
-    ld_p: usize,
+    p_rs: usize,
+    p_cs: usize,
     cols: usize,
-    vp: *const f32,
+    v: *const f32,
+    ld_v: usize,
     dp: usize,
     o: *mut f32,
 ) {
     let mut c = 0;
     while c + NV * S::LANES <= dp {
-        unsafe { pv_block::<S, MR, NV>(p, ld_p, cols, vp.add(c), dp, o.add(c)) };
+        unsafe { pv_block::<S, MR, NV>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += NV * S::LANES;
     }
     while c < dp {
-        unsafe { pv_block::<S, MR, 1>(p, ld_p, cols, vp.add(c), dp, o.add(c)) };
+        unsafe { pv_block::<S, MR, 1>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += S::LANES;
     }
 }
 
 /// The PV micro-kernel: `MR` rows × `NV` vectors of output columns, accumulated over keys.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
     p: *const f32,
-    ld_p: usize,
+    p_rs: usize,
+    p_cs: usize,
     cols: usize,
-    vp: *const f32,
+    v: *const f32,
+    ld_v: usize,
     dp: usize,
     o: *mut f32,
 ) {
     let mut acc = [[S::splat(0.0); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
-        for (v, slot) in row.iter_mut().enumerate() {
-            *slot = unsafe { S::load(o.add(r * dp + v * S::LANES)) };
+        for (k, slot) in row.iter_mut().enumerate() {
+            *slot = unsafe { S::load(o.add(r * dp + k * S::LANES)) };
         }
     }
     for j in 0..cols {
         let mut vv = [S::splat(0.0); NV];
-        for (v, slot) in vv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(vp.add(j * dp + v * S::LANES)) };
+        for (k, slot) in vv.iter_mut().enumerate() {
+            *slot = unsafe { S::load(v.add(j * ld_v + k * S::LANES)) };
         }
         for r in 0..MR {
-            let pb = S::splat(unsafe { *p.add(r * ld_p + j) });
-            for v in 0..NV {
-                acc[r][v] = S::mul_add(pb, vv[v], acc[r][v]);
+            let pb = S::splat(unsafe { *p.add(r * p_rs + j * p_cs) });
+            for k in 0..NV {
+                acc[r][k] = S::mul_add(pb, vv[k], acc[r][k]);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
-        for (v, &x) in row.iter().enumerate() {
-            unsafe { S::store(o.add(r * dp + v * S::LANES), x) };
+        for (k, &x) in row.iter().enumerate() {
+            unsafe { S::store(o.add(r * dp + k * S::LANES), x) };
         }
     }
 }
@@ -677,6 +730,10 @@ fn tile_fully_masked(
 
 /// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
 /// element `index / (blocks * H)`.
+///
+/// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
+/// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
+/// online softmax runs along the vector lanes (16 or 8 queries at a time).
 #[inline(always)]
 unsafe fn flash_item<
     S: Simd,
@@ -698,79 +755,151 @@ unsafe fn flash_item<
     let (n, h) = (nh / p.heads, nh % p.heads);
     let q0 = qb * BLOCK_Q;
     let rows = BLOCK_Q.min(p.q_len - q0);
+    let rows_padded = round_up(rows, S::LANES);
     let total = p.total_keys();
     let kv_end = if p.causal {
         total.min(q0 + rows)
     } else {
         total
     };
+    // Values are read in place when their rows are whole vectors.
+    let direct_values = d == dp;
 
-    let (kt, rest) = buf.split_at_mut(d * BLOCK_K);
+    let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
-    let (scores, rest) = rest.split_at_mut(BLOCK_Q * BLOCK_K);
+    let (st, rest) = rest.split_at_mut(BLOCK_K * BLOCK_Q);
     let (o, rest) = rest.split_at_mut(BLOCK_Q * dp);
     let (m, rest) = rest.split_at_mut(BLOCK_Q);
-    let l = &mut rest[..BLOCK_Q];
+    let (l, rest) = rest.split_at_mut(BLOCK_Q);
+    let alpha = &mut rest[..BLOCK_Q];
     o[..rows * dp].fill(0.0);
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
 
-    let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
-    for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
-        *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
+    // Qᵀ: d × BLOCK_Q, padded queries zero.
+    for i in 0..rows {
+        // SAFETY: query rows are in bounds by `Problem::check`.
+        let q = unsafe { std::slice::from_raw_parts(p.q.row(n, q0 + i).wrapping_add(h * d), d) };
+        for (c, &x) in q.iter().enumerate() {
+            qt[c * BLOCK_Q + i] = x;
+        }
+    }
+    for c in 0..d {
+        qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
     }
 
-    let mut rng = p.dropout.map(|d| d.generator(n, h, p.heads));
+    let scale = S::splat(p.scale);
+    let floor = S::splat(f32::MIN);
+    let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
+    let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
     let mut k0 = 0;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
-        let cols_padded = round_up(cols, S::LANES);
         if tile_fully_masked(p, n, h, q0, rows, k0, cols) {
             k0 += BLOCK_K;
             continue;
         }
+        for (j, slot) in k_rows[..cols].iter_mut().enumerate() {
+            *slot = p.key(n, k0 + j, h);
+        }
+        // sᵀ[j][i] = k_j · q_i
         unsafe {
-            pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
             qk_tile::<S, D, QMR, QNV>(
-                &q_rows[..rows],
+                &k_rows[..cols],
                 d,
-                kt.as_ptr(),
-                cols_padded,
-                scores.as_mut_ptr(),
-                BLOCK_K,
+                qt.as_ptr(),
+                BLOCK_Q,
+                rows_padded,
+                st.as_mut_ptr(),
+                BLOCK_Q,
             );
         }
-        for i in 0..rows {
-            let row = &mut scores[i * BLOCK_K..i * BLOCK_K + cols_padded];
-            let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
-            mask_scores::<S>(p, row, mask_row, q0 + i, k0, cols);
-            let m_new = m[i].max(row_max::<S>(row));
-            if m_new == f32::NEG_INFINITY {
-                row.fill(0.0);
-                continue;
+        // Scale, mask, causal structure, one key row at a time.
+        for j in 0..cols {
+            let row = &mut st[j * BLOCK_Q..j * BLOCK_Q + rows_padded];
+            for chunk in row.chunks_exact_mut(S::LANES) {
+                // SAFETY: the chunk holds LANES floats.
+                unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), scale)) };
             }
-            let alpha = if m[i] == f32::NEG_INFINITY {
-                0.0
-            } else {
-                exp_scalar(m[i] - m_new)
-            };
-            let sum = exp_row::<S>(row, m_new);
-            if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
-                d.apply(rng, q0 + i, total, k0, &mut row[..cols]);
+            if let Some(mask) = &p.mask {
+                if mask.row_stride == 0 {
+                    // SAFETY: in bounds by `Problem::check`.
+                    let add = unsafe { *mask.row(n, h, 0).add(k0 + j) };
+                    row[..rows].iter_mut().for_each(|x| *x += add);
+                } else {
+                    for (i, x) in row[..rows].iter_mut().enumerate() {
+                        // SAFETY: in bounds by `Problem::check`.
+                        *x += unsafe { *mask.row(n, h, q0 + i).add(k0 + j) };
+                    }
+                }
             }
-            l[i] = l[i] * alpha + sum;
-            m[i] = m_new;
-            if alpha != 1.0 {
-                scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha);
+            if p.causal && k0 + j > q0 {
+                // queries i with q0 + i < k0 + j do not see key k0 + j
+                let hidden = (k0 + j - q0).min(rows_padded);
+                row[..hidden].fill(f32::NEG_INFINITY);
             }
         }
+        // Online softmax along the queries (vector lanes).
+        let mut iv = 0;
+        while iv < rows_padded {
+            let mut tile_max = S::splat(f32::NEG_INFINITY);
+            for j in 0..cols {
+                tile_max = S::max(tile_max, unsafe {
+                    S::load(st.as_ptr().add(j * BLOCK_Q + iv))
+                });
+            }
+            let m_old = unsafe { S::load(m.as_ptr().add(iv)) };
+            // A lane with every key masked so far keeps a finite floor: its p and alpha are
+            // exp(-inf) = 0 (and a row of f32::MIN masks still gives exp(0) = 1 as torch does).
+            let m_new = S::max(S::max(m_old, tile_max), floor);
+            let a = S::exp(S::sub(m_old, m_new));
+            let mut sum = S::splat(0.0);
+            for j in 0..cols {
+                let at = unsafe { st.as_mut_ptr().add(j * BLOCK_Q + iv) };
+                let e = S::exp(S::sub(unsafe { S::load(at) }, m_new));
+                unsafe { S::store(at, e) };
+                sum = S::add(sum, e);
+            }
+            let l_old = unsafe { S::load(l.as_ptr().add(iv)) };
+            unsafe {
+                S::store(l.as_mut_ptr().add(iv), S::mul_add(l_old, a, sum));
+                S::store(m.as_mut_ptr().add(iv), m_new);
+                S::store(alpha.as_mut_ptr().add(iv), a);
+            }
+            iv += S::LANES;
+        }
+        if let (Some(dr), Some(rng)) = (&p.dropout, rng.as_mut()) {
+            for i in 0..rows {
+                dr.apply(rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
+            }
+        }
+        for i in 0..rows {
+            if alpha[i] != 1.0 {
+                scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha[i]);
+            }
+        }
+        let in_place = direct_values && k0 + cols <= p.src_len;
+        let (v, ld_v) = if in_place {
+            (p.value(n, k0, h), p.v.row_stride)
+        } else {
+            for j in 0..cols {
+                // SAFETY: value rows are in bounds by `Problem::check`.
+                let value = unsafe { std::slice::from_raw_parts(p.value(n, k0 + j, h), d) };
+                let dst = &mut vp[j * dp..(j + 1) * dp];
+                dst[..d].copy_from_slice(value);
+                dst[d..].fill(0.0);
+            }
+            (vp.as_ptr(), dp)
+        };
         unsafe {
             pv_tile::<S, PMR, PNV>(
-                scores.as_ptr(),
-                BLOCK_K,
+                st.as_ptr(),
+                1,
+                BLOCK_Q,
                 rows,
                 cols,
-                vp.as_ptr(),
+                v,
+                ld_v,
                 dp,
                 o.as_mut_ptr(),
             )
@@ -846,6 +975,7 @@ unsafe fn weights_item<
                     &q_rows[..rows],
                     d,
                     kt.as_ptr(),
+                    BLOCK_K,
                     cols_padded,
                     scores.as_mut_ptr().add(k0),
                     ld,
@@ -872,7 +1002,7 @@ unsafe fn weights_item<
                 scale_row::<S>(row, 1.0 / sum);
             }
             if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
-                d.apply(rng, q0 + i, total, 0, &mut row[..total]);
+                d.apply(rng, (q0 + i) * total, row, 1, total);
             }
             let row = &row[..total];
             let qi = q0 + i;
@@ -909,9 +1039,11 @@ unsafe fn weights_item<
                 pv_tile::<S, PMR, PNV>(
                     scores.as_ptr().add(k0),
                     ld,
+                    1,
                     rows,
                     cols,
                     vp.as_ptr(),
+                    dp,
                     dp,
                     o.as_mut_ptr(),
                 );
