@@ -91,6 +91,29 @@ fn cfg_on_the_struct_applies_to_the_impls() {
 }
 
 #[test]
+fn crate_path_as_a_string_and_bad_crate_values() {
+    let text = pretty(
+        quote!(embed_dim = 8, num_heads = 2, crate = "::attention::mha"),
+        quote!(
+            struct L;
+        ),
+    );
+    assert!(
+        text.contains("::attention::mha::__private::MultiheadAttention"),
+        "{text}"
+    );
+    assert_eq!(
+        errors(
+            quote!(embed_dim = 8, num_heads = 2, crate = 3),
+            quote!(
+                struct L;
+            )
+        ),
+        ["`crate` must be the path of the `mha` crate, e.g. `crate = ::mha`"]
+    );
+}
+
+#[test]
 fn stub_beside_an_error() {
     insta::assert_snapshot!(pretty(
         quote!(embed_dim = 10, num_heads = 4),
