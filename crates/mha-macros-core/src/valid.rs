@@ -1,7 +1,7 @@
 //! Validation: the item must be a field-less struct, required parameters must be given, and every
 //! value must satisfy the spec's constraints.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mha_spec::{Constraint, Literal, Param, ParamType, Spec};
 use proc_macro2::Span;
@@ -49,20 +49,21 @@ pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String,
             cx.error_spanned(Span::call_site(), missing(spec, param));
         }
     }
-    let given: HashMap<String, Literal> = args
+    let mut given: HashMap<String, Literal> = args
         .given
         .iter()
         .map(|g| (g.name.clone(), g.value.clone()))
         .collect();
     let values = spec.resolve(&given);
-    let mut valid = given.clone();
-    // Constraints on the value alone first, then those relating two values, only where both are valid.
+    let mut invalid: HashSet<&str> = HashSet::new();
+    // Constraints on the value alone first, then those relating two values, only where both are
+    // known and valid (a default counts as valid).
     for relational in [false, true] {
         for g in &args.given {
             let Some(param) = spec.param(&g.name) else {
                 continue;
             };
-            if !valid.contains_key(&g.name) {
+            if invalid.contains(g.name.as_str()) {
                 continue;
             }
             let mut messages = Vec::new();
@@ -71,7 +72,10 @@ pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String,
                     Constraint::Divides(other) => Some(other),
                     _ => None,
                 };
-                if other.is_some() != relational || other.is_some_and(|o| !valid.contains_key(o)) {
+                let other_unusable = other.is_some_and(|o| {
+                    invalid.contains(o.as_str()) || !values.contains_key(o.as_str())
+                });
+                if other.is_some() != relational || other_unusable {
                     continue;
                 }
                 let single = Param {
@@ -89,12 +93,13 @@ pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String,
                 messages.extend(negative_size(param, &g.value));
             }
             if !messages.is_empty() {
-                valid.remove(&g.name);
+                invalid.insert(&g.name);
                 cx.error_spanned_by(&g.tokens, messages.join("; "));
             }
         }
     }
-    valid
+    given.retain(|name, _| !invalid.contains(name.as_str()));
+    given
 }
 
 /// "missing `embed_dim`", with the parameter's documentation and an example.
