@@ -304,3 +304,47 @@ fn safetensors_round_trip_between_the_two_layers() {
             .collect::<Vec<_>>(),
     );
 }
+
+/// The self-attention of a torch `nn.TransformerEncoderLayer(d_model=16, nhead=4, batch_first=True)`.
+#[attention_layer(embed_dim = 16, num_heads = 4, dropout = 0.1, batch_first = true)]
+struct EncoderSelfAttention;
+
+#[test]
+fn one_layer_of_a_torch_checkpoint_by_prefix() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_checkpoint");
+    let checkpoint = dir.join("encoder.safetensors");
+    let prefix = "layers.1.self_attn.";
+    let layer = EncoderSelfAttention::from_safetensors_with_prefix(&checkpoint, prefix).unwrap();
+    let dynamic =
+        MultiheadAttention::from_safetensors(EncoderSelfAttention::CONFIG, &checkpoint, prefix)
+            .unwrap();
+    let expected = read_tensors(&dir.join("expected.safetensors"));
+    let x = float(&expected, "query");
+    let options = ForwardOptions::default().with_average_attn_weights(false);
+    let ours = layer
+        .forward(x.view(), x.view(), x.view(), &options)
+        .unwrap();
+    let theirs = dynamic
+        .forward(x.view(), x.view(), x.view(), &options)
+        .unwrap();
+    assert!(bit_identical(&ours.output, &theirs.output));
+    let (w, w_dynamic) = (ours.weights.unwrap(), theirs.weights.unwrap());
+    assert!(bit_identical(&w, &w_dynamic));
+    for (got, want) in [(&ours.output, "attn_output"), (&w, "attn_weights")] {
+        let c = compare(
+            got.view(),
+            float(&expected, want).view(),
+            Tolerance::default(),
+        );
+        assert!(c.as_ref().is_some_and(|c| c.passed()), "{want}: {c:?}");
+    }
+    // The whole checkpoint is not one layer.
+    let error = EncoderSelfAttention::from_safetensors(&checkpoint)
+        .err()
+        .expect("the other tensors are refused")
+        .to_string();
+    assert!(
+        error.starts_with("unexpected weight `layers.0.linear1.bias`"),
+        "{error}"
+    );
+}
