@@ -9,24 +9,25 @@
 //! use mha::ndarray::ArrayD;
 //! use mha::{attention_layer, generate_square_subsequent_mask, ForwardOptions, Mask};
 //!
-//! /// Self-attention of an encoder block: 64 features in 8 heads, inputs (batch, seq, feature).
-//! #[attention_layer(embed_dim = 64, num_heads = 8, batch_first = true)]
+//! /// The self-attention of a torch `nn.TransformerEncoderLayer(d_model=16, nhead=4, batch_first=True)`.
+//! #[attention_layer(embed_dim = 16, num_heads = 4, dropout = 0.1, batch_first = true)]
 //! struct SelfAttention;
 //!
-//! # let path = std::env::temp_dir().join("mha_facade_doc_example.safetensors");
-//! # SelfAttention::random(0).save_safetensors(&path)?;
-//! // A state_dict saved from torch with safetensors.torch.save_file(mha.state_dict(), path).
-//! let layer = SelfAttention::from_safetensors(&path)?;
-//! assert_eq!(SelfAttention::HEAD_DIM, 8);
+//! assert_eq!(SelfAttention::HEAD_DIM, 4);
 //!
-//! let x = ArrayD::<f32>::ones(vec![2, 10, SelfAttention::EMBED_DIM]); // (N, L, E)
-//! let causal = generate_square_subsequent_mask(10).into_dyn();
+//! // The model's state_dict, saved with safetensors.torch.save_file(model.state_dict(), path):
+//! // load the attention of its second layer.
+//! # let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_checkpoint/encoder.safetensors");
+//! let layer = SelfAttention::from_safetensors_with_prefix(checkpoint, "layers.1.self_attn.")?;
+//!
+//! let x = ArrayD::<f32>::ones(vec![2, 5, SelfAttention::EMBED_DIM]); // (N, L, E)
+//! let causal = generate_square_subsequent_mask(5).into_dyn();
 //! let options = ForwardOptions::default()
 //!     .with_attn_mask(Mask::Float(causal.view()))
 //!     .with_is_causal(true);
 //! let out = layer.forward(x.view(), x.view(), x.view(), &options)?;
-//! assert_eq!(out.output.shape(), &[2, 10, 64]);
-//! assert_eq!(out.weights.unwrap().shape(), &[2, 10, 10]); // averaged over heads
+//! assert_eq!(out.output.shape(), &[2, 5, 16]);
+//! assert_eq!(out.weights.unwrap().shape(), &[2, 5, 5]); // averaged over heads
 //! # Ok::<(), mha::MhaError>(())
 //! ```
 //!
