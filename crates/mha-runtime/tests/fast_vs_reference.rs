@@ -261,7 +261,7 @@ fn compare(got: &AttentionOutput, want: &AttentionOutput, isa: Isa) -> Result<()
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn fast_path_matches_the_reference(c in case()) {

@@ -418,10 +418,10 @@ unsafe fn portable_weights_item<const D: usize>(
 }
 
 /// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
-/// `cols_padded`) and their values into `vp` (`cols × dp`, zero-padded to `dp`).
+/// `cols_padded` keys).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pack_tile(
+fn pack_keys(
     p: &Problem<'_>,
     n: usize,
     h: usize,
@@ -429,24 +429,46 @@ unsafe fn pack_tile(
     cols: usize,
     cols_padded: usize,
     d: usize,
-    dp: usize,
     kt: &mut [f32],
-    vp: &mut [f32],
 ) {
     for j in 0..cols {
-        // SAFETY: key/value rows are in bounds by `Problem::check`.
+        // SAFETY: key rows are in bounds by `Problem::check`.
         let key = unsafe { std::slice::from_raw_parts(p.key(n, k0 + j, h), d) };
         for (c, &x) in key.iter().enumerate() {
             kt[c * BLOCK_K + j] = x;
         }
+    }
+    for c in 0..d {
+        kt[c * BLOCK_K + cols..c * BLOCK_K + cols_padded].fill(0.0);
+    }
+}
+
+/// Values `k0..k0 + cols` of head `h` as `(first row, row stride)`: read in place when their
+/// rows are whole vectors (`d == dp`) of the input keys, else packed into `vp` (`dp` apart,
+/// zero-padded).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile_values(
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    k0: usize,
+    cols: usize,
+    d: usize,
+    dp: usize,
+    vp: &mut [f32],
+) -> (*const f32, usize) {
+    if d == dp && k0 + cols <= p.src_len {
+        return (p.value(n, k0, h), p.v.row_stride);
+    }
+    for j in 0..cols {
+        // SAFETY: value rows are in bounds by `Problem::check`.
         let value = unsafe { std::slice::from_raw_parts(p.value(n, k0 + j, h), d) };
         let dst = &mut vp[j * dp..(j + 1) * dp];
         dst[..d].copy_from_slice(value);
         dst[d..].fill(0.0);
     }
-    for c in 0..d {
-        kt[c * BLOCK_K + cols..c * BLOCK_K + cols_padded].fill(0.0);
-    }
+    (vp.as_ptr(), dp)
 }
 
 /// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
@@ -762,8 +784,6 @@ unsafe fn flash_item<
     } else {
         total
     };
-    // Values are read in place when their rows are whole vectors.
-    let direct_values = d == dp;
 
     let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
@@ -878,19 +898,7 @@ unsafe fn flash_item<
                 scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha[i]);
             }
         }
-        let in_place = direct_values && k0 + cols <= p.src_len;
-        let (v, ld_v) = if in_place {
-            (p.value(n, k0, h), p.v.row_stride)
-        } else {
-            for j in 0..cols {
-                // SAFETY: value rows are in bounds by `Problem::check`.
-                let value = unsafe { std::slice::from_raw_parts(p.value(n, k0 + j, h), d) };
-                let dst = &mut vp[j * dp..(j + 1) * dp];
-                dst[..d].copy_from_slice(value);
-                dst[d..].fill(0.0);
-            }
-            (vp.as_ptr(), dp)
-        };
+        let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
         unsafe {
             pv_tile::<S, PMR, PNV>(
                 st.as_ptr(),
@@ -969,8 +977,8 @@ unsafe fn weights_item<
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
             let cols_padded = round_up(cols, S::LANES);
+            pack_keys(p, n, h, k0, cols, cols_padded, d, kt);
             unsafe {
-                pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
                 qk_tile::<S, D, QMR, QNV>(
                     &q_rows[..rows],
                     d,
@@ -1033,17 +1041,16 @@ unsafe fn weights_item<
         let mut k0 = 0;
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
-            let cols_padded = round_up(cols, S::LANES);
+            let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
             unsafe {
-                pack_tile(p, n, h, k0, cols, cols_padded, d, dp, kt, vp);
                 pv_tile::<S, PMR, PNV>(
                     scores.as_ptr().add(k0),
                     ld,
                     1,
                     rows,
                     cols,
-                    vp.as_ptr(),
-                    dp,
+                    v,
+                    ld_v,
                     dp,
                     o.as_mut_ptr(),
                 );
