@@ -1,8 +1,8 @@
 //! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once.
 //!
 //! `gemm` picks its own micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 /
-//! FMA, or scalar). Rows are split into blocks with rayon and each block runs a single-threaded
-//! GEMM, which keeps both cores busy for the short `M` of small batches.
+//! FMA, or scalar). The output is split into one block per rayon thread (by columns for short
+//! inputs, by rows for long ones) and each block runs a single-threaded GEMM.
 
 use std::ops::Range;
 
@@ -21,6 +21,10 @@ pub(crate) struct PackedLinear {
 
 /// Rows per single-threaded GEMM call at least (smaller blocks lose more to packing).
 const MIN_ROWS_PER_TASK: usize = 32;
+/// Up to this many rows, threads split the output columns instead of the rows.
+const SHORT_ROWS: usize = 512;
+/// Column blocks are multiples of this (whole vectors).
+const COL_ALIGN: usize = 16;
 
 impl PackedLinear {
     /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
@@ -89,25 +93,41 @@ impl PackedLinear {
         );
 
         let threads = rayon::current_num_threads().max(1);
-        let per_task = rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
-        let tasks = rows.div_ceil(per_task);
+        // Short inputs split the output columns (each task packs only its share of the
+        // weight); long ones split the rows.
+        let (row_tasks, col_tasks) = if threads == 1 {
+            (1, 1)
+        } else if rows <= SHORT_ROWS {
+            (1, threads.min(width.div_ceil(COL_ALIGN)))
+        } else {
+            (threads.min(rows.div_ceil(MIN_ROWS_PER_TASK)), 1)
+        };
+        let rows_per = rows.div_ceil(row_tasks);
+        let cols_per = width.div_ceil(col_tasks).div_ceil(COL_ALIGN) * COL_ALIGN;
         let dst_ptr = SendPtr(dst.as_mut_ptr());
         let run = |t: usize| {
-            let r0 = t * per_task;
-            let r1 = rows.min(r0 + per_task);
+            let (rt, ct) = (t / col_tasks, t % col_tasks);
+            let r0 = (rt * rows_per).min(rows);
+            let r1 = rows.min(r0 + rows_per);
+            let c0 = (ct * cols_per).min(width);
+            let c1 = width.min(c0 + cols_per);
+            if r0 == r1 || c0 == c1 {
+                return;
+            }
             let dst = dst_ptr;
-            // SAFETY: tasks cover disjoint row ranges of `dst`, all in bounds (asserted above).
+            // SAFETY: tasks cover disjoint blocks of `dst`, all in bounds (asserted above).
             unsafe {
                 self.block(
                     &x[r0 * x_stride..],
                     r1 - r0,
                     x_stride,
-                    cols.clone(),
-                    dst.0.add(r0 * dst_stride + dst_col),
+                    cols.start + c0..cols.start + c1,
+                    dst.0.add(r0 * dst_stride + dst_col + c0),
                     dst_stride,
                 )
             };
         };
+        let tasks = row_tasks * col_tasks;
         if tasks == 1 {
             run(0);
         } else {
@@ -180,7 +200,20 @@ mod tests {
 
     #[test]
     fn matches_naive_linear_with_column_ranges_and_strides() {
-        let (rows, in_dim, outs) = (70, 5, 7);
+        // Short and long inputs (column and row splits) on one and two threads.
+        for rows in [70, 600] {
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| check_linear(rows));
+            }
+        }
+    }
+
+    fn check_linear(rows: usize) {
+        let (in_dim, outs) = (5, 37);
         let w1 = Array2::from_shape_fn((outs, in_dim), |(o, i)| (o * 3 + i) as f32 * 0.1 - 1.0);
         let w2 = Array2::from_shape_fn((3, in_dim), |(o, i)| (o as f32 - i as f32) * 0.2);
         let b1 = Array1::from_shape_fn(outs, |o| o as f32);
@@ -191,11 +224,11 @@ mod tests {
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        let dst_stride = 12;
+        let dst_stride = 40;
         let mut dst = vec![f32::NAN; rows * dst_stride];
-        packed.apply(&x, rows, x_stride, 2..9, &mut dst, dst_stride, 1);
+        packed.apply(&x, rows, x_stride, 2..39, &mut dst, dst_stride, 1);
         for r in 0..rows {
-            for c in 0..7 {
+            for c in 0..37 {
                 let col = 2 + c;
                 let (w, b) = if col < outs {
                     (w1.row(col), b1[col])
