@@ -49,7 +49,8 @@
 //! - `forward(query, key, value, &ForwardOptions)` with the runtime's options and output, its
 //!   attention kernels instantiated for `HEAD_DIM` (same results as the dynamic layer, bit for
 //!   bit); `weights()`, `save_safetensors(path)`, `as_dynamic()`, `into_dynamic()`;
-//! - impls of [`AttentionLayer`] and `From<L> for MultiheadAttention`.
+//! - impls of [`AttentionLayer`], `From<L> for MultiheadAttention` and
+//!   `TryFrom<MultiheadAttention> for L` (the dynamic layer's config must be exactly `CONFIG`).
 //!
 //! The expansion names everything through `::mha::__private`, so it needs the `mha` crate under
 //! that name; with a renamed dependency, say where it is: `#[attention_layer(crate = ::my_mha, ...)]`.
@@ -61,15 +62,17 @@ pub use ndarray;
 /// What `#[attention_layer]` expansions name, by absolute path. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use core::convert::{AsRef, From, Into};
+    pub use core::convert::{AsRef, From, Into, TryFrom};
     pub use core::iter::IntoIterator;
     pub use core::option::Option;
     pub use core::result::Result;
+    pub use std::format;
     pub use std::path::Path;
     pub use std::string::String;
+    pub use std::vec::Vec;
 
     pub use mha_runtime::{
-        AttentionLayer, AttentionOutput, ForwardOptions, MhaError, MultiheadAttention,
+        AttentionLayer, AttentionOutput, ConfigError, ForwardOptions, MhaError, MultiheadAttention,
         MultiheadAttentionConfig, Weights,
     };
     pub use ndarray::{ArrayD, ArrayViewD};

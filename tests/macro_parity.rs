@@ -348,3 +348,23 @@ fn one_layer_of_a_torch_checkpoint_by_prefix() {
         "{error}"
     );
 }
+
+#[test]
+fn a_dynamic_layer_converts_only_with_the_same_config() {
+    let dynamic = MultiheadAttention::random(KdimVdim::CONFIG, 5).unwrap();
+    let layer = KdimVdim::try_from(dynamic.clone()).unwrap();
+    assert_eq!(layer.as_dynamic(), &dynamic);
+
+    let other =
+        MultiheadAttention::random(KdimVdim::CONFIG.with_batch_first(true).with_dropout(0.5), 5)
+            .unwrap();
+    let error = KdimVdim::try_from(other)
+        .err()
+        .expect("another config is refused")
+        .to_string();
+    assert_eq!(
+        error,
+        "invalid MultiheadAttention config: invalid `dropout`: the layer has 0.5, `KdimVdim` has 0.0; \
+         invalid `batch_first`: the layer has true, `KdimVdim` has false"
+    );
+}

@@ -97,6 +97,33 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let config = body(quote!(self.__layer.config()));
     let trait_forward = body(quote!(#ident::forward(self, query, key, value, options)));
     let from_layer = body(quote!(layer.__layer));
+    let type_name = ident.to_string();
+    let field_checks = layer.config_fields.iter().map(|(field, _)| {
+        let name = field.to_string();
+        quote! {
+            if config.#field != Self::CONFIG.#field {
+                errors.push(#p::ConfigError {
+                    field: #name,
+                    message: #p::format!(
+                        "the layer has {:?}, `{}` has {:?}",
+                        config.#field,
+                        #type_name,
+                        Self::CONFIG.#field,
+                    ),
+                });
+            }
+        }
+    });
+    let try_from_dynamic = body(quote! {
+        let config = layer.config();
+        let mut errors = #p::Vec::new();
+        #(#field_checks)*
+        if errors.is_empty() {
+            #p::Result::Ok(Self { __layer: layer })
+        } else {
+            #p::Result::Err(#p::MhaError::InvalidConfig(errors))
+        }
+    });
 
     quote! {
         #(#cfgs)*
@@ -214,6 +241,18 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
         impl #impl_generics #p::From<#ident #ty_generics> for #p::MultiheadAttention #where_clause {
             fn from(layer: #ident #ty_generics) -> Self {
                 #from_layer
+            }
+        }
+
+        #(#cfgs)*
+        #[allow(unused_variables)]
+        impl #impl_generics #p::TryFrom<#p::MultiheadAttention> for #ident #ty_generics #where_clause {
+            type Error = #p::MhaError;
+
+            /// Takes a dynamic layer whose config is exactly [`Self::CONFIG`]; every differing
+            /// argument is reported.
+            fn try_from(layer: #p::MultiheadAttention) -> #p::Result<Self, #p::MhaError> {
+                #try_from_dynamic
             }
         }
     }

@@ -85,7 +85,7 @@ fn cfg_on_the_struct_applies_to_the_impls() {
     );
     assert_eq!(
         text.matches("#[cfg(feature = \"attention\")]").count(),
-        4,
+        5, // the struct and its four impls
         "{text}"
     );
 }
