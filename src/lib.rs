@@ -84,3 +84,8 @@ pub mod __private {
         panic!("mha bug: #[attention_layer] accepted a config that mha-runtime rejects: {error}")
     }
 }
+
+/// The root README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
