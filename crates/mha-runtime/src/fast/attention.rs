@@ -4,8 +4,8 @@
 //!
 //! Work is split with rayon over `(batch, head, query block)` (flash) or `(batch, query block)`
 //! (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
-//! `BLOCK_Q` queries × `BLOCK_K` keys packed into a thread-local scratch buffer, so steady-state
-//! calls allocate nothing here.
+//! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
+//! buffer, so steady-state calls allocate nothing here.
 
 use std::cell::RefCell;
 
