@@ -353,6 +353,11 @@ CASES = [
       "E=128, H=4, L=S=70, N=1, self-attention, batch_first=True, is_causal + bool causal attn_mask, need_weights=False",
       E=128, H=4, N=1, L=70, self_attention=True, batch_first=True, is_causal=True, attn_mask=attn_causal(),
       need_weights=False),
+    # Keras on TensorFlow adds a projection bias along the wrong axis when head_dim is 1 and a
+    # sequence length equals num_heads (keras-team/keras#20386); the glue must not.
+    C("head_dim_1_lengths_eq_heads",
+      "head_dim=1 (E=4, H=4) with L=S=4 = num_heads, cross-attention, batch_first=True, per-head weights",
+      E=4, H=4, L=4, S=4, batch_first=True, average_attn_weights=False),
 ]
 
 
