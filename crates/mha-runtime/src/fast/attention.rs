@@ -23,14 +23,15 @@ pub(crate) const BLOCK_Q: usize = 128;
 /// Keys per tile (a multiple of every ISA's lane count).
 pub(crate) const BLOCK_K: usize = 64;
 
-/// A `(batch, position, feature)` operand inside a flat buffer: element `(n, t, c)` is at
-/// `offset + n * batch_stride + t * row_stride + c`.
+/// A `(batch, position, head, feature)` operand inside a flat buffer: element `(n, t, h, c)`
+/// is at `offset + n * batch_stride + t * row_stride + h * head_stride + c`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SeqRef<'a> {
     pub data: &'a [f32],
     pub offset: usize,
     pub batch_stride: usize,
     pub row_stride: usize,
+    pub head_stride: usize,
 }
 
 impl SeqRef<'_> {
@@ -42,8 +43,18 @@ impl SeqRef<'_> {
             .wrapping_add(self.offset + n * self.batch_stride + t * self.row_stride)
     }
 
-    fn last_index(&self, batch: usize, len: usize, width: usize) -> usize {
-        self.offset + (batch - 1) * self.batch_stride + (len - 1) * self.row_stride + width
+    /// Pointer to `(n, t, h, 0)`.
+    #[inline(always)]
+    fn head_row(&self, n: usize, t: usize, h: usize) -> *const f32 {
+        self.row(n, t).wrapping_add(h * self.head_stride)
+    }
+
+    fn last_index(&self, batch: usize, len: usize, heads: usize, head_dim: usize) -> usize {
+        self.offset
+            + (batch - 1) * self.batch_stride
+            + (len - 1) * self.row_stride
+            + (heads - 1) * self.head_stride
+            + head_dim
     }
 }
 
@@ -159,10 +170,22 @@ impl Problem<'_> {
     fn check(&self) {
         let e = self.embed_dim();
         assert!(self.batch > 0 && self.q_len > 0 && self.heads > 0 && self.head_dim > 0);
-        assert!(self.q.last_index(self.batch, self.q_len, e) <= self.q.data.len());
+        assert!(
+            self.q
+                .last_index(self.batch, self.q_len, self.heads, self.head_dim)
+                <= self.q.data.len()
+        );
         if self.src_len > 0 {
-            assert!(self.k.last_index(self.batch, self.src_len, e) <= self.k.data.len());
-            assert!(self.v.last_index(self.batch, self.src_len, e) <= self.v.data.len());
+            assert!(
+                self.k
+                    .last_index(self.batch, self.src_len, self.heads, self.head_dim)
+                    <= self.k.data.len()
+            );
+            assert!(
+                self.v
+                    .last_index(self.batch, self.src_len, self.heads, self.head_dim)
+                    <= self.v.data.len()
+            );
         }
         assert_eq!(self.extra_k.len(), self.extra_v.len());
         assert_eq!(self.extra_k.len() % e, 0);
@@ -179,7 +202,7 @@ impl Problem<'_> {
     #[inline(always)]
     fn key(&self, n: usize, j: usize, h: usize) -> *const f32 {
         if j < self.src_len {
-            self.k.row(n, j).wrapping_add(h * self.head_dim)
+            self.k.head_row(n, j, h)
         } else {
             self.extra_k
                 .as_ptr()
@@ -190,7 +213,7 @@ impl Problem<'_> {
     #[inline(always)]
     fn value(&self, n: usize, j: usize, h: usize) -> *const f32 {
         if j < self.src_len {
-            self.v.row(n, j).wrapping_add(h * self.head_dim)
+            self.v.head_row(n, j, h)
         } else {
             self.extra_v
                 .as_ptr()
@@ -796,19 +819,18 @@ unsafe fn flash_item<
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
 
-    // Qᵀ: d × BLOCK_Q, padded queries zero.
+    // Qᵀ · scale (torch's q_scaled): d × BLOCK_Q, padded queries zero.
     for i in 0..rows {
         // SAFETY: query rows are in bounds by `Problem::check`.
-        let q = unsafe { std::slice::from_raw_parts(p.q.row(n, q0 + i).wrapping_add(h * d), d) };
+        let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
         for (c, &x) in q.iter().enumerate() {
-            qt[c * BLOCK_Q + i] = x;
+            qt[c * BLOCK_Q + i] = x * p.scale;
         }
     }
     for c in 0..d {
         qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
     }
 
-    let scale = S::splat(p.scale);
     let floor = S::splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
@@ -834,13 +856,9 @@ unsafe fn flash_item<
                 BLOCK_Q,
             );
         }
-        // Scale, mask, causal structure, one key row at a time.
+        // Mask and causal structure, one key row at a time.
         for j in 0..cols {
             let row = &mut st[j * BLOCK_Q..j * BLOCK_Q + rows_padded];
-            for chunk in row.chunks_exact_mut(S::LANES) {
-                // SAFETY: the chunk holds LANES floats.
-                unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), scale)) };
-            }
             if let Some(mask) = &p.mask {
                 if mask.row_stride == 0 {
                     // SAFETY: in bounds by `Problem::check`.
@@ -971,7 +989,7 @@ unsafe fn weights_item<
         let mut rng = p.dropout.map(|d| d.generator(n, h, p.heads));
         let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
         for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
-            *slot = p.q.row(n, q0 + i).wrapping_add(h * d);
+            *slot = p.q.head_row(n, q0 + i, h);
         }
         let mut k0 = 0;
         while k0 < total {

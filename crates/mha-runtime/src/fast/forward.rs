@@ -320,6 +320,7 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         offset: slot.offset,
         batch_stride: batch_rows * slot.width,
         row_stride: seq_rows * slot.width,
+        head_stride: head_dim,
     };
 
     let mask_values = prepared.mask().map(|m| m.values().as_standard_layout());

@@ -123,6 +123,7 @@ fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
         offset: 0,
         batch_stride: bs,
         row_stride: rs,
+        head_stride: case.head_dim,
     };
     Problem {
         batch: case.batch,
