@@ -25,6 +25,8 @@ struct NoBias;
 struct OneHead;
 #[attention_layer(embed_dim = 4, num_heads = 4)]
 struct HeadDimOne;
+#[attention_layer(embed_dim = 4, num_heads = 4, batch_first = true)]
+struct HeadDimOneBatchFirst;
 #[attention_layer(embed_dim = 16, num_heads = 4, kdim = 10, vdim = 12)]
 struct KdimVdim;
 #[attention_layer(embed_dim = 16, num_heads = 4, kdim = 6, vdim = 20, batch_first = true)]
@@ -85,6 +87,7 @@ fn static_layer(
         NoBias,
         OneHead,
         HeadDimOne,
+        HeadDimOneBatchFirst,
         KdimVdim,
         KdimVdimBatchFirst,
         KdimVdimNoBias,

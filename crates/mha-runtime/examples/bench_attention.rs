@@ -197,7 +197,6 @@ fn fma_loop(rounds: u64) -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89
 unsafe fn fma_loop_avx512(rounds: u64) -> u64 {
     use std::arch::x86_64::*;
     let m = _mm512_set1_ps(0.999_999);

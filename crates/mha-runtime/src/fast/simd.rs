@@ -133,10 +133,8 @@ impl Simd for Portable {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
 
-// The AVX-512 intrinsics are stable since Rust 1.89, newer than the workspace's declared
-// rust-version; building the crate needs 1.89.
+// The AVX-512 intrinsics are stable since Rust 1.89, the workspace's rust-version.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
