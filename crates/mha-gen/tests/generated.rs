@@ -142,47 +142,29 @@ fn unknown_framework_is_an_error_naming_the_known_ones() {
     );
 }
 
-#[test]
-fn template_errors_name_the_template() {
+/// The bundled templates copied to a temp dir with the op page replaced by `page`, then generated.
+fn generate_with_op_page(page: &str) -> Result<Vec<GeneratedFile>, mha_gen::GenError> {
     let dir = tempfile::tempdir().expect("temp dir");
     copy_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../templates")
-            .as_path(),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates"),
         dir.path(),
     );
-    let page = dir.path().join("docs/op_page.rst.tera");
-    std::fs::write(&page, "{{ spec.op }\n").expect("write broken template");
-    let error = Templates::from_dir(dir.path())
-        .and_then(|t| {
-            mha_gen::generate(
-                &mha_spec::bundled().expect("specs"),
-                &t,
-                &Options::default(),
-            )
-        })
-        .expect_err("a broken template must be refused");
+    std::fs::write(dir.path().join("docs/op_page.rst.tera"), page).expect("write template");
+    let specs = mha_spec::bundled().expect("bundled specs");
+    Templates::from_dir(dir.path()).and_then(|t| mha_gen::generate(&specs, &t, &Options::default()))
+}
+
+#[test]
+fn template_errors_name_the_template() {
+    let error =
+        generate_with_op_page("{{ spec.op }\n").expect_err("a broken template must be refused");
     assert!(error.to_string().contains("op_page.rst.tera"), "{error}");
 }
 
 #[test]
 fn undefined_variable_in_a_template_names_the_template() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    copy_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../templates")
-            .as_path(),
-        dir.path(),
-    );
-    let page = dir.path().join("docs/op_page.rst.tera");
-    std::fs::write(&page, "{{ spec.no_such_field }}\n").expect("write template");
-    let templates = Templates::from_dir(dir.path()).expect("templates parse");
-    let error = mha_gen::generate(
-        &mha_spec::bundled().expect("specs"),
-        &templates,
-        &Options::default(),
-    )
-    .expect_err("an undefined variable must be refused");
+    let error = generate_with_op_page("{{ spec.no_such_field }}\n")
+        .expect_err("an undefined variable must be refused");
     let message = error.to_string();
     assert!(
         message.contains("op_page.rst.tera") && message.contains("no_such_field"),
