@@ -4,7 +4,7 @@
 //! The steps, as in serde_derive: [`ast`] parses the arguments and the item, [`attr`] types each
 //! argument against the op spec's signature, [`valid`] checks the spec's constraints, [`model`]
 //! computes the layer's constants from the spec, and [`expand`] writes the code (or [`fallback`]
-//! writes a stub beside the errors). Errors are collected in a [`Ctxt`](ctxt::Ctxt) and reported
+//! writes a stub beside the errors). Errors are collected in a [`Ctxt`] and reported
 //! all at once, each at the span of the argument it concerns.
 //!
 //! The accepted names, their types, defaults and constraints are those of the bundled spec
