@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::{Mutex, OnceLock};
 
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
+use rayon::prelude::*;
 
 use super::attention::{self, DropoutRef, FullyMasked, MaskRef, Problem, SeqRef};
 use super::projection::PackedLinear;
@@ -185,6 +186,48 @@ struct Slot {
     offset: usize,
 }
 
+/// Copies `src` (`n` batches of `len` positions, `heads` heads of `head_dim` features) into
+/// `dst` as `(n, head, position, feature)`, one rayon task per `(n, head)`.
+fn copy_head_major(
+    src: &SeqRef<'_>,
+    n: usize,
+    len: usize,
+    heads: usize,
+    head_dim: usize,
+    dst: &mut [f32],
+) {
+    dst[..n * heads * len * head_dim]
+        .par_chunks_mut(len * head_dim)
+        .enumerate()
+        .for_each(|(nh, chunk)| {
+            let (b, h) = (nh / heads, nh % heads);
+            for (t, row) in chunk.chunks_exact_mut(head_dim).enumerate() {
+                let at =
+                    src.offset + b * src.batch_stride + t * src.row_stride + h * src.head_stride;
+                row.copy_from_slice(&src.data[at..at + head_dim]);
+            }
+        });
+}
+
+/// The operand [`copy_head_major`] wrote.
+fn head_major_ref(data: &[f32], len: usize, heads: usize, head_dim: usize) -> SeqRef<'_> {
+    SeqRef {
+        data,
+        offset: 0,
+        batch_stride: heads * len * head_dim,
+        row_stride: head_dim,
+        head_stride: len * head_dim,
+    }
+}
+
+/// Floats appended to every projected row: a row stride that is a multiple of 2 KiB (3 · 512
+/// floats, ...) puts a tile's rows into the same few L1 sets; one cache line more spreads them.
+const ROW_PAD: usize = 16;
+
+/// Queries at least this many (8 blocks of [`attention::BLOCK_Q`], each reading every key and
+/// value tile) make copying keys and values head-major pay off.
+const HEAD_MAJOR_MIN_QUERIES: usize = 1024;
+
 /// Runs the fast path, or `None` for what it does not cover (empty inputs or no keys at all),
 /// which the caller sends to the reference path. `HEAD_DIM` is a compile-time head
 /// dimension for the kernels' inner loops; 0, or a value that is not the layer's head
@@ -233,35 +276,42 @@ pub(crate) fn run<const HEAD_DIM: usize>(
     let mq = q_rows.count;
     let mk = n * s;
 
-    // Workspace layout: [projections | attention output].
+    // Workspace layout: [projections | attention output | head-major keys | head-major values].
     let (q_slot, k_slot, v_slot, proj_len) = if self_attention {
         let slot = |offset| Slot {
             start: 0,
-            width: 3 * e,
+            width: 3 * e + ROW_PAD,
             offset,
         };
-        (slot(0), slot(e), slot(2 * e), mq * 3 * e)
+        (slot(0), slot(e), slot(2 * e), mq * (3 * e + ROW_PAD))
     } else if shared_kv {
+        let (q_width, kv_width) = (e + ROW_PAD, 2 * e + ROW_PAD);
         let q = Slot {
             start: 0,
-            width: e,
+            width: q_width,
             offset: 0,
         };
         let kv = |offset| Slot {
-            start: mq * e,
-            width: 2 * e,
+            start: mq * q_width,
+            width: kv_width,
             offset,
         };
-        (q, kv(0), kv(e), mq * e + mk * 2 * e)
+        (q, kv(0), kv(e), mq * q_width + mk * kv_width)
     } else {
+        let width = e + ROW_PAD;
         let at = |start| Slot {
             start,
-            width: e,
+            width,
             offset: 0,
         };
-        (at(0), at(mq * e), at(mq * e + mk * e), mq * e + 2 * mk * e)
+        (
+            at(0),
+            at(mq * width),
+            at(mq * width + mk * width),
+            (mq + 2 * mk) * width,
+        )
     };
-    let needed = proj_len + mq * e;
+    let needed = proj_len + mq * e + 2 * mk * e;
     let mut guard = cache.workspace.try_lock().ok();
     let mut local = Vec::new();
     let buf: &mut Vec<f32> = match guard.as_deref_mut() {
@@ -272,7 +322,9 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         buf.resize(needed, 0.0);
     }
     let (proj, rest) = buf.split_at_mut(proj_len);
-    let attn_out = &mut rest[..mq * e];
+    let (attn_out, rest) = rest.split_at_mut(mq * e);
+    let (k_heads, rest) = rest.split_at_mut(mk * e);
+    let v_heads = &mut rest[..mk * e];
 
     // Input projections.
     let project = |rows: &Rows<'_>, which: usize, slot: Slot, cols_end: usize, proj: &mut [f32]| {
@@ -334,6 +386,19 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         }
     });
 
+    // For long queries, keys and values copied head-major (each head's rows contiguous): the
+    // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
+    let (k, v) = if s > 0 && l >= HEAD_MAJOR_MIN_QUERIES {
+        copy_head_major(&seq(k_slot, k_layout), n, s, heads, head_dim, k_heads);
+        copy_head_major(&seq(v_slot, v_layout), n, s, heads, head_dim, v_heads);
+        (
+            head_major_ref(k_heads, s, heads, head_dim),
+            head_major_ref(v_heads, s, heads, head_dim),
+        )
+    } else {
+        (seq(k_slot, k_layout), seq(v_slot, v_layout))
+    };
+
     let problem = Problem {
         batch: n,
         heads,
@@ -341,8 +406,8 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         q_len: l,
         src_len: s,
         q: seq(q_slot, (q_rows.batch_rows, q_rows.seq_rows)),
-        k: seq(k_slot, k_layout),
-        v: seq(v_slot, v_layout),
+        k,
+        v,
         extra_k: &packed.extra_k,
         extra_v: &packed.extra_v,
         mask,
@@ -406,4 +471,78 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         output,
         weights: weights_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use crate::fast::Isa;
+    use crate::{
+        AttentionOutput, ForwardOptions, Mask, MultiheadAttention, MultiheadAttentionConfig,
+    };
+
+    fn input(shape: &[usize], seed: u32) -> ArrayD<f32> {
+        let mut state = seed;
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+    }
+
+    fn assert_close(got: &AttentionOutput, want: &AttentionOutput) {
+        for (g, w) in got.output.iter().zip(want.output.iter()) {
+            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{g} vs {w}");
+        }
+        assert_eq!(got.weights.is_some(), want.weights.is_some());
+        if let (Some(gw), Some(ww)) = (&got.weights, &want.weights) {
+            for (g, w) in gw.iter().zip(ww.iter()) {
+                assert!((g - w).abs() <= 1e-6 + 1e-4 * w.abs(), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_queries_with_head_major_keys_match_the_reference() {
+        // L >= HEAD_MAJOR_MIN_QUERIES (not a whole number of query blocks): self-attention
+        // (batch-first, head_dim 64), and separate key / value tensors (sequence-first, bias_k
+        // and a zero key, a key-padding mask, weights returned).
+        let len = super::HEAD_MAJOR_MIN_QUERIES + 37;
+        let layer = MultiheadAttention::random(
+            MultiheadAttentionConfig::new(128, 2).with_batch_first(true),
+            4,
+        )
+        .unwrap();
+        let x = input(&[2, len, 128], 1);
+        let opts = ForwardOptions::default().with_need_weights(false);
+        let want = layer
+            .forward_reference(x.view(), x.view(), x.view(), &opts)
+            .unwrap();
+        for isa in Isa::supported() {
+            let got = layer
+                .forward_with_isa(x.view(), x.view(), x.view(), &opts, isa)
+                .unwrap();
+            assert_close(&got, &want);
+        }
+
+        let config = MultiheadAttentionConfig::new(12, 3)
+            .with_add_bias_kv(true)
+            .with_add_zero_attn(true);
+        let layer = MultiheadAttention::random(config, 5).unwrap();
+        let (src, batch) = (300, 2);
+        let q = input(&[len, batch, 12], 2);
+        let k = input(&[src, batch, 12], 3);
+        let v = input(&[src, batch, 12], 4);
+        let padding = ArrayD::from_shape_fn(IxDyn(&[batch, src]), |i| i[1] % 7 == 3);
+        let opts = ForwardOptions::default().with_key_padding_mask(Mask::Bool(padding.view()));
+        let want = layer
+            .forward_reference(q.view(), k.view(), v.view(), &opts)
+            .unwrap();
+        for isa in Isa::supported() {
+            let got = layer
+                .forward_with_isa(q.view(), k.view(), v.view(), &opts, isa)
+                .unwrap();
+            assert_close(&got, &want);
+        }
+    }
 }

@@ -7,8 +7,9 @@
 //!   inputs, rows for long ones), each block a single-threaded GEMM.
 //! - Without weights (`need_weights=false`) a flash-style kernel with online softmax works per
 //!   `(batch, head, block of 128 queries)`: the block is packed once as `Qᵀ`, scores are
-//!   computed transposed (`K Qᵀ`, 64 keys per tile) so keys and values are read in place, and
-//!   the softmax runs along the vector lanes. The `L × S` scores are never materialised; masks
+//!   computed transposed (`K Qᵀ`, 64 keys per tile) so keys and values are read in place (from
+//!   projection rows padded by one cache line, or, for 1024 queries or more, from a head-major
+//!   copy), and the softmax runs along the vector lanes. The `L × S` scores are never materialised; masks
 //!   and causal structure are applied tile by tile and fully masked tiles are skipped. With
 //!   weights, a second kernel per `(batch, query block)` writes the probabilities it returns.
 //! - Work items reuse a thread-local scratch buffer and the layer keeps a workspace for the
