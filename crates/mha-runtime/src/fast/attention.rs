@@ -230,6 +230,15 @@ pub(crate) struct SeqOut {
     row_stride: usize,
 }
 
+impl SeqOut {
+    /// Pointer to head `h` (`d` wide) of row `(n, t)`.
+    #[inline(always)]
+    fn head_row(&self, n: usize, t: usize, h: usize, d: usize) -> *mut f32 {
+        self.ptr
+            .wrapping_add(n * self.batch_stride + t * self.row_stride + h * d)
+    }
+}
+
 // SAFETY: work items write disjoint rows / head columns of the destination.
 unsafe impl Send for SeqOut {}
 unsafe impl Sync for SeqOut {}
@@ -773,6 +782,38 @@ fn tile_fully_masked(
     })
 }
 
+/// A work item's block of queries and the sizes both kernels use.
+struct QueryBlock {
+    /// Head dimension.
+    d: usize,
+    /// `d` rounded up to whole vectors.
+    dp: usize,
+    /// The item index without its query block: `(n, h)` flattened (flash) or `n` (weights).
+    outer: usize,
+    /// First query.
+    q0: usize,
+    /// Queries in the block (up to [`BLOCK_Q`]).
+    rows: usize,
+    /// `S'`.
+    total: usize,
+}
+
+/// Splits a work item index into its outer part and query block `index % blocks`.
+#[inline(always)]
+fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryBlock {
+    let d = if D > 0 { D } else { p.head_dim };
+    let blocks = p.q_len.div_ceil(BLOCK_Q);
+    let q0 = (index % blocks) * BLOCK_Q;
+    QueryBlock {
+        d,
+        dp: round_up(d, S::LANES),
+        outer: index / blocks,
+        q0,
+        rows: BLOCK_Q.min(p.q_len - q0),
+        total: p.total_keys(),
+    }
+}
+
 /// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
 /// element `index / (blocks * H)`.
 ///
@@ -793,15 +834,16 @@ unsafe fn flash_item<
     index: usize,
     buf: &mut [f32],
 ) {
-    let d = if D > 0 { D } else { p.head_dim };
-    let dp = round_up(d, S::LANES);
-    let blocks = p.q_len.div_ceil(BLOCK_Q);
-    let (nh, qb) = (index / blocks, index % blocks);
+    let QueryBlock {
+        d,
+        dp,
+        outer: nh,
+        q0,
+        rows,
+        total,
+    } = query_block::<S, D>(p, index);
     let (n, h) = (nh / p.heads, nh % p.heads);
-    let q0 = qb * BLOCK_Q;
-    let rows = BLOCK_Q.min(p.q_len - q0);
     let rows_padded = round_up(rows, S::LANES);
-    let total = p.total_keys();
     let kv_end = if p.causal {
         total.min(q0 + rows)
     } else {
@@ -942,11 +984,8 @@ unsafe fn flash_item<
                 FullyMasked::Nan => f32::NAN,
             }
         };
-        let dst = out
-            .ptr
-            .wrapping_add(n * out.batch_stride + (q0 + i) * out.row_stride + h * d);
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
-        let dst = unsafe { std::slice::from_raw_parts_mut(dst, d) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
         for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
             *x = acc * inv;
         }
@@ -970,13 +1009,14 @@ unsafe fn weights_item<
     index: usize,
     buf: &mut [f32],
 ) {
-    let d = if D > 0 { D } else { p.head_dim };
-    let dp = round_up(d, S::LANES);
-    let blocks = p.q_len.div_ceil(BLOCK_Q);
-    let (n, qb) = (index / blocks, index % blocks);
-    let q0 = qb * BLOCK_Q;
-    let rows = BLOCK_Q.min(p.q_len - q0);
-    let total = p.total_keys();
+    let QueryBlock {
+        d,
+        dp,
+        outer: n,
+        q0,
+        rows,
+        total,
+    } = query_block::<S, D>(p, index);
     let ld = round_up(total.max(1), BLOCK_K);
 
     let (kt, rest) = buf.split_at_mut(d * BLOCK_K);
@@ -1076,11 +1116,8 @@ unsafe fn weights_item<
             k0 += BLOCK_K;
         }
         for i in 0..rows {
-            let dst = out
-                .ptr
-                .wrapping_add(n * out.batch_stride + (q0 + i) * out.row_stride + h * d);
             // SAFETY: in bounds by `out_for`; this item owns these rows.
-            let dst = unsafe { std::slice::from_raw_parts_mut(dst, d) };
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
             dst.copy_from_slice(&o[i * dp..i * dp + d]);
         }
     }
