@@ -5,7 +5,7 @@ use std::path::Path;
 use ndarray::{ArrayD, ArrayViewD};
 
 use crate::fast::FastCache;
-use crate::prepare::{prepare, KernelOutput, PreparedForward};
+use crate::prepare::{prepare, PreparedForward};
 use crate::safetensors_io::{self, Loaded};
 use crate::{
     init, reference, AttentionLayer, AttentionOutput, ForwardOptions, MhaError,
@@ -284,9 +284,7 @@ impl MultiheadAttention {
         value: ArrayViewD<'_, f32>,
         options: &ForwardOptions<'_>,
     ) -> Result<AttentionOutput, MhaError> {
-        let prepared = self.prepare(query, key, value, options)?;
-        let result = self.run_kernel(&prepared);
-        Ok(prepared.finish(result))
+        self.forward_fast::<0>(query, key, value, options, crate::fast::selected_isa())
     }
 
     /// [`forward`](Self::forward) through the exact reference path only (the oracle).
@@ -315,12 +313,6 @@ impl MultiheadAttention {
             &self.weights,
             &prepared,
         )))
-    }
-
-    /// The attention of a prepared call: the fast kernels of this CPU's best instruction set,
-    /// which fall back to the reference path for what they do not cover.
-    fn run_kernel(&self, prepared: &PreparedForward<'_>) -> KernelOutput {
-        self.run_fast::<0>(prepared, crate::fast::selected_isa())
     }
 }
 

@@ -3,7 +3,7 @@
 use ndarray::ArrayViewD;
 
 use super::{forward, selected_isa, Isa};
-use crate::prepare::{KernelOutput, PreparedForward};
+use crate::prepare::KernelOutput;
 use crate::{reference, AttentionOutput, ForwardOptions, MhaError, MultiheadAttention};
 
 impl MultiheadAttention {
@@ -33,9 +33,7 @@ impl MultiheadAttention {
         options: &ForwardOptions<'_>,
         isa: Isa,
     ) -> Result<AttentionOutput, MhaError> {
-        let prepared = self.prepare(query, key, value, options)?;
-        let result = self.run_fast::<0>(&prepared, isa);
-        Ok(prepared.finish(result))
+        self.forward_fast::<0>(query, key, value, options, isa)
     }
 
     /// [`forward`](Self::forward) with kernels whose inner loops see the head dimension
@@ -50,20 +48,25 @@ impl MultiheadAttention {
         value: ArrayViewD<'_, f32>,
         options: &ForwardOptions<'_>,
     ) -> Result<AttentionOutput, MhaError> {
-        let prepared = self.prepare(query, key, value, options)?;
-        let result = self.run_fast::<HEAD_DIM>(&prepared, selected_isa());
-        Ok(prepared.finish(result))
+        self.forward_fast::<HEAD_DIM>(query, key, value, options, selected_isa())
     }
 
-    /// The fast kernels on a prepared call, or the reference path for what they do not cover.
-    pub(crate) fn run_fast<const HEAD_DIM: usize>(
+    /// Every fast entry point: prepare the call, run the kernels of `isa` (head dimension
+    /// `HEAD_DIM`, 0 = dynamic) or the reference path for what they do not cover, finish.
+    pub(crate) fn forward_fast<const HEAD_DIM: usize>(
         &self,
-        prepared: &PreparedForward<'_>,
+        query: ArrayViewD<'_, f32>,
+        key: ArrayViewD<'_, f32>,
+        value: ArrayViewD<'_, f32>,
+        options: &ForwardOptions<'_>,
         isa: Isa,
-    ) -> KernelOutput {
-        forward::run::<HEAD_DIM>(&self.fast, self.config(), self.weights(), prepared, isa)
-            .unwrap_or_else(|| {
-                reference::attention_checked(self.config(), self.weights(), prepared)
-            })
+    ) -> Result<AttentionOutput, MhaError> {
+        let prepared = self.prepare(query, key, value, options)?;
+        let result: KernelOutput =
+            forward::run::<HEAD_DIM>(&self.fast, self.config(), self.weights(), &prepared, isa)
+                .unwrap_or_else(|| {
+                    reference::attention_checked(self.config(), self.weights(), &prepared)
+                });
+        Ok(prepared.finish(result))
     }
 }
