@@ -6,6 +6,9 @@
 //! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
 //! `add_zero_attn`, and the merge `attn_mask + key_padding_mask`.
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayViewD, Axis, Ix3};
 
 use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionConfig};
@@ -120,6 +123,17 @@ pub struct DropoutPlan {
     pub p: f32,
     /// Seed of the generator (see [`Dropout`](crate::Dropout)).
     pub seed: u64,
+}
+
+impl DropoutPlan {
+    /// The generator of head `head` of batch element `batch`: ChaCha8 seeded with `seed` on
+    /// stream `batch * num_heads + head`, one `f32` draw per probability of the `(L, S')`
+    /// matrix in row-major order (a probability is kept when its draw is `>= p`).
+    pub(crate) fn generator(&self, batch: usize, head: usize, num_heads: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((batch * num_heads + head) as u64);
+        rng
+    }
 }
 
 /// One forward call, checked and normalised: the inputs as batch-major views, one merged

@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd};
 use super::Isa;
+use crate::prepare::{DropoutPlan, FullyMaskedRows};
 
 /// Queries per work item / tile.
 pub(crate) const BLOCK_Q: usize = 128;
@@ -77,15 +78,6 @@ impl MaskRef<'_> {
     }
 }
 
-/// What a query row whose keys are all masked gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FullyMasked {
-    /// Output (and weights) NaN, as torch's explicit softmax gives.
-    Nan,
-    /// Zero attention, as `scaled_dot_product_attention` gives.
-    Zero,
-}
-
 /// One attention problem on projected inputs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Problem<'a> {
@@ -107,47 +99,31 @@ pub(crate) struct Problem<'a> {
     /// Mask key `j > i` for query `i`.
     pub causal: bool,
     pub scale: f32,
-    pub fully_masked: FullyMasked,
+    pub fully_masked: FullyMaskedRows,
     /// Training-mode dropout on the probabilities.
-    pub dropout: Option<DropoutRef>,
+    pub dropout: Option<DropoutPlan>,
 }
 
-/// Dropout with the reference path's draws: ChaCha8 seeded with `seed`, stream
-/// `n * heads + h`, one `f32` per probability of the `(L, S')` matrix in row-major order; kept
-/// when the draw is `>= p`, then scaled by `1 / (1 - p)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DropoutRef {
-    pub p: f32,
-    pub seed: u64,
-}
-
-impl DropoutRef {
-    fn generator(&self, n: usize, h: usize, heads: usize) -> ChaCha8Rng {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream((n * heads + h) as u64);
-        rng
-    }
-
-    /// Applies the draws from word `word_pos` on (element `(i, k0)` of the `(L, S')` matrix
-    /// is word `i * S' + k0`) to `row[0], row[stride], ...`, `count` of them.
-    fn apply(
-        &self,
-        rng: &mut ChaCha8Rng,
-        word_pos: usize,
-        row: &mut [f32],
-        stride: usize,
-        count: usize,
-    ) {
-        rng.set_word_pos(word_pos as u128);
-        let scale = 1.0 / (1.0 - self.p);
-        for j in 0..count {
-            let x = &mut row[j * stride];
-            *x = if rng.random::<f32>() >= self.p {
-                *x * scale
-            } else {
-                0.0
-            };
-        }
+/// Applies `plan`'s draws from word `word_pos` on (element `(i, k0)` of the `(L, S')` matrix is
+/// word `i * S' + k0`) to `row[0], row[stride], ...`, `count` of them: kept when the draw is
+/// `>= p`, then scaled by `1 / (1 - p)`.
+fn apply_dropout(
+    plan: &DropoutPlan,
+    rng: &mut ChaCha8Rng,
+    word_pos: usize,
+    row: &mut [f32],
+    stride: usize,
+    count: usize,
+) {
+    rng.set_word_pos(word_pos as u128);
+    let scale = 1.0 / (1.0 - plan.p);
+    for j in 0..count {
+        let x = &mut row[j * stride];
+        *x = if rng.random::<f32>() >= plan.p {
+            *x * scale
+        } else {
+            0.0
+        };
     }
 }
 
@@ -733,10 +709,11 @@ fn mask_scores<S: Simd>(
 }
 
 #[inline(always)]
+/// The largest score of `row`, NaN ignored (`-inf` when there is none).
 fn row_max<S: Simd>(row: &[f32]) -> f32 {
     let mut m = S::splat(f32::NEG_INFINITY);
     for chunk in row.chunks_exact(S::LANES) {
-        m = S::max(m, unsafe { S::load(chunk.as_ptr()) });
+        m = S::max(unsafe { S::load(chunk.as_ptr()) }, m);
     }
     S::reduce_max(m)
 }
@@ -762,9 +739,12 @@ fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
     }
 }
 
-/// Whether every score of the tile is masked by the additive mask (all `-inf`).
+/// Whether the tile can be skipped: the additive mask is `-inf` at every score and its keys
+/// and values are finite. (A score `NaN + -inf` or `±inf + -inf` is not masked, and a masked
+/// key's value still enters the output as `0 · v`, which is NaN for a non-finite `v`.)
 #[inline(always)]
-fn tile_fully_masked(
+#[allow(clippy::too_many_arguments)]
+fn tile_skippable<S: Simd>(
     p: &Problem<'_>,
     n: usize,
     h: usize,
@@ -772,14 +752,52 @@ fn tile_fully_masked(
     rows: usize,
     k0: usize,
     cols: usize,
+    d: usize,
 ) -> bool {
     let Some(mask) = &p.mask else { return false };
     let rows = if mask.row_stride == 0 { 1 } else { rows };
-    (0..rows).all(|i| {
+    let masked = (0..rows).all(|i| {
         // SAFETY: in bounds by `Problem::check`.
         let m = unsafe { std::slice::from_raw_parts(mask.row(n, h, q0 + i).add(k0), cols) };
         m.iter().all(|&x| x == f32::NEG_INFINITY)
-    })
+    });
+    masked
+        && rows_finite::<S>((k0..k0 + cols).map(|j| p.key(n, j, h)), d)
+        && rows_finite::<S>((k0..k0 + cols).map(|j| p.value(n, j, h)), d)
+}
+
+/// Whether every one of the `d` floats at each pointer is finite: sums `x - x` (0 for a finite
+/// `x`, NaN otherwise) without a branch per element.
+#[inline(always)]
+fn rows_finite<S: Simd>(rows: impl Iterator<Item = *const f32>, d: usize) -> bool {
+    let whole = d - d % S::LANES;
+    let mut acc = S::splat(0.0);
+    let mut tail = 0.0f32;
+    for row in rows {
+        // SAFETY: the callers pass rows of `d` floats in bounds by `Problem::check`.
+        let row = unsafe { std::slice::from_raw_parts(row, d) };
+        for chunk in row[..whole].chunks_exact(S::LANES) {
+            let x = unsafe { S::load(chunk.as_ptr()) };
+            acc = S::add(acc, S::sub(x, x));
+        }
+        for &x in &row[whole..] {
+            tail += x - x;
+        }
+    }
+    S::reduce_add(acc) + tail == 0.0
+}
+
+/// Head `h` of what a fully masked row gives when torch zeroes it (`need_weights=False`): the
+/// probabilities are 0 and the output is `Σ_j 0 · v_j`, which is 0 unless a value is not finite.
+fn zero_attention(p: &Problem<'_>, n: usize, h: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    for j in 0..p.total_keys() {
+        // SAFETY: value rows are in bounds by `Problem::check`.
+        let v = unsafe { std::slice::from_raw_parts(p.value(n, j, h), dst.len()) };
+        for (x, &y) in dst.iter_mut().zip(v) {
+            *x += 0.0 * y;
+        }
+    }
 }
 
 /// A work item's block of queries and the sizes both kernels use.
@@ -844,11 +862,14 @@ unsafe fn flash_item<
     } = query_block::<S, D>(p, index);
     let (n, h) = (nh / p.heads, nh % p.heads);
     let rows_padded = round_up(rows, S::LANES);
-    let kv_end = if p.causal {
-        total.min(q0 + rows)
-    } else {
-        total
-    };
+    // Causally hidden keys get probability 0; they are skipped unless a value is not finite
+    // (`0 · v` is then NaN, as in torch's explicit product).
+    let kv_end =
+        if p.causal && rows_finite::<S>((q0 + rows..total).map(|j| p.value(n, j, h)), p.head_dim) {
+            total.min(q0 + rows)
+        } else {
+            total
+        };
 
     let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
@@ -873,13 +894,17 @@ unsafe fn flash_item<
         qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
     }
 
+    // `m` holds each query's running maximum score, NaN ignored (`-inf` while every key is
+    // masked); the exponents are taken against `max(m, floor)`, so a fully masked lane computes
+    // exp(-inf - floor) = 0 rather than exp(-inf + inf) = NaN, and a row of f32::MIN scores
+    // still gives exp(0) = 1 as torch does. A NaN score stays NaN through `exp` and the sum `l`.
     let floor = S::splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
     let mut k0 = 0;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
-        if tile_fully_masked(p, n, h, q0, rows, k0, cols) {
+        if tile_skippable::<S>(p, n, h, q0, rows, k0, cols, d) {
             k0 += BLOCK_K;
             continue;
         }
@@ -922,21 +947,18 @@ unsafe fn flash_item<
         // Online softmax along the queries (vector lanes).
         let mut iv = 0;
         while iv < rows_padded {
-            let mut tile_max = S::splat(f32::NEG_INFINITY);
+            let mut m_new = unsafe { S::load(m.as_ptr().add(iv)) };
+            let base_old = S::max(m_new, floor);
             for j in 0..cols {
-                tile_max = S::max(tile_max, unsafe {
-                    S::load(st.as_ptr().add(j * BLOCK_Q + iv))
-                });
+                let x = unsafe { S::load(st.as_ptr().add(j * BLOCK_Q + iv)) };
+                m_new = S::max(x, m_new);
             }
-            let m_old = unsafe { S::load(m.as_ptr().add(iv)) };
-            // A lane with every key masked so far keeps a finite floor: its p and alpha are
-            // exp(-inf) = 0 (and a row of f32::MIN masks still gives exp(0) = 1 as torch does).
-            let m_new = S::max(S::max(m_old, tile_max), floor);
-            let a = S::exp(S::sub(m_old, m_new));
+            let base = S::max(m_new, floor);
+            let a = S::exp(S::sub(base_old, base));
             let mut sum = S::splat(0.0);
             for j in 0..cols {
                 let at = unsafe { st.as_mut_ptr().add(j * BLOCK_Q + iv) };
-                let e = S::exp(S::sub(unsafe { S::load(at) }, m_new));
+                let e = S::exp(S::sub(unsafe { S::load(at) }, base));
                 unsafe { S::store(at, e) };
                 sum = S::add(sum, e);
             }
@@ -950,7 +972,7 @@ unsafe fn flash_item<
         }
         if let (Some(dr), Some(rng)) = (&p.dropout, rng.as_mut()) {
             for i in 0..rows {
-                dr.apply(rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
+                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
             }
         }
         for i in 0..rows {
@@ -976,16 +998,18 @@ unsafe fn flash_item<
     }
 
     for i in 0..rows {
-        let inv = if l[i] > 0.0 {
-            1.0 / l[i]
-        } else {
-            match p.fully_masked {
-                FullyMasked::Zero => 0.0,
-                FullyMasked::Nan => f32::NAN,
-            }
-        };
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
         let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
+        // A row with no unmasked score (m = -inf) is fully masked: NaN scores do not rescue it.
+        // Otherwise a NaN or +inf score has made `l` NaN, and the row NaN with it.
+        let inv = match (m[i] == f32::NEG_INFINITY, p.fully_masked) {
+            (false, _) => 1.0 / l[i],
+            (true, FullyMaskedRows::Nan) => f32::NAN,
+            (true, FullyMaskedRows::Zero) => {
+                zero_attention(p, n, h, dst);
+                continue;
+            }
+        };
         for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
             *x = acc * inv;
         }
@@ -1054,12 +1078,14 @@ unsafe fn weights_item<
             let row = &mut scores[i * ld..i * ld + total_padded];
             let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
             mask_scores::<S>(p, row, mask_row, q0 + i, 0, total);
+            // NaN ignored: a row whose other scores are all -inf is fully masked; otherwise a
+            // NaN (or a +inf, through exp(inf - inf)) makes the sum, and so every
+            // probability, NaN, as torch's softmax does.
             let max = row_max::<S>(row);
-            if max == f32::NEG_INFINITY || max.is_nan() {
+            if max == f32::NEG_INFINITY {
                 let fill = match p.fully_masked {
-                    FullyMasked::Nan => f32::NAN,
-                    FullyMasked::Zero if max.is_nan() => f32::NAN,
-                    FullyMasked::Zero => 0.0,
+                    FullyMaskedRows::Nan => f32::NAN,
+                    FullyMaskedRows::Zero => 0.0,
                 };
                 row[..total].fill(fill);
                 row[total..].fill(0.0);
@@ -1067,8 +1093,8 @@ unsafe fn weights_item<
                 let sum = exp_row::<S>(row, max);
                 scale_row::<S>(row, 1.0 / sum);
             }
-            if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
-                d.apply(rng, (q0 + i) * total, row, 1, total);
+            if let (Some(plan), Some(rng)) = (&p.dropout, rng.as_mut()) {
+                apply_dropout(plan, rng, (q0 + i) * total, row, 1, total);
             }
             let row = &row[..total];
             let qi = q0 + i;

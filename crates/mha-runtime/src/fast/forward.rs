@@ -7,10 +7,10 @@ use std::sync::{Mutex, OnceLock};
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 
-use super::attention::{self, DropoutRef, FullyMasked, MaskRef, Problem, SeqRef};
+use super::attention::{self, MaskRef, Problem, SeqRef};
 use super::projection::PackedLinear;
 use super::Isa;
-use crate::prepare::{FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode};
+use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
 use crate::{InProjection, MultiheadAttentionConfig, Weights};
 
 /// The layer's weights packed for the fast path (built once, on first use) and a reusable
@@ -413,14 +413,8 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         mask,
         causal: prepared.causal(),
         scale: (1.0 / head_dim as f64).sqrt() as f32,
-        fully_masked: match prepared.fully_masked_rows() {
-            FullyMaskedRows::Nan => FullyMasked::Nan,
-            FullyMaskedRows::Zero => FullyMasked::Zero,
-        },
-        dropout: prepared.dropout().map(|d| DropoutRef {
-            p: d.p,
-            seed: d.seed,
-        }),
+        fully_masked: prepared.fully_masked_rows(),
+        dropout: prepared.dropout(),
     };
 
     // The output rows in torch's layout: (L, N, E) sequence-first, else (N, L, E).

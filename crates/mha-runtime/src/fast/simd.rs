@@ -33,9 +33,10 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn add(a: Self::V, b: Self::V) -> Self::V;
     /// `a - b`.
     fn sub(a: Self::V, b: Self::V) -> Self::V;
-    /// Lane-wise maximum (`-inf` aware; NaN handling unspecified).
+    /// Lane-wise `if a > b { a } else { b }`: `b` when either is NaN (x86's `maxps`), so
+    /// `max(x, acc)` ignores a NaN `x` and keeps a NaN-free accumulator NaN-free.
     fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// `e^x`, about 1 ulp for `x <= 0`; exactly 0 below -87.3 (so `exp(-inf) = 0`).
+    /// `e^x`, about 1 ulp for `x <= 0`; exactly 0 below -87.3 (so `exp(-inf) = 0`), NaN for NaN.
     fn exp(x: Self::V) -> Self::V;
     /// Largest lane.
     fn reduce_max(v: Self::V) -> f32;
@@ -188,10 +189,12 @@ mod x86 {
         #[inline(always)]
         fn exp(x: __m256) -> __m256 {
             unsafe {
-                let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(EXP_LO));
+                // NaN lanes: `keep` is true (unordered) and min/max return their second
+                // operand, `x`, so NaN flows through the polynomial.
+                let keep = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, _mm256_set1_ps(EXP_LO));
                 let x = _mm256_min_ps(
-                    _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
                     _mm256_set1_ps(EXP_HI),
+                    _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
                 );
                 let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                     _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
@@ -273,8 +276,10 @@ mod x86 {
         #[inline(always)]
         fn exp(x: __m512) -> __m512 {
             unsafe {
-                let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(EXP_LO));
-                let x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
+                // NaN lanes: `keep` is true (unordered) and min returns its second operand,
+                // `x`, so NaN flows through the polynomial.
+                let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(EXP_LO));
+                let x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
                 let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                     _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
                 );
@@ -309,7 +314,7 @@ mod tests {
     fn check_exp<S: Simd>() {
         let xs: Vec<f32> = (0..4096)
             .map(|i| -100.0 + i as f32 * 0.0305)
-            .chain([0.0, -0.0, f32::NEG_INFINITY])
+            .chain([0.0, -0.0, f32::NEG_INFINITY, f32::NAN])
             .collect();
         for chunk in xs.chunks(S::LANES) {
             let mut buf = vec![0.0f32; S::LANES];
@@ -317,6 +322,10 @@ mod tests {
             let mut out = vec![0.0f32; S::LANES];
             unsafe { S::store(out.as_mut_ptr(), S::exp(S::load(buf.as_ptr()))) };
             for (x, got) in buf.iter().zip(&out) {
+                if x.is_nan() {
+                    assert!(got.is_nan(), "exp(NaN) = {got}");
+                    continue;
+                }
                 let want = (*x as f64).exp();
                 let tol = 4.0 * f32::EPSILON as f64 * want + if *x < EXP_LO { 2e-38 } else { 0.0 };
                 assert!(
