@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd};
 use super::Isa;
-use crate::prepare::{DropoutPlan, FullyMaskedRows};
+use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 
 /// Queries per work item / tile.
 pub(crate) const BLOCK_Q: usize = 128;
@@ -59,25 +59,6 @@ impl SeqRef<'_> {
     }
 }
 
-/// The merged additive mask: row `(n, h, i)` starts at `n * batch_stride + h * head_stride +
-/// i * row_stride` and holds `S'` contiguous values (a stride of 0 broadcasts).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MaskRef<'a> {
-    pub data: &'a [f32],
-    pub batch_stride: usize,
-    pub head_stride: usize,
-    pub row_stride: usize,
-}
-
-impl MaskRef<'_> {
-    #[inline(always)]
-    fn row(&self, n: usize, h: usize, i: usize) -> *const f32 {
-        self.data
-            .as_ptr()
-            .wrapping_add(n * self.batch_stride + h * self.head_stride + i * self.row_stride)
-    }
-}
-
 /// One attention problem on projected inputs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Problem<'a> {
@@ -95,7 +76,7 @@ pub(crate) struct Problem<'a> {
     pub extra_k: &'a [f32],
     /// Values appended likewise, `extra × E`.
     pub extra_v: &'a [f32],
-    pub mask: Option<MaskRef<'a>>,
+    pub mask: Option<MaskRows<'a>>,
     /// Mask key `j > i` for query `i`.
     pub causal: bool,
     pub scale: f32,
@@ -166,10 +147,7 @@ impl Problem<'_> {
         assert_eq!(self.extra_k.len(), self.extra_v.len());
         assert_eq!(self.extra_k.len() % e, 0);
         if let Some(m) = &self.mask {
-            let last = (self.batch - 1) * m.batch_stride
-                + (self.heads - 1) * m.head_stride
-                + (self.q_len - 1) * m.row_stride
-                + self.total_keys();
+            let last = m.start(self.batch - 1, self.heads - 1, self.q_len - 1) + self.total_keys();
             assert!(last <= m.data.len());
         }
     }
@@ -758,7 +736,7 @@ fn tile_skippable<S: Simd>(
     let rows = if mask.row_stride == 0 { 1 } else { rows };
     let masked = (0..rows).all(|i| {
         // SAFETY: in bounds by `Problem::check`.
-        let m = unsafe { std::slice::from_raw_parts(mask.row(n, h, q0 + i).add(k0), cols) };
+        let m = unsafe { std::slice::from_raw_parts(mask.row_ptr(n, h, q0 + i).add(k0), cols) };
         m.iter().all(|&x| x == f32::NEG_INFINITY)
     });
     masked
@@ -929,12 +907,12 @@ unsafe fn flash_item<
             if let Some(mask) = &p.mask {
                 if mask.row_stride == 0 {
                     // SAFETY: in bounds by `Problem::check`.
-                    let add = unsafe { *mask.row(n, h, 0).add(k0 + j) };
+                    let add = unsafe { *mask.row_ptr(n, h, 0).add(k0 + j) };
                     row[..rows].iter_mut().for_each(|x| *x += add);
                 } else {
                     for (i, x) in row[..rows].iter_mut().enumerate() {
                         // SAFETY: in bounds by `Problem::check`.
-                        *x += unsafe { *mask.row(n, h, q0 + i).add(k0 + j) };
+                        *x += unsafe { *mask.row_ptr(n, h, q0 + i).add(k0 + j) };
                     }
                 }
             }
@@ -1076,7 +1054,7 @@ unsafe fn weights_item<
         let total_padded = round_up(total, S::LANES);
         for i in 0..rows {
             let row = &mut scores[i * ld..i * ld + total_padded];
-            let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
+            let mask_row = p.mask.as_ref().map(|mask| mask.row_ptr(n, h, q0 + i));
             mask_scores::<S>(p, row, mask_row, q0 + i, 0, total);
             // NaN ignored: a row whose other scores are all -inf is fully masked; otherwise a
             // NaN (or a +inf, through exp(inf - inf)) makes the sum, and so every

@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 
-use super::attention::{self, MaskRef, Problem, SeqRef};
+use super::attention::{self, Problem, SeqRef};
 use super::projection::PackedLinear;
 use super::Isa;
 use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
@@ -375,16 +375,7 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         head_stride: head_dim,
     };
 
-    let mask_values = prepared.mask().map(|m| m.values().as_standard_layout());
-    let mask = mask_values.as_ref().map(|values| {
-        let (mn, mh, ml, ms) = values.dim();
-        MaskRef {
-            data: values.as_slice().unwrap_or(&[]),
-            batch_stride: if mn == 1 { 0 } else { mh * ml * ms },
-            head_stride: if mh == 1 { 0 } else { ml * ms },
-            row_stride: if ml == 1 { 0 } else { ms },
-        }
-    });
+    let mask = prepared.mask().map(|m| m.rows());
 
     // For long queries, keys and values copied head-major (each head's rows contiguous): the
     // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.

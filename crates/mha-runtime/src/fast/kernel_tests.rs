@@ -1,8 +1,8 @@
 //! The attention kernels against a naive f64 implementation, on every ISA this CPU runs.
 
-use super::attention::{flash, with_weights, MaskRef, Problem, SeqRef};
+use super::attention::{flash, with_weights, Problem, SeqRef};
 use super::Isa;
-use crate::prepare::FullyMaskedRows;
+use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A small deterministic generator (tests only).
 struct Lcg(u64);
@@ -139,7 +139,7 @@ fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
         extra_v: &data.extra_v,
         mask: match case.mask {
             MaskKind::None => None,
-            _ => Some(MaskRef {
+            _ => Some(MaskRows {
                 data: &data.mask,
                 batch_stride: data.mask_strides[0],
                 head_stride: data.mask_strides[1],
