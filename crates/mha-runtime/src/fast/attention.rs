@@ -13,9 +13,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
-use super::simd::{Portable, Simd};
+use super::isa::Level;
+use super::simd::{Simd, WithSimd};
 use super::Isa;
 use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 
@@ -193,8 +192,10 @@ impl SeqOut {
     }
 }
 
-// SAFETY: work items write disjoint rows / head columns of the destination.
+// SAFETY: a `SeqOut` is only written through by work items, which write disjoint rows / head
+// columns of the destination (`FlashItem::run`, `WeightsItem::run`).
 unsafe impl Send for SeqOut {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for SeqOut {}
 
 /// Where the weights kernel writes the probabilities: `(N, H, L, S')` or `(N, L, S')`.
@@ -204,8 +205,9 @@ struct WeightsOut {
     per_head: bool,
 }
 
-// SAFETY: work items write disjoint `(n, query block)` rows.
+// SAFETY: work items write disjoint `(n, query block)` rows through it.
 unsafe impl Send for WeightsOut {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for WeightsOut {}
 
 fn out_for(
@@ -256,9 +258,6 @@ fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
         + BLOCK_Q * dp
 }
 
-type FlashItem = unsafe fn(&Problem<'_>, SeqOut, usize, &mut [f32]);
-type WeightsItem = unsafe fn(&Problem<'_>, SeqOut, WeightsOut, usize, &mut [f32]);
-
 /// The flash kernel: `out` gets softmax(q kᵀ · scale + mask) v for every `(n, i, h)`.
 /// `HEAD_DIM = 0` reads the head dimension from the problem; otherwise it must equal it.
 pub(crate) fn flash<const HEAD_DIM: usize>(
@@ -271,14 +270,14 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
     let out = out_for(problem, out, out_batch_stride, out_row_stride);
-    let item: FlashItem = flash_item_for::<HEAD_DIM>(isa);
+    let item = FlashItem::<HEAD_DIM>::for_isa(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
     (0..items).into_par_iter().for_each(|index| {
-        // SAFETY: `item` runs on an ISA this CPU supports (checked by `Isa::is_supported` when
-        // it was selected), the problem passed `check`, items write disjoint outputs.
-        with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) });
+        // SAFETY: the problem passed `check`, `out` came from `out_for`, and each index is
+        // run once, so items write disjoint outputs.
+        with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) });
     });
 }
 
@@ -305,102 +304,168 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
         ptr: weights.as_mut_ptr(),
         per_head,
     };
-    let item: WeightsItem = weights_item_for::<HEAD_DIM>(isa);
+    let item = WeightsItem::<HEAD_DIM>::for_isa(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * blocks;
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
     (0..items).into_par_iter().for_each(|index| {
-        // SAFETY: as in `flash`.
+        // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
         with_scratch(scratch, |buf| unsafe {
-            item(problem, out, weights, index, buf)
+            item.run(problem, out, weights, index, buf)
         });
     });
 }
 
-fn flash_item_for<const D: usize>(isa: Isa) -> FlashItem {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_supported() => avx512_flash_item::<D>,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if isa.is_supported() => avx2_flash_item::<D>,
-        _ => portable_flash_item::<D>,
+/// The flash work item of one level's capability token, with that level's register blocking
+/// (QK rows, QK vectors, PV rows, PV vectors).
+#[derive(Debug, Clone, Copy)]
+struct FlashItem<const D: usize> {
+    level: Level,
+}
+
+impl<const D: usize> FlashItem<D> {
+    /// The item for `isa`, or the portable one when this CPU cannot run `isa`.
+    fn for_isa(isa: Isa) -> Self {
+        Self {
+            level: Level::or_portable(isa),
+        }
+    }
+
+    /// Runs work item `index` (see [`flash_item`]).
+    ///
+    /// # Safety
+    /// `p` passed [`Problem::check`], `out` came from [`out_for`] for `p`, and no other thread
+    /// runs item `index` of this call at the same time.
+    unsafe fn run(self, p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(simd) => simd.vectorize(FlashOp::<D, 8, 2, 4, 4> { p, out, index, buf }),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(simd) => simd.vectorize(FlashOp::<D, 6, 2, 6, 2> { p, out, index, buf }),
+            Level::Portable(simd) => {
+                simd.vectorize(FlashOp::<D, 4, 1, 4, 1> { p, out, index, buf })
+            }
+        }
     }
 }
 
-fn weights_item_for<const D: usize>(isa: Isa) -> WeightsItem {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_supported() => avx512_weights_item::<D>,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if isa.is_supported() => avx2_weights_item::<D>,
-        _ => portable_weights_item::<D>,
+/// [`flash_item`] as an operation for [`Simd::vectorize`]. Built only by [`FlashItem::run`],
+/// whose contract makes running it sound.
+struct FlashOp<
+    'a,
+    'p,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+> {
+    p: &'a Problem<'p>,
+    out: SeqOut,
+    index: usize,
+    buf: &'a mut [f32],
+}
+
+impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
+    WithSimd for FlashOp<'_, '_, D, QMR, QNV, PMR, PNV>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: the contract of `FlashItem::run`, the only place this op is built.
+        unsafe {
+            flash_item::<S, D, QMR, QNV, PMR, PNV>(simd, self.p, self.out, self.index, self.buf)
+        }
     }
 }
 
-// Register blocking per ISA: (QK rows, QK vectors, PV rows, PV vectors).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Avx512, D, 8, 2, 4, 4>(p, out, index, buf) }
+/// The weights work item of one level's capability token (blocking as in [`FlashItem`]).
+#[derive(Debug, Clone, Copy)]
+struct WeightsItem<const D: usize> {
+    level: Level,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Avx2, D, 6, 2, 6, 2>(p, out, index, buf) }
+impl<const D: usize> WeightsItem<D> {
+    /// The item for `isa`, or the portable one when this CPU cannot run `isa`.
+    fn for_isa(isa: Isa) -> Self {
+        Self {
+            level: Level::or_portable(isa),
+        }
+    }
+
+    /// Runs work item `index` (see [`weights_item`]).
+    ///
+    /// # Safety
+    /// As [`FlashItem::run`], and `w` points to `N · (H or 1) · L · S'` writable floats.
+    unsafe fn run(
+        self,
+        p: &Problem<'_>,
+        out: SeqOut,
+        w: WeightsOut,
+        index: usize,
+        buf: &mut [f32],
+    ) {
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(simd) => simd.vectorize(WeightsOp::<D, 8, 2, 4, 4> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(simd) => simd.vectorize(WeightsOp::<D, 6, 2, 6, 2> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+            Level::Portable(simd) => simd.vectorize(WeightsOp::<D, 4, 1, 4, 1> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+        }
+    }
 }
 
-unsafe fn portable_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Portable, D, 4, 1, 4, 1>(p, out, index, buf) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_weights_item<const D: usize>(
-    p: &Problem<'_>,
+/// [`weights_item`] as an operation for [`Simd::vectorize`]. Built only by
+/// [`WeightsItem::run`], whose contract makes running it sound.
+struct WeightsOp<
+    'a,
+    'p,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+> {
+    p: &'a Problem<'p>,
     out: SeqOut,
     w: WeightsOut,
     index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Avx512, D, 8, 2, 4, 4>(p, out, w, index, buf) }
+    buf: &'a mut [f32],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_weights_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    w: WeightsOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Avx2, D, 6, 2, 6, 2>(p, out, w, index, buf) }
-}
+impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
+    WithSimd for WeightsOp<'_, '_, D, QMR, QNV, PMR, PNV>
+{
+    type Output = ();
 
-unsafe fn portable_weights_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    w: WeightsOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Portable, D, 4, 1, 4, 1>(p, out, w, index, buf) }
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: the contract of `WeightsItem::run`, the only place this op is built.
+        unsafe {
+            weights_item::<S, D, QMR, QNV, PMR, PNV>(
+                simd, self.p, self.out, self.w, self.index, self.buf,
+            )
+        }
+    }
 }
 
 /// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
@@ -459,9 +524,15 @@ fn tile_values(
 
 /// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
 /// keys; score row `i` starts at `scores + i * ld`.
+///
+/// # Safety
+/// Each query row holds `d` readable floats, `kt` holds `d` rows of `cols_padded` readable
+/// floats `ld_kt` apart (`cols_padded` a multiple of `S::LANES`), and `scores` holds
+/// `q_rows.len()` rows of `cols_padded` writable floats `ld` apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q_rows: &[*const f32],
     d: usize,
     kt: *const f32,
@@ -475,12 +546,17 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     while i + MR <= rows {
         let mut q = [std::ptr::null::<f32>(); MR];
         q.copy_from_slice(&q_rows[i..i + MR]);
-        unsafe { qk_rows::<S, D, MR, NV>(q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
+        // SAFETY: rows `i..i + MR` of what the caller guarantees.
+        unsafe {
+            qk_rows::<S, D, MR, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld)
+        };
         i += MR;
     }
     while i < rows {
+        // SAFETY: row `i` of what the caller guarantees.
         unsafe {
             qk_rows::<S, D, 1, NV>(
+                simd,
                 [q_rows[i]],
                 d,
                 kt,
@@ -494,8 +570,14 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
+/// [`qk_tile`] for `MR` query rows.
+///
+/// # Safety
+/// As [`qk_tile`] for these rows.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
@@ -506,19 +588,27 @@ unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
 ) {
     let mut j = 0;
     while j + NV * S::LANES <= cols_padded {
-        unsafe { qk_block::<S, D, MR, NV>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
+        unsafe { qk_block::<S, D, MR, NV>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += NV * S::LANES;
     }
     while j < cols_padded {
-        unsafe { qk_block::<S, D, MR, 1>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        // SAFETY: columns `j..j + LANES <= cols_padded` (a multiple of LANES).
+        unsafe { qk_block::<S, D, MR, 1>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += S::LANES;
     }
 }
 
 /// The QKᵀ micro-kernel: `MR` query rows × `NV` vectors of keys, accumulated over `d`.
+///
+/// # Safety
+/// Each `q[r]` holds `d` readable floats (`D` when `D > 0`), `kt` holds `d` rows of
+/// `NV * LANES` readable floats `ld_kt` apart, `scores` `MR` rows of `NV * LANES` writable
+/// floats `ld` apart.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
@@ -527,31 +617,40 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     ld: usize,
 ) {
     let d = if D > 0 { D } else { d };
-    let mut acc = [[S::splat(0.0); NV]; MR];
+    let mut acc = [[simd.splat(0.0); NV]; MR];
     for c in 0..d {
-        let mut kv = [S::splat(0.0); NV];
+        let mut kv = [simd.splat(0.0); NV];
         for (v, slot) in kv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(kt.add(c * ld_kt + v * S::LANES)) };
+            // SAFETY: row `c < d` of `kt`, vector `v < NV`.
+            *slot = unsafe { simd.load(kt.add(c * ld_kt + v * S::LANES)) };
         }
         for r in 0..MR {
-            let qb = S::splat(unsafe { *q[r].add(c) });
+            // SAFETY: `c < d`.
+            let qb = simd.splat(unsafe { *q[r].add(c) });
             for v in 0..NV {
-                acc[r][v] = S::mul_add(qb, kv[v], acc[r][v]);
+                acc[r][v] = simd.mul_add(qb, kv[v], acc[r][v]);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            unsafe { S::store(scores.add(r * ld + v * S::LANES), x) };
+            // SAFETY: row `r < MR` of `scores`, vector `v < NV`.
+            unsafe { simd.store(scores.add(r * ld + v * S::LANES), x) };
         }
     }
 }
 
 /// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
 /// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
+///
+/// # Safety
+/// Those `p(i, j)` for `i < rows`, `j < cols` are readable, `v` holds `cols` rows of `dp`
+/// readable floats, `o` holds `rows` rows of `dp` readable and writable floats (`dp` a
+/// multiple of `S::LANES`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -564,8 +663,10 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let mut i = 0;
     while i + MR <= rows {
+        // SAFETY: rows `i..i + MR` of what the caller guarantees.
         unsafe {
             pv_rows::<S, MR, NV>(
+                simd,
                 p.add(i * p_rs),
                 p_rs,
                 p_cs,
@@ -579,8 +680,10 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
         i += MR;
     }
     while i < rows {
+        // SAFETY: row `i` of what the caller guarantees.
         unsafe {
             pv_rows::<S, 1, NV>(
+                simd,
                 p.add(i * p_rs),
                 p_rs,
                 p_cs,
@@ -595,9 +698,14 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// [`pv_tile`] for `MR` rows.
+///
+/// # Safety
+/// As [`pv_tile`] for these rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -609,19 +717,25 @@ unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let mut c = 0;
     while c + NV * S::LANES <= dp {
-        unsafe { pv_block::<S, MR, NV>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        // SAFETY: columns `c..c + NV * LANES <= dp` of the caller's buffers.
+        unsafe { pv_block::<S, MR, NV>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += NV * S::LANES;
     }
     while c < dp {
-        unsafe { pv_block::<S, MR, 1>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        // SAFETY: columns `c..c + LANES <= dp` (a multiple of LANES).
+        unsafe { pv_block::<S, MR, 1>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += S::LANES;
     }
 }
 
 /// The PV micro-kernel: `MR` rows × `NV` vectors of output columns, accumulated over keys.
+///
+/// # Safety
+/// As [`pv_tile`] for `MR` rows and `NV * LANES` columns.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -631,27 +745,31 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
     dp: usize,
     o: *mut f32,
 ) {
-    let mut acc = [[S::splat(0.0); NV]; MR];
+    let mut acc = [[simd.splat(0.0); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         for (k, slot) in row.iter_mut().enumerate() {
-            *slot = unsafe { S::load(o.add(r * dp + k * S::LANES)) };
+            // SAFETY: row `r < MR` of `o`, vector `k < NV`.
+            *slot = unsafe { simd.load(o.add(r * dp + k * S::LANES)) };
         }
     }
     for j in 0..cols {
-        let mut vv = [S::splat(0.0); NV];
+        let mut vv = [simd.splat(0.0); NV];
         for (k, slot) in vv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(v.add(j * ld_v + k * S::LANES)) };
+            // SAFETY: value row `j < cols`, vector `k < NV`.
+            *slot = unsafe { simd.load(v.add(j * ld_v + k * S::LANES)) };
         }
         for r in 0..MR {
-            let pb = S::splat(unsafe { *p.add(r * p_rs + j * p_cs) });
+            // SAFETY: `p(r, j)` with `r < MR`, `j < cols`.
+            let pb = simd.splat(unsafe { *p.add(r * p_rs + j * p_cs) });
             for k in 0..NV {
-                acc[r][k] = S::mul_add(pb, vv[k], acc[r][k]);
+                acc[r][k] = simd.mul_add(pb, vv[k], acc[r][k]);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (k, &x) in row.iter().enumerate() {
-            unsafe { S::store(o.add(r * dp + k * S::LANES), x) };
+            // SAFETY: row `r < MR` of `o`, vector `k < NV`.
+            unsafe { simd.store(o.add(r * dp + k * S::LANES), x) };
         }
     }
 }
@@ -660,6 +778,7 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
 /// masked, scaled scores: `-inf` for padding and causally hidden keys.
 #[inline(always)]
 fn mask_scores<S: Simd>(
+    simd: S,
     p: &Problem<'_>,
     row: &mut [f32],
     mask_row: Option<*const f32>,
@@ -667,10 +786,15 @@ fn mask_scores<S: Simd>(
     k0: usize,
     cols: usize,
 ) {
-    let scale = S::splat(p.scale);
+    let scale = simd.splat(p.scale);
     for chunk in row.chunks_exact_mut(S::LANES) {
         // SAFETY: the chunk holds LANES floats.
-        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), scale)) };
+        unsafe {
+            simd.store(
+                chunk.as_mut_ptr(),
+                simd.mul(simd.load(chunk.as_ptr()), scale),
+            )
+        };
     }
     if let Some(m) = mask_row {
         // SAFETY: the mask row holds S' >= k0 + cols values (`Problem::check`).
@@ -686,34 +810,39 @@ fn mask_scores<S: Simd>(
     row[cols..].fill(f32::NEG_INFINITY);
 }
 
-#[inline(always)]
 /// The largest score of `row`, NaN ignored (`-inf` when there is none).
-fn row_max<S: Simd>(row: &[f32]) -> f32 {
-    let mut m = S::splat(f32::NEG_INFINITY);
+#[inline(always)]
+fn row_max<S: Simd>(simd: S, row: &[f32]) -> f32 {
+    let mut m = simd.splat(f32::NEG_INFINITY);
     for chunk in row.chunks_exact(S::LANES) {
-        m = S::max(unsafe { S::load(chunk.as_ptr()) }, m);
+        // SAFETY: the chunk holds LANES floats.
+        m = simd.max(unsafe { simd.load(chunk.as_ptr()) }, m);
     }
-    S::reduce_max(m)
+    simd.reduce_max(m)
 }
 
 /// `row[j] = exp(row[j] - max)`; returns the sum.
 #[inline(always)]
-fn exp_row<S: Simd>(row: &mut [f32], max: f32) -> f32 {
-    let m = S::splat(max);
-    let mut sum = S::splat(0.0);
+fn exp_row<S: Simd>(simd: S, row: &mut [f32], max: f32) -> f32 {
+    let m = simd.splat(max);
+    let mut sum = simd.splat(0.0);
     for chunk in row.chunks_exact_mut(S::LANES) {
-        let e = S::exp(S::sub(unsafe { S::load(chunk.as_ptr()) }, m));
-        unsafe { S::store(chunk.as_mut_ptr(), e) };
-        sum = S::add(sum, e);
+        // SAFETY: the chunk holds LANES floats.
+        let e = simd.exp(simd.sub(unsafe { simd.load(chunk.as_ptr()) }, m));
+        // SAFETY: as above.
+        unsafe { simd.store(chunk.as_mut_ptr(), e) };
+        sum = simd.add(sum, e);
     }
-    S::reduce_add(sum)
+    simd.reduce_add(sum)
 }
 
+/// `row[j] *= factor`.
 #[inline(always)]
-fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
-    let f = S::splat(factor);
+fn scale_row<S: Simd>(simd: S, row: &mut [f32], factor: f32) {
+    let f = simd.splat(factor);
     for chunk in row.chunks_exact_mut(S::LANES) {
-        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), f)) };
+        // SAFETY: the chunk holds LANES floats.
+        unsafe { simd.store(chunk.as_mut_ptr(), simd.mul(simd.load(chunk.as_ptr()), f)) };
     }
 }
 
@@ -723,6 +852,7 @@ fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn tile_skippable<S: Simd>(
+    simd: S,
     p: &Problem<'_>,
     n: usize,
     h: usize,
@@ -740,29 +870,31 @@ fn tile_skippable<S: Simd>(
         m.iter().all(|&x| x == f32::NEG_INFINITY)
     });
     masked
-        && rows_finite::<S>((k0..k0 + cols).map(|j| p.key(n, j, h)), d)
-        && rows_finite::<S>((k0..k0 + cols).map(|j| p.value(n, j, h)), d)
+        && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.key(n, j, h)), d)
+        && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.value(n, j, h)), d)
 }
 
-/// Whether every one of the `d` floats at each pointer is finite: sums `x - x` (0 for a finite
+/// Whether every one of the `d` floats at each pointer is finite: sums `0 · x` (0 for a finite
 /// `x`, NaN otherwise) without a branch per element.
 #[inline(always)]
-fn rows_finite<S: Simd>(rows: impl Iterator<Item = *const f32>, d: usize) -> bool {
+fn rows_finite<S: Simd>(simd: S, rows: impl Iterator<Item = *const f32>, d: usize) -> bool {
     let whole = d - d % S::LANES;
-    let mut acc = S::splat(0.0);
+    let zero = simd.splat(0.0);
+    let mut acc = zero;
     let mut tail = 0.0f32;
     for row in rows {
         // SAFETY: the callers pass rows of `d` floats in bounds by `Problem::check`.
         let row = unsafe { std::slice::from_raw_parts(row, d) };
         for chunk in row[..whole].chunks_exact(S::LANES) {
-            let x = unsafe { S::load(chunk.as_ptr()) };
-            acc = S::add(acc, S::sub(x, x));
+            // SAFETY: the chunk holds LANES floats.
+            let x = unsafe { simd.load(chunk.as_ptr()) };
+            acc = simd.mul_add(x, zero, acc);
         }
         for &x in &row[whole..] {
-            tail += x - x;
+            tail += 0.0 * x;
         }
     }
-    S::reduce_add(acc) + tail == 0.0
+    simd.reduce_add(acc) + tail == 0.0
 }
 
 /// Head `h` of what a fully masked row gives when torch zeroes it (`need_weights=False`): the
@@ -816,6 +948,9 @@ fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryB
 /// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
 /// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
 /// online softmax runs along the vector lanes (16 or 8 queries at a time).
+///
+/// # Safety
+/// As [`FlashItem::run`]; `buf` holds at least `flash_scratch_len(head_dim)` floats.
 #[inline(always)]
 unsafe fn flash_item<
     S: Simd,
@@ -825,6 +960,7 @@ unsafe fn flash_item<
     const PMR: usize,
     const PNV: usize,
 >(
+    simd: S,
     p: &Problem<'_>,
     out: SeqOut,
     index: usize,
@@ -842,12 +978,16 @@ unsafe fn flash_item<
     let rows_padded = round_up(rows, S::LANES);
     // Causally hidden keys get probability 0; they are skipped unless a value is not finite
     // (`0 · v` is then NaN, as in torch's explicit product).
-    let kv_end =
-        if p.causal && rows_finite::<S>((q0 + rows..total).map(|j| p.value(n, j, h)), p.head_dim) {
-            total.min(q0 + rows)
-        } else {
-            total
-        };
+    let kv_end = if p.causal
+        && rows_finite::<S>(
+            simd,
+            (q0 + rows..total).map(|j| p.value(n, j, h)),
+            p.head_dim,
+        ) {
+        total.min(q0 + rows)
+    } else {
+        total
+    };
 
     let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
@@ -876,13 +1016,13 @@ unsafe fn flash_item<
     // masked); the exponents are taken against `max(m, floor)`, so a fully masked lane computes
     // exp(-inf - floor) = 0 rather than exp(-inf + inf) = NaN, and a row of f32::MIN scores
     // still gives exp(0) = 1 as torch does. A NaN score stays NaN through `exp` and the sum `l`.
-    let floor = S::splat(f32::MIN);
+    let floor = simd.splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
     let mut k0 = 0;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
-        if tile_skippable::<S>(p, n, h, q0, rows, k0, cols, d) {
+        if tile_skippable::<S>(simd, p, n, h, q0, rows, k0, cols, d) {
             k0 += BLOCK_K;
             continue;
         }
@@ -890,8 +1030,11 @@ unsafe fn flash_item<
             *slot = p.key(n, k0 + j, h);
         }
         // sᵀ[j][i] = k_j · q_i
+        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × BLOCK_Q` and `st`
+        // `BLOCK_K × BLOCK_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
         unsafe {
             qk_tile::<S, D, QMR, QNV>(
+                simd,
                 &k_rows[..cols],
                 d,
                 qt.as_ptr(),
@@ -924,27 +1067,35 @@ unsafe fn flash_item<
         }
         // Online softmax along the queries (vector lanes).
         let mut iv = 0;
+        // SAFETY (the loads and stores below): `iv + LANES <= rows_padded <= BLOCK_Q`, the
+        // length of `m`, `l` and `alpha` and of each of the `cols` rows of `st`.
         while iv < rows_padded {
-            let mut m_new = unsafe { S::load(m.as_ptr().add(iv)) };
-            let base_old = S::max(m_new, floor);
+            // SAFETY: see above.
+            let mut m_new = unsafe { simd.load(m.as_ptr().add(iv)) };
+            let base_old = simd.max(m_new, floor);
             for j in 0..cols {
-                let x = unsafe { S::load(st.as_ptr().add(j * BLOCK_Q + iv)) };
-                m_new = S::max(x, m_new);
+                // SAFETY: see above.
+                let x = unsafe { simd.load(st.as_ptr().add(j * BLOCK_Q + iv)) };
+                m_new = simd.max(x, m_new);
             }
-            let base = S::max(m_new, floor);
-            let a = S::exp(S::sub(base_old, base));
-            let mut sum = S::splat(0.0);
+            let base = simd.max(m_new, floor);
+            let a = simd.exp(simd.sub(base_old, base));
+            let mut sum = simd.splat(0.0);
             for j in 0..cols {
-                let at = unsafe { st.as_mut_ptr().add(j * BLOCK_Q + iv) };
-                let e = S::exp(S::sub(unsafe { S::load(at) }, base));
-                unsafe { S::store(at, e) };
-                sum = S::add(sum, e);
+                let at = st[j * BLOCK_Q + iv..].as_mut_ptr();
+                // SAFETY: see above.
+                let e = simd.exp(simd.sub(unsafe { simd.load(at) }, base));
+                // SAFETY: see above.
+                unsafe { simd.store(at, e) };
+                sum = simd.add(sum, e);
             }
-            let l_old = unsafe { S::load(l.as_ptr().add(iv)) };
+            // SAFETY: see above.
+            let l_old = unsafe { simd.load(l.as_ptr().add(iv)) };
+            // SAFETY: see above.
             unsafe {
-                S::store(l.as_mut_ptr().add(iv), S::mul_add(l_old, a, sum));
-                S::store(m.as_mut_ptr().add(iv), m_new);
-                S::store(alpha.as_mut_ptr().add(iv), a);
+                simd.store(l.as_mut_ptr().add(iv), simd.mul_add(l_old, a, sum));
+                simd.store(m.as_mut_ptr().add(iv), m_new);
+                simd.store(alpha.as_mut_ptr().add(iv), a);
             }
             iv += S::LANES;
         }
@@ -955,12 +1106,15 @@ unsafe fn flash_item<
         }
         for i in 0..rows {
             if alpha[i] != 1.0 {
-                scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha[i]);
+                scale_row::<S>(simd, &mut o[i * dp..(i + 1) * dp], alpha[i]);
             }
         }
         let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+        // SAFETY: `st` holds p(i, j) at `i + j * BLOCK_Q` for `i < rows`, `j < cols`;
+        // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
             pv_tile::<S, PMR, PNV>(
+                simd,
                 st.as_ptr(),
                 1,
                 BLOCK_Q,
@@ -996,6 +1150,9 @@ unsafe fn flash_item<
 
 /// One weights work item: query block `index % blocks` of batch element `index / blocks`, all
 /// heads.
+///
+/// # Safety
+/// As [`WeightsItem::run`]; `buf` holds at least `weights_scratch_len(head_dim, S')` floats.
 #[inline(always)]
 unsafe fn weights_item<
     S: Simd,
@@ -1005,6 +1162,7 @@ unsafe fn weights_item<
     const PMR: usize,
     const PNV: usize,
 >(
+    simd: S,
     p: &Problem<'_>,
     out: SeqOut,
     weights: WeightsOut,
@@ -1038,8 +1196,11 @@ unsafe fn weights_item<
             let cols = BLOCK_K.min(total - k0);
             let cols_padded = round_up(cols, S::LANES);
             pack_keys(p, n, h, k0, cols, cols_padded, d, kt);
+            // SAFETY: `rows` query rows of `d` floats (`Problem::check`); `kt` is
+            // `d × BLOCK_K`; `scores` has `rows` rows of `ld >= k0 + cols_padded` floats.
             unsafe {
                 qk_tile::<S, D, QMR, QNV>(
+                    simd,
                     &q_rows[..rows],
                     d,
                     kt.as_ptr(),
@@ -1055,11 +1216,11 @@ unsafe fn weights_item<
         for i in 0..rows {
             let row = &mut scores[i * ld..i * ld + total_padded];
             let mask_row = p.mask.as_ref().map(|mask| mask.row_ptr(n, h, q0 + i));
-            mask_scores::<S>(p, row, mask_row, q0 + i, 0, total);
+            mask_scores::<S>(simd, p, row, mask_row, q0 + i, 0, total);
             // NaN ignored: a row whose other scores are all -inf is fully masked; otherwise a
             // NaN (or a +inf, through exp(inf - inf)) makes the sum, and so every
             // probability, NaN, as torch's softmax does.
-            let max = row_max::<S>(row);
+            let max = row_max::<S>(simd, row);
             if max == f32::NEG_INFINITY {
                 let fill = match p.fully_masked {
                     FullyMaskedRows::Nan => f32::NAN,
@@ -1068,8 +1229,8 @@ unsafe fn weights_item<
                 row[..total].fill(fill);
                 row[total..].fill(0.0);
             } else {
-                let sum = exp_row::<S>(row, max);
-                scale_row::<S>(row, 1.0 / sum);
+                let sum = exp_row::<S>(simd, row, max);
+                scale_row::<S>(simd, row, 1.0 / sum);
             }
             if let (Some(plan), Some(rng)) = (&p.dropout, rng.as_mut()) {
                 apply_dropout(plan, rng, (q0 + i) * total, row, 1, total);
@@ -1083,6 +1244,7 @@ unsafe fn weights_item<
                 dst.copy_from_slice(row);
             } else {
                 let at = (n * p.q_len + qi) * total;
+                // SAFETY: as above, for the averaged `(N, L, S')` weights.
                 let dst = unsafe { std::slice::from_raw_parts_mut(weights.ptr.add(at), total) };
                 if h == 0 {
                     dst.copy_from_slice(row);
@@ -1104,8 +1266,11 @@ unsafe fn weights_item<
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
             let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+            // SAFETY: `scores` holds p(i, j) at `i * ld + k0 + j` for `i < rows`, `j < cols`;
+            // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
             unsafe {
                 pv_tile::<S, PMR, PNV>(
+                    simd,
                     scores.as_ptr().add(k0),
                     ld,
                     1,

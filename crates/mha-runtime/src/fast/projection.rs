@@ -191,6 +191,7 @@ impl PackedLinear {
 struct SendPtr(*mut f32);
 // SAFETY: used only to hand disjoint row blocks to rayon tasks.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for SendPtr {}
 
 #[cfg(test)]
