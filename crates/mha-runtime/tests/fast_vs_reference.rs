@@ -1,5 +1,5 @@
-//! The fast kernels against the exact reference path on random shapes, masks and flags, on
-//! every instruction-set level this CPU runs.
+//! The fast kernels against the exact reference path on random shapes, masks, flags and
+//! non-finite values, on every instruction-set level this CPU runs and on 1, 3 and 8 threads.
 
 use mha_runtime::fast::Isa;
 use mha_runtime::{
@@ -34,6 +34,11 @@ struct Case {
     average: bool,
     dropout: bool,
     seed: u64,
+    /// Threads of the pool the fast path runs in.
+    threads: usize,
+    /// A NaN or infinity put into one input: (which: 0 query, 1 key, 2 value, 3 float key
+    /// padding mask, 4 float attn_mask; value).
+    poison: Option<(u8, f32)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -60,6 +65,16 @@ fn case() -> impl Strategy<Value = Case> {
             prop::bool::weighted(0.15),
             any::<u64>(),
         ),
+        (
+            prop::sample::select(vec![1usize, 3, 8]),
+            prop::option::weighted(
+                0.25,
+                (
+                    0u8..5,
+                    prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+                ),
+            ),
+        ),
     )
         .prop_map(
             |(
@@ -67,6 +82,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (bias, add_bias_kv, add_zero_attn, batch_first, batched),
                 (batch, tgt_len, src_len, self_attention),
                 (key_padding, attn_mask, need_weights, average, dropout, seed),
+                (threads, poison),
             )| {
                 let self_attention = self_attention && kdim.is_none() && vdim.is_none();
                 Case {
@@ -89,9 +105,33 @@ fn case() -> impl Strategy<Value = Case> {
                     average,
                     dropout,
                     seed,
+                    threads,
+                    // With dropout a row whose one NaN probability is dropped is exact on
+                    // neither path's terms, so non-finite values go without it.
+                    poison: poison.filter(|_| !dropout),
                 }
             },
         )
+}
+
+/// A rayon pool of `threads` threads (built once per size).
+fn pool(threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        [1, 3, 8]
+            .into_iter()
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    });
+    pools
+        .iter()
+        .find(|p| p.current_num_threads() == threads)
+        .expect("a pool of 1, 3 or 8 threads")
 }
 
 fn uniform(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f32> {
@@ -186,7 +226,7 @@ fn build(c: &Case) -> Inputs {
     } else {
         Array::from_shape_simple_fn(IxDyn(&attn_shape), || float_mask_value(&mut rng))
     };
-    Inputs {
+    let mut inputs = Inputs {
         layer,
         query,
         key,
@@ -194,7 +234,25 @@ fn build(c: &Case) -> Inputs {
         key_padding,
         attn_bool,
         attn_float,
+    };
+    if let Some((which, x)) = c.poison {
+        let at = |a: &ArrayD<f32>, rng: &mut ChaCha8Rng| rng.random_range(0..a.len());
+        let target = match which {
+            0 => Some(&mut inputs.query),
+            1 if !c.self_attention => Some(&mut inputs.key),
+            2 if !c.self_attention => Some(&mut inputs.value),
+            3 if c.key_padding == 2 => inputs.key_padding.as_mut().map(|(_, f)| f),
+            4 if matches!(c.attn_mask, 2 | 4) => Some(&mut inputs.attn_float),
+            _ => Some(&mut inputs.query),
+        };
+        if let Some(t) = target {
+            let i = at(t, &mut rng);
+            if let Some(slot) = t.as_slice_mut().and_then(|s| s.get_mut(i)) {
+                *slot = x;
+            }
+        }
     }
+    inputs
 }
 
 fn options<'a>(c: &Case, inputs: &'a Inputs) -> ForwardOptions<'a> {
@@ -269,10 +327,17 @@ proptest! {
     fn fast_path_matches_the_reference(c in case()) {
         let inputs = build(&c);
         let opts = options(&c, &inputs);
-        let (q, k, v) = (inputs.query.view(), inputs.key.view(), inputs.value.view());
+        // Self-attention passes one tensor three times (the fast path's one-GEMM case).
+        let (q, k, v) = if c.self_attention {
+            (inputs.query.view(), inputs.query.view(), inputs.query.view())
+        } else {
+            (inputs.query.view(), inputs.key.view(), inputs.value.view())
+        };
         let want = inputs.layer.forward_reference(q.clone(), k.clone(), v.clone(), &opts).unwrap();
         for isa in Isa::supported() {
-            let got = inputs.layer.forward_with_isa(q.clone(), k.clone(), v.clone(), &opts, isa).unwrap();
+            let got = pool(c.threads).install(|| {
+                inputs.layer.forward_with_isa(q.clone(), k.clone(), v.clone(), &opts, isa)
+            }).unwrap();
             compare(&got, &want, isa)?;
         }
         let default = inputs.layer.forward(q.clone(), k.clone(), v.clone(), &opts).unwrap();
