@@ -152,6 +152,16 @@ def attn_causal(dtype="bool"):
     return make
 
 
+def kpm_block(batch, start, stop):
+    """Bool kpm masking keys start..stop of one batch element (no draws)."""
+    def make(g, N, H, L, S, batched):
+        torch = _t()
+        m = torch.zeros((N, S), dtype=torch.bool)
+        m[batch, start:stop] = True
+        return m
+    return make
+
+
 def attn_neg1e9_row(row=1, p=0.3):
     """HF-style additive mask: 0 or -1e9 (rand < p), and query row `row` all -1e9."""
     def make(g, N, H, L, S, batched):
@@ -160,6 +170,26 @@ def attn_neg1e9_row(row=1, p=0.3):
         m[row, :] = -1e9
         return m
     return make
+
+
+NAN, POS_INF, NEG_INF = float("nan"), float("inf"), float("-inf")
+
+
+def put(tensor, index, value):
+    """One non-finite injection: `tensor` is query | key | value | key_padding_mask | attn_mask;
+    `index` is (batch, position, feature) for the inputs (in any layout), (batch, key) for the
+    key padding mask and the attn_mask's own index. Applied after every draw, so the generator
+    sequence (and every earlier case) is unchanged."""
+    return (tensor, index, value)
+
+
+def _inject(case, tensors):
+    for name, index, value in case["inject"]:
+        t = tensors[name]
+        if name in ("query", "key", "value") and not case["batch_first"]:
+            n, pos, c = index
+            index = (pos, n, c)
+        t[index] = value
 
 
 def C(name, description, **kw):
@@ -171,7 +201,7 @@ def C(name, description, **kw):
         need_weights=True, average_attn_weights=True, is_causal=False,
         kpm=None, attn_mask=None,
         input_scale=1.0, weight_scale=1.0, precision_sensitive=None,
-        fully_masked=False,
+        fully_masked=False, inject=(),
     )
     unknown = set(kw) - set(d)
     if unknown:
@@ -358,6 +388,59 @@ CASES = [
     C("head_dim_1_lengths_eq_heads",
       "head_dim=1 (E=4, H=4) with L=S=4 = num_heads, cross-attention, batch_first=True, per-head weights",
       E=4, H=4, L=4, S=4, batch_first=True, average_attn_weights=False),
+    # 60: non-finite input (torch's composite path; see each description for the rule)
+    C("nonfinite_nan_key_weights",
+      "NaN in one key of batch element 1 (E=8, H=2, L=3, S=4, defaults): that element's output and weights are NaN",
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NAN)]),
+    C("nonfinite_nan_key_no_weights",
+      "NaN in one key of batch element 1, need_weights=False: that element's output is NaN",
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("key", (1, 2, 3), NAN)]),
+    C("nonfinite_nan_kpm_float_weights",
+      "NaN in a float key_padding_mask entry of batch element 1: that element's output and weights are NaN",
+      E=8, H=2, L=3, S=4, kpm=kpm_float(p_inf=0.0), inject=[put("key_padding_mask", (1, 2), NAN)]),
+    C("nonfinite_nan_kpm_float_no_weights",
+      "NaN in a float key_padding_mask entry of batch element 1, need_weights=False: that element's output is NaN",
+      E=8, H=2, L=3, S=4, kpm=kpm_float(p_inf=0.0), need_weights=False,
+      inject=[put("key_padding_mask", (1, 2), NAN)]),
+    C("nonfinite_nan_attn_mask_weights",
+      "NaN in a 2-D float attn_mask entry (query 1): query row 1 of every batch element is NaN, weights too",
+      E=8, H=2, L=3, S=4, attn_mask=attn_float(), inject=[put("attn_mask", (1, 2), NAN)]),
+    # 65
+    C("nonfinite_posinf_attn_mask_no_weights",
+      "+inf in a 2-D float attn_mask entry (query 1), need_weights=False: query row 1 is NaN (exp(inf - inf))",
+      E=8, H=2, L=3, S=4, attn_mask=attn_float(), need_weights=False,
+      inject=[put("attn_mask", (1, 2), POS_INF)]),
+    C("nonfinite_neginf_key_weights",
+      "-inf in one key of batch element 1: the projected key holds infinities of both signs, so the scores are NaN",
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NEG_INF)]),
+    C("nonfinite_posinf_query_no_weights",
+      "+inf in query 1 of batch element 1, need_weights=False: that query's scores are +inf or NaN, its row NaN",
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), POS_INF)]),
+    C("nonfinite_nan_query_weights",
+      "NaN in query 1 of batch element 1: that query's output and weights rows are NaN",
+      E=8, H=2, L=3, S=4, inject=[put("query", (1, 1, 0), NAN)]),
+    C("nonfinite_nan_query_no_weights_short",
+      "NaN in query 1 of batch element 1, need_weights=False, S=4: torch's CPU kernel drops NaN from a row "
+      "maximum shorter than one vector, treats the all-NaN row as fully masked and returns out_proj.bias for it "
+      "(from 16 keys on it returns NaN: only the short-row behaviour is pinned here)",
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), NAN)]),
+    # 70
+    C("nonfinite_nan_value_weights",
+      "NaN in one value of batch element 1: that element's output is NaN (0 * NaN too), its weights finite",
+      E=8, H=2, L=3, S=4, inject=[put("value", (1, 2, 5), NAN)]),
+    C("nonfinite_neginf_value_no_weights",
+      "-inf in one value of batch element 1, need_weights=False: infinities of both signs after out_proj, NaN output",
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("value", (1, 2, 5), NEG_INF)]),
+    C("nonfinite_nan_key_in_masked_tile_no_weights",
+      "NaN in key 100 of batch element 1 whose keys 64..128 are all masked by a bool key_padding_mask "
+      "(NaN + -inf is NaN: not masked), L=20, S=150, batch_first=True, need_weights=False",
+      E=16, H=2, L=20, S=150, batch_first=True, need_weights=False, kpm=kpm_block(1, 64, 128),
+      inject=[put("key", (1, 100, 3), NAN)]),
+    C("nonfinite_nan_value_beyond_causal_diagonal",
+      "NaN in value 35 of batch element 1 with is_causal + float causal mask (L=S=40), need_weights=False: "
+      "masked keys still enter as 0 * v, so every query of that element is NaN",
+      E=8, H=2, L=40, S=40, is_causal=True, attn_mask=attn_causal("float"), need_weights=False,
+      inject=[put("value", (1, 35, 5), NAN)]),
 ]
 
 
@@ -414,7 +497,7 @@ def _np(t):
 
 def _max_abs_err(a, b):
     import numpy as np
-    ok = ~(np.isnan(a) | np.isnan(b))
+    ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
         return 0.0
     return float(np.max(np.abs(a[ok].astype(np.float64) - b[ok].astype(np.float64))))
@@ -459,6 +542,11 @@ def build_case(idx, case, torch_version):
     kpm = case["kpm"](g, N, H, L, S, batched) if case["kpm"] else None
     am = case["attn_mask"](g, N, H, L, S, batched) if case["attn_mask"] else None
     am = _repair(case, kpm, am, N, H, L, S)
+    if case["inject"]:
+        if case["self_attention"]:
+            raise SystemExit(f"case {case['name']}: inject needs separate query / key / value")
+        named = {"query": query, "key": key, "value": value, "key_padding_mask": kpm, "attn_mask": am}
+        _inject(case, named)
 
     eff = _effective_masked(case, kpm, am, N, H, L, S)
     fully_masked_rows_present = bool(eff.all(-1).any())
@@ -550,11 +638,11 @@ def build_case(idx, case, torch_version):
 
     if w is not None:
         rows = w.astype(np.float64).sum(-1)
-        rows = rows[~np.isnan(rows)]
+        rows = rows[np.isfinite(rows)]
         rowsum = float(np.max(np.abs(rows - 1.0))) if rows.size else None
     else:
         rowsum = None
-    finite_out = out[~np.isnan(out)]
+    finite_out = out[np.isfinite(out)]
     numerics = {
         "max_abs_err_attn_output_f32_vs_f64": _max_abs_err(out, out64),
         "nan_pattern_matches_f64_output": bool(np.array_equal(np.isnan(out), np.isnan(out64))),

@@ -58,6 +58,12 @@ fn committed_set_covers_every_behaviour() {
         &|c| c.name.contains("fully_masked") && !c.forward.need_weights
     ));
     assert!(has(&|c| c.name.contains("large_logits")));
+    // NaN and infinities in inputs and masks, with and without weights.
+    for need_weights in [true, false] {
+        assert!(has(
+            &|c| c.name.starts_with("nonfinite_") && c.forward.need_weights == need_weights
+        ));
+    }
 }
 
 /// The runner must notice a wrong number and a wrong NaN pattern.
