@@ -15,7 +15,8 @@
 //! - Work items reuse a thread-local scratch buffer and the layer keeps a workspace for the
 //!   projections, so steady-state calls allocate only what they return.
 //! - Kernels are compiled for AVX-512, AVX2 + FMA and portable Rust and picked at run time
-//!   ([`selected_isa`]); [`force_isa`], the `MHA_FAST_ISA` environment variable (`avx512`,
+//!   ([`selected_isa`]); they run on a capability token that only the CPU's feature detection
+//!   can make (as in `pulp`), so safe code cannot run an instruction the CPU lacks; [`force_isa`], the `MHA_FAST_ISA` environment variable (`avx512`,
 //!   `avx2`, `portable`) or [`MultiheadAttention::forward_with_isa`](crate::MultiheadAttention::forward_with_isa)
 //!   choose a level for the attention kernels (the projections' `gemm` picks its own
 //!   micro-kernels at run time).
