@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Generate the torch parity fixture set (format `mha-golden-fixtures/1`).
 
-    scripts/make_torch_fixtures.py [--out DIR] [--checkpoint-out DIR] [--only NAME ...]
+    scripts/make_torch_fixtures.py [--out DIR] [--runtime-only-out DIR] [--checkpoint-out DIR] [--only NAME ...]
 
-Default DIR is tests/fixtures/torch; a real model checkpoint (an nn.TransformerEncoder state_dict
+Default DIR is tests/fixtures/torch; cases marked runtime_only (torch behaviour other frameworks
+legitimately do not share, such as NaN handling corners) go to tests/fixtures/torch_runtime_only,
+which only the Rust runtime's parity tests read; a real model checkpoint (an nn.TransformerEncoder state_dict
 in safetensors, with one attention layer's expected output) goes to tests/fixtures/torch_checkpoint,
 and a training-mode dropout case (eval and train weights, train output) to tests/fixtures/torch_dropout. The format is described in the project's copy of
 parity/FORMAT.md; this script reproduces it field for field (index.json + one safetensors
@@ -201,7 +203,7 @@ def C(name, description, **kw):
         need_weights=True, average_attn_weights=True, is_causal=False,
         kpm=None, attn_mask=None,
         input_scale=1.0, weight_scale=1.0, precision_sensitive=None,
-        fully_masked=False, inject=(),
+        fully_masked=False, inject=(), runtime_only=None,
     )
     unknown = set(kw) - set(d)
     if unknown:
@@ -391,7 +393,8 @@ CASES = [
     # 60: non-finite input (torch's composite path; see each description for the rule)
     C("nonfinite_nan_key_weights",
       "NaN in one key of batch element 1 (E=8, H=2, L=3, S=4, defaults): that element's output and weights are NaN",
-      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NAN)]),
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NAN)],
+      runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
     C("nonfinite_nan_key_no_weights",
       "NaN in one key of batch element 1, need_weights=False: that element's output is NaN",
       E=8, H=2, L=3, S=4, need_weights=False, inject=[put("key", (1, 2, 3), NAN)]),
@@ -412,7 +415,8 @@ CASES = [
       inject=[put("attn_mask", (1, 2), POS_INF)]),
     C("nonfinite_neginf_key_weights",
       "-inf in one key of batch element 1: the projected key holds infinities of both signs, so the scores are NaN",
-      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NEG_INF)]),
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NEG_INF)],
+      runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
     C("nonfinite_posinf_query_no_weights",
       "+inf in query 1 of batch element 1, need_weights=False: that query's scores are +inf or NaN, its row NaN",
       E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), POS_INF)]),
@@ -423,7 +427,8 @@ CASES = [
       "NaN in query 1 of batch element 1, need_weights=False, S=4: torch's CPU kernel drops NaN from a row "
       "maximum shorter than one vector, treats the all-NaN row as fully masked and returns out_proj.bias for it "
       "(from 16 keys on it returns NaN: only the short-row behaviour is pinned here)",
-      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), NAN)]),
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), NAN)],
+      runtime_only="a quirk of torch's CPU kernel: Keras, TensorFlow, MLX and Flax give NaN"),
     # 70
     C("nonfinite_nan_value_weights",
       "NaN in one value of batch element 1: that element's output is NaN (0 * NaN too), its weights finite",
@@ -435,7 +440,8 @@ CASES = [
       "NaN in key 100 of batch element 1 whose keys 64..128 are all masked by a bool key_padding_mask "
       "(NaN + -inf is NaN: not masked), L=20, S=150, batch_first=True, need_weights=False",
       E=16, H=2, L=20, S=150, batch_first=True, need_weights=False, kpm=kpm_block(1, 64, 128),
-      inject=[put("key", (1, 100, 3), NAN)]),
+      inject=[put("key", (1, 100, 3), NAN)],
+      runtime_only="Keras, TensorFlow and Flax mask by replacing scores, which hides a NaN key under the mask"),
     C("nonfinite_nan_value_beyond_causal_diagonal",
       "NaN in value 35 of batch element 1 with is_causal + float causal mask (L=S=40), need_weights=False: "
       "masked keys still enter as 0 * v, so every query of that element is NaN",
@@ -683,6 +689,8 @@ def build_case(idx, case, torch_version):
         "numerics": numerics,
         "torch_fastpath": torch_fastpath,
     }
+    if case["runtime_only"] is not None:
+        entry["runtime_only"] = case["runtime_only"]
     return entry, tensors, meta_case
 
 
@@ -769,6 +777,8 @@ def main() -> None:
                     help="output directory (default: tests/fixtures/torch)")
     ap.add_argument("--checkpoint-out", default=str(ROOT / "tests" / "fixtures" / "torch_checkpoint"),
                     help="where the TransformerEncoder checkpoint goes (default: tests/fixtures/torch_checkpoint)")
+    ap.add_argument("--runtime-only-out", default=str(ROOT / "tests" / "fixtures" / "torch_runtime_only"),
+                    help="where cases marked runtime_only go (default: tests/fixtures/torch_runtime_only)")
     ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
                     help="only these cases (index.json then lists just them; for debugging)")
     args = ap.parse_args()
@@ -788,13 +798,16 @@ def main() -> None:
 
     names = [c["name"] for c in CASES]
     assert len(set(names)) == len(names), "duplicate case names"
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tv = torch.__version__
-    entries = []
+    # Cases where other frameworks legitimately differ from torch go to a second set that only
+    # the Rust runtime's parity tests read (the framework suite reads --out).
+    sets = {False: (Path(args.out), []), True: (Path(args.runtime_only_out), [])}
+    for out_dir, _ in sets.values():
+        out_dir.mkdir(parents=True, exist_ok=True)
     for idx, case in enumerate(CASES):
         if args.only and case["name"] not in args.only:
             continue
+        out_dir, entries = sets[case["runtime_only"] is not None]
         entry, tensors, meta_case = build_case(idx, case, tv)
         path = out_dir / entry["file"]
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
@@ -807,7 +820,18 @@ def main() -> None:
               f"fast={'taken' if entry['torch_fastpath']['taken'] else '-'}"
               f"{' (+fastpath output)' if 'attn_output_fastpath' in tensors else ''}")
 
+    for out_dir, entries in sets.values():
+        write_index(out_dir, entries, tv, prune=not args.only)
     if not args.only:
+        write_checkpoint(Path(args.checkpoint_out))
+        write_dropout_case(Path(args.checkpoint_out).parent / "torch_dropout")
+
+
+def write_index(out_dir: Path, entries: list, tv: str, prune: bool) -> None:
+    """`out_dir/index.json` for `entries`; with `prune`, other case files there are removed."""
+    import json
+
+    if prune:
         keep = {e["file"] for e in entries} | {"index.json"}
         for f in out_dir.iterdir():
             if f.name not in keep and f.suffix in (".safetensors", ".json"):
@@ -838,9 +862,6 @@ def main() -> None:
         "cases": entries,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=1))
-    if not args.only:
-        write_checkpoint(Path(args.checkpoint_out))
-        write_dropout_case(Path(args.checkpoint_out).parent / "torch_dropout")
     print(f"wrote {len(entries)} cases, {index['total_bytes']} bytes of safetensors, to {out_dir}")
 
 
