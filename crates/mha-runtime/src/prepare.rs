@@ -20,7 +20,7 @@ use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionC
 /// is either the full size or 1 (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a
 /// key padding mask alone stays `(N, 1, 1, S')`. Entries are whatever the caller's masks hold
 /// (`0`, finite values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch).
-/// [`rows`](Self::rows) is the one place the broadcast is resolved.
+/// Its (crate-private) `rows` view is the one place the broadcast is resolved.
 ///
 /// ```
 /// use mha_runtime::ScoreMask;
