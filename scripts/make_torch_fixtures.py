@@ -390,28 +390,29 @@ CASES = [
     C("head_dim_1_lengths_eq_heads",
       "head_dim=1 (E=4, H=4) with L=S=4 = num_heads, cross-attention, batch_first=True, per-head weights",
       E=4, H=4, L=4, S=4, batch_first=True, average_attn_weights=False),
-    # 60: non-finite input (torch's composite path; see each description for the rule)
+    # 60: non-finite input (torch's composite path; see each description for the rule). Shared cases
+    # use E=16, H=4 (a config the macro parity test has a layer type for).
     C("nonfinite_nan_key_weights",
       "NaN in one key of batch element 1 (E=8, H=2, L=3, S=4, defaults): that element's output and weights are NaN",
       E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NAN)],
       runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
     C("nonfinite_nan_key_no_weights",
       "NaN in one key of batch element 1, need_weights=False: that element's output is NaN",
-      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("key", (1, 2, 3), NAN)]),
+      L=3, S=4, need_weights=False, inject=[put("key", (1, 2, 3), NAN)]),
     C("nonfinite_nan_kpm_float_weights",
       "NaN in a float key_padding_mask entry of batch element 1: that element's output and weights are NaN",
-      E=8, H=2, L=3, S=4, kpm=kpm_float(p_inf=0.0), inject=[put("key_padding_mask", (1, 2), NAN)]),
+      L=3, S=4, kpm=kpm_float(p_inf=0.0), inject=[put("key_padding_mask", (1, 2), NAN)]),
     C("nonfinite_nan_kpm_float_no_weights",
       "NaN in a float key_padding_mask entry of batch element 1, need_weights=False: that element's output is NaN",
-      E=8, H=2, L=3, S=4, kpm=kpm_float(p_inf=0.0), need_weights=False,
+      L=3, S=4, kpm=kpm_float(p_inf=0.0), need_weights=False,
       inject=[put("key_padding_mask", (1, 2), NAN)]),
     C("nonfinite_nan_attn_mask_weights",
       "NaN in a 2-D float attn_mask entry (query 1): query row 1 of every batch element is NaN, weights too",
-      E=8, H=2, L=3, S=4, attn_mask=attn_float(), inject=[put("attn_mask", (1, 2), NAN)]),
+      L=3, S=4, attn_mask=attn_float(), inject=[put("attn_mask", (1, 2), NAN)]),
     # 65
     C("nonfinite_posinf_attn_mask_no_weights",
       "+inf in a 2-D float attn_mask entry (query 1), need_weights=False: query row 1 is NaN (exp(inf - inf))",
-      E=8, H=2, L=3, S=4, attn_mask=attn_float(), need_weights=False,
+      L=3, S=4, attn_mask=attn_float(), need_weights=False,
       inject=[put("attn_mask", (1, 2), POS_INF)]),
     C("nonfinite_neginf_key_weights",
       "-inf in one key of batch element 1: the projected key holds infinities of both signs, so the scores are NaN",
@@ -419,10 +420,10 @@ CASES = [
       runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
     C("nonfinite_posinf_query_no_weights",
       "+inf in query 1 of batch element 1, need_weights=False: that query's scores are +inf or NaN, its row NaN",
-      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), POS_INF)]),
+      L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), POS_INF)]),
     C("nonfinite_nan_query_weights",
       "NaN in query 1 of batch element 1: that query's output and weights rows are NaN",
-      E=8, H=2, L=3, S=4, inject=[put("query", (1, 1, 0), NAN)]),
+      L=3, S=4, inject=[put("query", (1, 1, 0), NAN)]),
     C("nonfinite_nan_query_no_weights_short",
       "NaN in query 1 of batch element 1, need_weights=False, S=4: torch's CPU kernel drops NaN from a row "
       "maximum shorter than one vector, treats the all-NaN row as fully masked and returns out_proj.bias for it "
@@ -432,10 +433,10 @@ CASES = [
     # 70
     C("nonfinite_nan_value_weights",
       "NaN in one value of batch element 1: that element's output is NaN (0 * NaN too), its weights finite",
-      E=8, H=2, L=3, S=4, inject=[put("value", (1, 2, 5), NAN)]),
+      L=3, S=4, inject=[put("value", (1, 2, 5), NAN)]),
     C("nonfinite_neginf_value_no_weights",
       "-inf in one value of batch element 1, need_weights=False: infinities of both signs after out_proj, NaN output",
-      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("value", (1, 2, 5), NEG_INF)]),
+      L=3, S=4, need_weights=False, inject=[put("value", (1, 2, 5), NEG_INF)]),
     C("nonfinite_nan_key_in_masked_tile_no_weights",
       "NaN in key 100 of batch element 1 whose keys 64..128 are all masked by a bool key_padding_mask "
       "(NaN + -inf is NaN: not masked), L=20, S=150, batch_first=True, need_weights=False",
@@ -445,7 +446,7 @@ CASES = [
     C("nonfinite_nan_value_beyond_causal_diagonal",
       "NaN in value 35 of batch element 1 with is_causal + float causal mask (L=S=40), need_weights=False: "
       "masked keys still enter as 0 * v, so every query of that element is NaN",
-      E=8, H=2, L=40, S=40, is_causal=True, attn_mask=attn_causal("float"), need_weights=False,
+      L=40, S=40, is_causal=True, attn_mask=attn_causal("float"), need_weights=False,
       inject=[put("value", (1, 35, 5), NAN)]),
 ]
 
