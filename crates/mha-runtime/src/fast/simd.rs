@@ -213,7 +213,6 @@ mod x86 {
         #[inline(always)]
         fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {
             // SAFETY: `self` exists only on a CPU with AVX2 and FMA (`Avx2::try_new`).
-            // SAFETY: `self` proves the CPU runs these instructions.
             unsafe { with_avx2(self, op) }
         }
 
@@ -320,7 +319,6 @@ mod x86 {
         #[inline(always)]
         fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {
             // SAFETY: `self` exists only on a CPU with AVX-512F (`Avx512::try_new`).
-            // SAFETY: `self` proves the CPU runs these instructions.
             unsafe { with_avx512(self, op) }
         }
 
