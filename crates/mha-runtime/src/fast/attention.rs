@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::phases::{Phase, Region};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd};
@@ -321,11 +322,13 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
+    let region = Region::start();
     (0..items).into_par_iter().for_each(|index| {
         // SAFETY: `item` runs on an ISA this CPU supports (checked by `Isa::is_supported` when
         // it was selected), the problem passed `check`, items write disjoint outputs.
-        with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) });
+        region.item(|| with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) }));
     });
+    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
 /// The weights kernel: like [`flash`], and writes the probabilities into `weights`,
@@ -355,12 +358,16 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * blocks;
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
+    let region = Region::start();
     (0..items).into_par_iter().for_each(|index| {
         // SAFETY: as in `flash`.
-        with_scratch(scratch, |buf| unsafe {
-            item(problem, out, weights, index, buf)
+        region.item(|| {
+            with_scratch(scratch, |buf| unsafe {
+                item(problem, out, weights, index, buf)
+            })
         });
     });
+    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
 fn flash_item_for<const D: usize>(isa: Isa) -> FlashItem {

@@ -26,6 +26,7 @@ mod attention;
 mod forward;
 mod isa;
 mod layer_api;
+mod phases;
 mod projection;
 mod simd;
 
@@ -34,3 +35,4 @@ mod kernel_tests;
 
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};
+pub use phases::{phase_times, reset_phase_times, Phase};

@@ -9,6 +9,8 @@ use std::ops::Range;
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
+use super::phases::{Phase, Region};
+
 /// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
 /// with unit column stride), and its bias; several layers may be concatenated along `out`.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,12 +21,56 @@ pub(crate) struct PackedLinear {
     out_dim: usize,
 }
 
-/// Rows per single-threaded GEMM call at least (smaller blocks lose more to packing).
-const MIN_ROWS_PER_TASK: usize = 32;
-/// Up to this many rows, threads split the output columns instead of the rows.
-const SHORT_ROWS: usize = 512;
-/// Column blocks are multiples of this (whole vectors).
-const COL_ALIGN: usize = 16;
+/// The rows a linear reads: `rows` rows of `in_dim` floats, `stride` floats apart.
+pub(crate) struct LinearInput<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub stride: usize,
+}
+
+/// Where a linear writes: row `r`, column `c` of the result goes to
+/// `data[r * stride + col + c]`.
+pub(crate) struct LinearOutput<'a> {
+    pub data: &'a mut [f32],
+    pub stride: usize,
+    pub col: usize,
+}
+
+/// Multiply-adds a parallel task should do at least: about 2 M (tens of microseconds on one
+/// core) keeps rayon's dispatch (a few microseconds) and each task's packing of its operands
+/// under a few percent.
+const MIN_TASK_MACS: usize = 1 << 21;
+/// Rows of a task's block at least (a micro-kernel tile is up to 14 rows; fewer wastes it).
+const MIN_TASK_ROWS: usize = 16;
+/// Column blocks are multiples of this (a micro-kernel panel of whole vectors) and at least
+/// one of them.
+const COL_ALIGN: usize = 32;
+
+/// The task grid `(row_tasks, col_tasks)` for a `rows × width` output with `depth`-long dot
+/// products on `threads` threads.
+///
+/// As many tasks as threads (one block each, so no block waits for a second round), fewer when
+/// the work would make tasks smaller than [`MIN_TASK_MACS`]. Of the factorisations
+/// `tasks = row_tasks · col_tasks` whose blocks keep [`MIN_TASK_ROWS`] rows and [`COL_ALIGN`]
+/// columns, the one that reads the least: every task packs its rows of the input
+/// (`rows / row_tasks × depth`) and its columns of the weight (`depth × width / col_tasks`),
+/// so the grid reads `col_tasks · rows + row_tasks · width` (times `depth`) floats in all,
+/// smallest when the blocks are about square.
+fn grid(rows: usize, width: usize, depth: usize, threads: usize) -> (usize, usize) {
+    let macs = rows.saturating_mul(width).saturating_mul(depth.max(1));
+    let max_tasks = threads.min(macs / MIN_TASK_MACS).max(1);
+    let row_blocks = rows.div_ceil(MIN_TASK_ROWS);
+    let col_blocks = width.div_ceil(COL_ALIGN);
+    (1..=max_tasks)
+        .rev()
+        .find_map(|tasks| {
+            (1..=tasks)
+                .filter(|&rt| tasks % rt == 0 && rt <= row_blocks && tasks / rt <= col_blocks)
+                .map(|rt| (rt, tasks / rt))
+                .min_by_key(|&(rt, ct)| ct * rows + rt * width)
+        })
+        .unwrap_or((1, 1))
+}
 
 impl PackedLinear {
     /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
@@ -68,43 +114,34 @@ impl PackedLinear {
         self.in_dim
     }
 
-    /// `dst[r][dst_col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for `rows`
-    /// rows of `x` (`in_dim` wide, `x_stride` apart) and `c < cols.len()`; `dst` rows are
-    /// `dst_stride` apart.
-    #[allow(clippy::too_many_arguments)]
+    /// `out[r][out.col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for the
+    /// input's rows and `c < cols.len()`, split over the current rayon pool (see [`grid`]); the
+    /// time goes to `phase`.
     pub(crate) fn apply(
         &self,
-        x: &[f32],
-        rows: usize,
-        x_stride: usize,
+        x: &LinearInput<'_>,
         cols: Range<usize>,
-        dst: &mut [f32],
-        dst_stride: usize,
-        dst_col: usize,
+        out: &mut LinearOutput<'_>,
+        phase: Phase,
     ) {
-        let width = cols.len();
+        let (rows, width) = (x.rows, cols.len());
         if rows == 0 || width == 0 {
             return;
         }
         assert!(cols.end <= self.out_dim);
-        assert!(x_stride >= self.in_dim && (rows - 1) * x_stride + self.in_dim <= x.len());
+        assert!(x.stride >= self.in_dim && (rows - 1) * x.stride + self.in_dim <= x.data.len());
         assert!(
-            dst_col + width <= dst_stride && (rows - 1) * dst_stride + dst_col + width <= dst.len()
+            out.col + width <= out.stride
+                && (rows - 1) * out.stride + out.col + width <= out.data.len()
         );
 
         let threads = rayon::current_num_threads().max(1);
-        // Short inputs split the output columns (each task packs only its share of the
-        // weight); long ones split the rows.
-        let (row_tasks, col_tasks) = if threads == 1 {
-            (1, 1)
-        } else if rows <= SHORT_ROWS {
-            (1, threads.min(width.div_ceil(COL_ALIGN)))
-        } else {
-            (threads.min(rows.div_ceil(MIN_ROWS_PER_TASK)), 1)
-        };
+        let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, threads);
         let rows_per = rows.div_ceil(row_tasks);
         let cols_per = width.div_ceil(col_tasks).div_ceil(COL_ALIGN) * COL_ALIGN;
-        let dst_ptr = SendPtr(dst.as_mut_ptr());
+        let dst_ptr = SendPtr(out.data.as_mut_ptr());
+        let (x_data, x_stride, out_stride, out_col) = (x.data, x.stride, out.stride, out.col);
+        let region = Region::start();
         let run = |t: usize| {
             let (rt, ct) = (t / col_tasks, t % col_tasks);
             let r0 = (rt * rows_per).min(rows);
@@ -115,17 +152,19 @@ impl PackedLinear {
                 return;
             }
             let dst = dst_ptr;
-            // SAFETY: tasks cover disjoint blocks of `dst`, all in bounds (asserted above).
-            unsafe {
-                self.block(
-                    &x[r0 * x_stride..],
-                    r1 - r0,
-                    x_stride,
-                    cols.start + c0..cols.start + c1,
-                    dst.0.add(r0 * dst_stride + dst_col + c0),
-                    dst_stride,
-                )
-            };
+            region.item(|| {
+                // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
+                unsafe {
+                    self.block(
+                        &x_data[r0 * x_stride..],
+                        r1 - r0,
+                        x_stride,
+                        cols.start + c0..cols.start + c1,
+                        dst.0.add(r0 * out_stride + out_col + c0),
+                        out_stride,
+                    )
+                }
+            });
         };
         let tasks = row_tasks * col_tasks;
         if tasks == 1 {
@@ -133,6 +172,7 @@ impl PackedLinear {
         } else {
             (0..tasks).into_par_iter().for_each(run);
         }
+        region.finish(phase, tasks);
     }
 
     /// One single-threaded GEMM over `rows` rows.
@@ -226,7 +266,20 @@ mod tests {
             .collect();
         let dst_stride = 40;
         let mut dst = vec![f32::NAN; rows * dst_stride];
-        packed.apply(&x, rows, x_stride, 2..39, &mut dst, dst_stride, 1);
+        packed.apply(
+            &LinearInput {
+                data: &x,
+                rows,
+                stride: x_stride,
+            },
+            2..39,
+            &mut LinearOutput {
+                data: &mut dst,
+                stride: dst_stride,
+                col: 1,
+            },
+            Phase::QkvProjection,
+        );
         for r in 0..rows {
             for c in 0..37 {
                 let col = 2 + c;
