@@ -269,6 +269,26 @@ fn run(
         .join(" "))
 }
 
+/// `linear THREADS ITERS ROWS IN OUT KERNEL` (KERNEL: `panels` or `gemm`): times one
+/// projection GEMM with bias.
+fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Result<String, String> {
+    use mha_runtime::fast::bench_support::{time_projection, ProjectionKernel};
+    let (numbers, kernel) = words.split_at(words.len().saturating_sub(1));
+    let [threads, iters, rows, in_dim, out_dim] = parse::<5>(numbers)?;
+    let kernel = match kernel {
+        ["panels"] => ProjectionKernel::Panels,
+        ["gemm"] => ProjectionKernel::GemmCrate,
+        _ => return Err("linear THREADS ITERS ROWS IN OUT panels|gemm".into()),
+    };
+    let pool = pool(threads, pools)?;
+    let times = pool.install(|| time_projection(rows, in_dim, out_dim, kernel, iters));
+    Ok(times
+        .iter()
+        .map(|x| format!("{x:.4}"))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 fn serve() -> Result<(), String> {
     let mut cases: HashMap<Spec, Case> = HashMap::new();
     let mut pools: HashMap<usize, rayon::ThreadPool> = HashMap::new();
@@ -289,6 +309,7 @@ fn serve() -> Result<(), String> {
                 .map(|(p, t)| format!("{}={:.4}", p.name(), t.as_secs_f64() * 1e3))
                 .collect::<Vec<_>>()
                 .join(" ")),
+            ["linear", rest @ ..] => linear(rest, &mut pools),
             ["peak", threads] => parse::<1>(&[threads]).and_then(|[threads]| {
                 let pool = pool(threads, &mut pools)?;
                 Ok(format!("{:.1}", fma_peak_gflops(pool)))

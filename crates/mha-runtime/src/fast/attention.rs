@@ -323,12 +323,30 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
     let region = Region::start();
-    (0..items).into_par_iter().for_each(|index| {
+    let run = |index: usize| {
         // SAFETY: `item` runs on an ISA this CPU supports (checked by `Isa::is_supported` when
         // it was selected), the problem passed `check`, items write disjoint outputs.
         region.item(|| with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) }));
-    });
-    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
+    };
+    let units = if problem.causal && blocks > 1 {
+        // Causal: query block `b` reads `b + 1` key blocks, so block `b` and block
+        // `blocks - 1 - b` of the same head make one unit of `blocks + 1` (the middle block
+        // alone when `blocks` is odd): units of equal cost, whatever the thread count.
+        let pairs = blocks.div_ceil(2);
+        let units = problem.batch * problem.heads * pairs;
+        (0..units).into_par_iter().for_each(|unit| {
+            let (head, j) = (unit / pairs, unit % pairs);
+            run(head * blocks + j);
+            if blocks - 1 - j != j {
+                run(head * blocks + blocks - 1 - j);
+            }
+        });
+        units
+    } else {
+        (0..items).into_par_iter().for_each(run);
+        items
+    };
+    region.finish(Phase::Attention, rayon::current_num_threads().min(units));
 }
 
 /// The weights kernel: like [`flash`], and writes the probabilities into `weights`,

@@ -23,9 +23,12 @@
 //!   both paths drop the same probabilities.
 
 mod attention;
+#[doc(hidden)]
+pub mod bench_support;
 mod forward;
 mod isa;
 mod layer_api;
+mod panel_gemm;
 mod phases;
 mod projection;
 mod simd;

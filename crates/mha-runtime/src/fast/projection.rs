@@ -9,16 +9,28 @@ use std::ops::Range;
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
+use super::panel_gemm::{self, Panels};
 use super::phases::{Phase, Region};
 
-/// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
-/// with unit column stride), and its bias; several layers may be concatenated along `out`.
+/// A linear layer's weight packed for the projection GEMM, and its bias; several layers may
+/// be concatenated along `out` (each a part whose columns a call selects whole).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PackedLinear {
-    weight_t: Vec<f32>,
-    bias: Option<Vec<f32>>,
+    kernel: Kernel,
     in_dim: usize,
     out_dim: usize,
+}
+
+/// What runs the GEMM, chosen once per layer ([`panel_gemm::available`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Kernel {
+    /// The project's AVX-512 panel GEMM.
+    Panels(Panels),
+    /// The `gemm` crate on the weight stored transposed, `in × out` row-major.
+    Gemm {
+        weight_t: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 /// The rows a linear reads: `rows` rows of `in_dim` floats, `stride` floats apart.
@@ -76,10 +88,19 @@ impl PackedLinear {
     /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
     /// (all present or all absent).
     pub(crate) fn concat(parts: &[(ArrayView2<'_, f32>, Option<ArrayView1<'_, f32>>)]) -> Self {
+        Self::concat_with(parts, true)
+    }
+
+    /// [`concat`](Self::concat), on the panel GEMM only if `panels` (and it is available).
+    pub(crate) fn concat_with(
+        parts: &[(ArrayView2<'_, f32>, Option<ArrayView1<'_, f32>>)],
+        panels: bool,
+    ) -> Self {
         let in_dim = parts.first().map_or(0, |(w, _)| w.dim().1);
         let out_dim: usize = parts.iter().map(|(w, _)| w.dim().0).sum();
         let mut weight_t = vec![0.0f32; in_dim * out_dim];
         let mut col = 0;
+        let mut ranges = Vec::with_capacity(parts.len());
         for (w, _) in parts {
             assert_eq!(
                 w.dim().1,
@@ -89,9 +110,11 @@ impl PackedLinear {
             for ((o, i), &x) in w.indexed_iter() {
                 weight_t[i * out_dim + col + o] = x;
             }
+            ranges.push(col..col + w.dim().0);
             col += w.dim().0;
         }
-        let bias = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty() {
+        let bias: Option<Vec<f32>> = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty()
+        {
             Some(
                 parts
                     .iter()
@@ -101,9 +124,18 @@ impl PackedLinear {
         } else {
             None
         };
+        let kernel = if panels && panel_gemm::available() {
+            Kernel::Panels(Panels::new(
+                in_dim,
+                &ranges,
+                |k, c| weight_t[k * out_dim + c],
+                bias.as_deref(),
+            ))
+        } else {
+            Kernel::Gemm { weight_t, bias }
+        };
         Self {
-            weight_t,
-            bias,
+            kernel,
             in_dim,
             out_dim,
         }
@@ -129,6 +161,14 @@ impl PackedLinear {
             return;
         }
         assert!(cols.end <= self.out_dim);
+        if let Kernel::Panels(panels) = &self.kernel {
+            let tiles = panels.tiles_in(cols.clone());
+            assert!(
+                tiles.first().is_some_and(|t| t.col == cols.start)
+                    && tiles.last().is_some_and(|t| t.col + t.width == cols.end),
+                "a call selects whole parts of a concatenated linear"
+            );
+        }
         assert!(x.stride >= self.in_dim && (rows - 1) * x.stride + self.in_dim <= x.data.len());
         assert!(
             out.col + width <= out.stride
@@ -152,17 +192,48 @@ impl PackedLinear {
                 return;
             }
             let dst = dst_ptr;
-            region.item(|| {
-                // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
-                unsafe {
-                    self.block(
-                        &x_data[r0 * x_stride..],
-                        r1 - r0,
-                        x_stride,
-                        cols.start + c0..cols.start + c1,
-                        dst.0.add(r0 * out_stride + out_col + c0),
-                        out_stride,
-                    )
+            let x = &x_data[r0 * x_stride..];
+            let dst_rows = dst.0.wrapping_add(r0 * out_stride + out_col);
+            region.item(|| match &self.kernel {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Panels(panels) => {
+                    let tiles = panels.tiles_in(cols.start + c0..cols.start + c1);
+                    // SAFETY: `Panels` exist only where AVX-512F is available; the tiles are
+                    // the panels starting in this task's columns (disjoint from every other
+                    // task's, and ending inside `cols`, checked above), rows in bounds.
+                    unsafe {
+                        panels.gemm(
+                            x,
+                            r1 - r0,
+                            x_stride,
+                            tiles,
+                            cols.start,
+                            dst_rows,
+                            out_stride,
+                        )
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                Kernel::Panels(_) => unreachable!("panels are packed only on x86-64"),
+                Kernel::Gemm { weight_t, bias } => {
+                    // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted
+                    // above).
+                    unsafe {
+                        gemm_block(
+                            GemmOperands {
+                                weight_t,
+                                bias: bias.as_deref(),
+                                in_dim: self.in_dim,
+                                out_dim: self.out_dim,
+                            },
+                            x,
+                            r1 - r0,
+                            x_stride,
+                            cols.start + c0..cols.start + c1,
+                            dst_rows.wrapping_add(c0),
+                            out_stride,
+                        )
+                    }
                 }
             });
         };
@@ -174,56 +245,66 @@ impl PackedLinear {
         }
         region.finish(phase, tasks);
     }
+}
 
-    /// One single-threaded GEMM over `rows` rows.
-    ///
-    /// # Safety
-    /// `dst` must point at `rows` rows of `cols.len()` writable floats, `dst_stride` apart.
-    unsafe fn block(
-        &self,
-        x: &[f32],
-        rows: usize,
-        x_stride: usize,
-        cols: Range<usize>,
-        dst: *mut f32,
-        dst_stride: usize,
-    ) {
-        let width = cols.len();
-        let read_dst = if let Some(bias) = &self.bias {
-            for r in 0..rows {
-                // SAFETY: row r of dst holds `width` floats.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_stride), width) };
-                row.copy_from_slice(&bias[cols.clone()]);
-            }
-            true
-        } else {
-            false
-        };
-        // SAFETY: the strides describe in-bounds row-major matrices: x (rows × in_dim),
-        // Wᵀ columns `cols` (in_dim × width, row stride out_dim) and dst (rows × width).
-        unsafe {
-            gemm::gemm(
-                rows,
-                width,
-                self.in_dim,
-                dst,
-                1,
-                dst_stride as isize,
-                read_dst,
-                x.as_ptr(),
-                1,
-                x_stride as isize,
-                self.weight_t.as_ptr().add(cols.start),
-                1,
-                self.out_dim as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+/// The `gemm` crate's operands: the weight transposed (`in_dim × out_dim` row-major) and bias.
+#[derive(Clone, Copy)]
+struct GemmOperands<'w> {
+    weight_t: &'w [f32],
+    bias: Option<&'w [f32]>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+/// One single-threaded `gemm` crate GEMM over `rows` rows and the weight's columns `cols`.
+///
+/// # Safety
+/// `x` must hold `rows` rows of `in_dim` floats `x_stride` apart; `dst` must point at `rows`
+/// rows of `cols.len()` writable floats, `dst_stride` apart, that nothing else accesses.
+unsafe fn gemm_block(
+    w: GemmOperands<'_>,
+    x: &[f32],
+    rows: usize,
+    x_stride: usize,
+    cols: Range<usize>,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let width = cols.len();
+    let read_dst = if let Some(bias) = w.bias {
+        for r in 0..rows {
+            // SAFETY: row r of dst holds `width` floats.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_stride), width) };
+            row.copy_from_slice(&bias[cols.clone()]);
         }
+        true
+    } else {
+        false
+    };
+    // SAFETY: the strides describe in-bounds row-major matrices: x (rows × in_dim),
+    // Wᵀ columns `cols` (in_dim × width, row stride out_dim) and dst (rows × width).
+    unsafe {
+        gemm::gemm(
+            rows,
+            width,
+            w.in_dim,
+            dst,
+            1,
+            dst_stride as isize,
+            read_dst,
+            x.as_ptr(),
+            1,
+            x_stride as isize,
+            w.weight_t.as_ptr().add(cols.start),
+            1,
+            w.out_dim as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -239,63 +320,103 @@ mod tests {
     use ndarray::{Array1, Array2};
 
     #[test]
-    fn matches_naive_linear_with_column_ranges_and_strides() {
-        // Short and long inputs (column and row splits) on one and two threads.
-        for rows in [70, 600] {
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| check_linear(rows));
+    fn matches_naive_linear_on_parts_strides_and_thread_counts() {
+        // Row counts around the micro tile (14) and task minimum; a depth of two blocks and a
+        // remainder; parts whose widths are not whole panels; 1, 3 and 8 threads (grids of
+        // one to eight tasks).
+        for threads in [1, 3, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for rows in [1, 13, 15, 70, 600] {
+                for with_bias in [true, false] {
+                    pool.install(|| check_linear(rows, with_bias));
+                }
             }
         }
     }
 
-    fn check_linear(rows: usize) {
-        let (in_dim, outs) = (5, 37);
-        let w1 = Array2::from_shape_fn((outs, in_dim), |(o, i)| (o * 3 + i) as f32 * 0.1 - 1.0);
-        let w2 = Array2::from_shape_fn((3, in_dim), |(o, i)| (o as f32 - i as f32) * 0.2);
-        let b1 = Array1::from_shape_fn(outs, |o| o as f32);
-        let b2 = Array1::from_shape_fn(3, |o| -(o as f32));
-        let packed =
-            PackedLinear::concat(&[(w1.view(), Some(b1.view())), (w2.view(), Some(b2.view()))]);
-        let x_stride = 6;
+    fn check_linear(rows: usize, with_bias: bool) {
+        let in_dim = 300;
+        let widths = [37, 3, 40];
+        let weights: Vec<Array2<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(p, &w)| {
+                Array2::from_shape_fn((w, in_dim), |(o, i)| {
+                    ((o * 7 + i * 3 + p) % 13) as f32 * 0.1 - 0.6
+                })
+            })
+            .collect();
+        let biases: Vec<Array1<f32>> = widths
+            .iter()
+            .map(|&w| Array1::from_shape_fn(w, |o| o as f32 * 0.5 - 3.0))
+            .collect();
+        let parts: Vec<_> = weights
+            .iter()
+            .zip(&biases)
+            .map(|(w, b)| (w.view(), with_bias.then(|| b.view())))
+            .collect();
+        let packed = PackedLinear::concat(&parts);
+        let x_stride = in_dim + 5;
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        let dst_stride = 40;
-        let mut dst = vec![f32::NAN; rows * dst_stride];
-        packed.apply(
-            &LinearInput {
-                data: &x,
-                rows,
-                stride: x_stride,
-            },
-            2..39,
-            &mut LinearOutput {
-                data: &mut dst,
-                stride: dst_stride,
-                col: 1,
-            },
-            Phase::QkvProjection,
-        );
-        for r in 0..rows {
-            for c in 0..37 {
-                let col = 2 + c;
-                let (w, b) = if col < outs {
-                    (w1.row(col), b1[col])
-                } else {
-                    (w2.row(col - outs), b2[col - outs])
-                };
-                let want: f32 = (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
-                let got = dst[r * dst_stride + 1 + c];
-                assert!(
-                    (got - want).abs() < 1e-4,
-                    "row {r} col {c}: {got} vs {want}"
-                );
+        for cols in [0..80, 37..80, 0..37] {
+            let dst_stride = 90;
+            let mut dst = vec![f32::NAN; rows * dst_stride];
+            packed.apply(
+                &LinearInput {
+                    data: &x,
+                    rows,
+                    stride: x_stride,
+                },
+                cols.clone(),
+                &mut LinearOutput {
+                    data: &mut dst,
+                    stride: dst_stride,
+                    col: 1,
+                },
+                Phase::QkvProjection,
+            );
+            for r in 0..rows {
+                for (c, col) in cols.clone().enumerate() {
+                    let (mut part, mut o) = (0, col);
+                    while o >= widths[part] {
+                        o -= widths[part];
+                        part += 1;
+                    }
+                    let w = weights[part].row(o);
+                    let b = if with_bias { biases[part][o] } else { 0.0 };
+                    let want: f32 =
+                        (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
+                    let got = dst[r * dst_stride + 1 + c];
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "rows {rows} row {r} col {col}: {got} vs {want}"
+                    );
+                }
+                assert!(dst[r * dst_stride].is_nan());
+                assert!(dst[r * dst_stride + 1 + cols.len()].is_nan());
             }
-            assert!(dst[r * dst_stride].is_nan());
         }
+    }
+
+    #[test]
+    fn grid_keeps_tasks_large_and_blocks_square() {
+        // Too little work to split.
+        assert_eq!(grid(128, 1536, 512, 1), (1, 1));
+        assert_eq!(grid(16, 64, 64, 8), (1, 1));
+        // Short and wide: columns; tall and narrow: rows.
+        assert_eq!(grid(128, 1536, 512, 2), (1, 2));
+        assert_eq!(grid(8192, 512, 512, 2), (2, 1));
+        // Many threads: a two-dimensional grid of about square blocks.
+        assert_eq!(grid(4096, 1536, 512, 16), (8, 2));
+        assert_eq!(grid(2048, 3072, 1024, 64), (8, 8));
+        // A decode step (one row per sequence) never splits rows below the minimum.
+        let (rt, ct) = grid(8, 1536, 512, 64);
+        assert_eq!(rt, 1);
+        assert!(ct <= 1536 / COL_ALIGN);
     }
 }
