@@ -53,6 +53,9 @@ CALLS = [
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
 ]
 SETS = {"shapes": SHAPES, "calls": CALLS}
+# Projection GEMMs (rows, in, out) of the projection-bound shapes: the fused QKV projection of
+# (8,128,512,8) and (2,1024,1024,16), and an output projection.
+GEMMS = [(1024, 512, 1536), (2048, 1024, 3072), (1024, 512, 512)]
 
 
 def parse_case(words):
@@ -166,6 +169,23 @@ def geomean(xs):
 PHASES = ["pack", "qkv_projection", "layout_copy", "attention", "out_projection", "fan_out"]
 
 
+def gemm_table(worker, threads_list, peaks, rounds):
+    """The projection GEMMs on both kernels, alternately; medians."""
+    print("\nprojection GEMM (rows x in -> out, with bias): GFLOP/s and % of the FMA peak")
+    print(f"{'GEMM':<20}{'thr':>4}{'panels':>10}{'% peak':>8}{'gemm crate':>12}{'% peak':>8}")
+    for threads in threads_list:
+        for rows, k, n in GEMMS:
+            flop = 2 * rows * k * n
+            iters = max(3, int(2e9 / flop))
+            times = {"panels": [], "gemm": []}
+            for _ in range(rounds):
+                for kernel in times:
+                    times[kernel] += [float(x) for x in worker.ask(f"linear {threads} {iters} {rows} {k} {n} {kernel}")]
+            rate = {kk: flop / statistics.median(v) / 1e6 for kk, v in times.items()}
+            print(f"{f'{rows}x{k}->{n}':<20}{threads:>4}{rate['panels']:>10.1f}{100 * rate['panels'] / peaks[threads]:>7.0f}%"
+                  f"{rate['gemm']:>12.1f}{100 * rate['gemm'] / peaks[threads]:>7.0f}%", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", required=True, help="path of the bench_attention worker binary")
@@ -176,6 +196,8 @@ def main():
     parser.add_argument("--round-ms", type=float, default=150.0, help="target time per side per round")
     parser.add_argument("--rss-len", type=int, default=16384, help="L of the peak-RSS check (0 = skip)")
     parser.add_argument("--phases", action="store_true", help="also print the fast path's per-phase times")
+    parser.add_argument("--gemm", action="store_true",
+                        help="also time the projection GEMMs: the panel GEMM vs the gemm crate")
     args = parser.parse_args()
     threads_list = [int(t) for t in args.threads.split(",") if t]
     sets = [s for s in args.sets.split(",") if s]
@@ -191,6 +213,8 @@ def main():
         peaks = {t: float(worker.ask(f"peak {t}")[0]) for t in threads_list}
         print(f"torch {torch.__version__}; measured FMA peak: "
               + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
+        if args.gemm:
+            gemm_table(worker, threads_list, peaks, args.rounds)
         header = (f"{'case':<24}{'thr':>4}{'torch ms':>10}{'(fast)':>7}"
                   f"{'mha ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'torch/mha':>11}")
         for set_name in sets:

@@ -2,8 +2,9 @@
 //! materialises the `L × S'` scores, and a weights-returning kernel that writes the
 //! probabilities it must return.
 //!
-//! Work is split with rayon over `(batch, head, query block)` (flash) or `(batch, query block)`
-//! (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
+//! Work is split with rayon over `(batch, head, query block)` (flash; with a causal mask, block
+//! `b` and block `blocks - 1 - b` of a head form one unit, so units cost the same) or
+//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
 //! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
 //! buffer, so steady-state calls allocate nothing here.
 

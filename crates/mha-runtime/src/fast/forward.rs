@@ -770,4 +770,39 @@ mod tests {
             assert_close(&got, &want);
         }
     }
+
+    #[test]
+    fn every_thread_count_matches_the_reference() {
+        // Causal with an even (4) and an odd (3) number of query blocks (paired items, the
+        // middle block alone), sequence-first with a padding mask and averaged weights, a
+        // projection big enough to split into a grid: on 1, 3 and 8 threads.
+        let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(64, 4), 7).unwrap();
+        for len in [3 * 128 + 5, 300] {
+            let x = input(&[len, 2, 64], len as u32);
+            let causal = crate::generate_square_subsequent_mask(len).into_dyn();
+            let padding = ArrayD::from_shape_fn(IxDyn(&[2, len]), |i| i[1] >= len - 9 * i[0]);
+            let cases = [
+                ForwardOptions::default()
+                    .with_need_weights(false)
+                    .with_attn_mask(Mask::Float(causal.view()))
+                    .with_is_causal(true),
+                ForwardOptions::default().with_key_padding_mask(Mask::Bool(padding.view())),
+            ];
+            for opts in &cases {
+                let want = layer
+                    .forward_reference(x.view(), x.view(), x.view(), opts)
+                    .unwrap();
+                for threads in [1, 3, 8] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let got = pool
+                        .install(|| layer.forward(x.view(), x.view(), x.view(), opts))
+                        .unwrap();
+                    assert_close(&got, &want);
+                }
+            }
+        }
+    }
 }

@@ -1,8 +1,7 @@
-//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once.
-//!
-//! `gemm` picks its own micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 /
-//! FMA, or scalar). The output is split into one block per rayon thread (by columns for short
-//! inputs, by rows for long ones) and each block runs a single-threaded GEMM.
+//! The linear projections (`x Wᵀ + b`), weights packed once per layer: on the AVX-512 panel
+//! GEMM ([`super::panel_gemm`]) where the CPU has AVX-512F, else on the `gemm` crate (which picks
+//! AVX2 / FMA or scalar micro-kernels at run time). The output is split into a grid of blocks
+//! sized to the thread count ([`grid`]), each block a single-threaded GEMM.
 
 use std::ops::Range;
 
