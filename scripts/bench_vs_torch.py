@@ -170,18 +170,23 @@ PHASES = ["pack", "qkv_projection", "layout_copy", "attention", "out_projection"
 
 
 def gemm_table(worker, threads_list, peaks, rounds):
-    """The projection GEMMs on both kernels, alternately; medians."""
-    print("\nprojection GEMM (rows x in -> out, with bias): GFLOP/s and % of the FMA peak")
+    """The projection GEMMs on both kernels, alternately; rates per CPU-second of the pool's
+    threads (so other processes on a shared machine do not count), against the FMA peak
+    measured the same way."""
+    print("\nprojection GEMM (rows x in -> out, with bias): GFLOP per CPU-second x threads, "
+          "% of the FMA peak measured the same way ("
+          + ", ".join(f"{t} thread(s) {p:.0f}" for t, p in peaks.items()) + ")")
     print(f"{'GEMM':<20}{'thr':>4}{'panels':>10}{'% peak':>8}{'gemm crate':>12}{'% peak':>8}")
     for threads in threads_list:
         for rows, k, n in GEMMS:
             flop = 2 * rows * k * n
             iters = max(3, int(2e9 / flop))
-            times = {"panels": [], "gemm": []}
+            cpu = {"panels": 0.0, "gemm": 0.0}
             for _ in range(rounds):
-                for kernel in times:
-                    times[kernel] += [float(x) for x in worker.ask(f"linear {threads} {iters} {rows} {k} {n} {kernel}")]
-            rate = {kk: flop / statistics.median(v) / 1e6 for kk, v in times.items()}
+                for kernel in cpu:
+                    reply = worker.ask(f"linear {threads} {iters} {rows} {k} {n} {kernel}")
+                    cpu[kernel] += float(reply[0].split("=")[1])
+            rate = {kk: flop * iters * rounds / max(v, 1e-9) / 1e9 * threads for kk, v in cpu.items()}
             print(f"{f'{rows}x{k}->{n}':<20}{threads:>4}{rate['panels']:>10.1f}{100 * rate['panels'] / peaks[threads]:>7.0f}%"
                   f"{rate['gemm']:>12.1f}{100 * rate['gemm'] / peaks[threads]:>7.0f}%", flush=True)
 
@@ -210,11 +215,13 @@ def main():
     rows = []
     phase_rows = []
     try:
-        peaks = {t: float(worker.ask(f"peak {t}")[0]) for t in threads_list}
+        peak_replies = {t: worker.ask(f"peak {t}") for t in threads_list}
+        peaks = {t: float(r[0]) for t, r in peak_replies.items()}
+        cpu_peaks = {t: float(r[1]) for t, r in peak_replies.items()}
         print(f"torch {torch.__version__}; measured FMA peak: "
               + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peaks.items()))
         if args.gemm:
-            gemm_table(worker, threads_list, peaks, args.rounds)
+            gemm_table(worker, threads_list, cpu_peaks, args.rounds)
         header = (f"{'case':<24}{'thr':>4}{'torch ms':>10}{'(fast)':>7}"
                   f"{'mha ms':>10}{'GFLOP/s':>9}{'% peak':>8}{'torch/mha':>11}")
         for set_name in sets:

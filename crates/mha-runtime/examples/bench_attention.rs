@@ -9,7 +9,11 @@
 //!     reset                     zeroes the phase times
 //!     phases                    `ok pack=MS qkv_projection=MS ...` (accumulated; the worker
 //!                               must run with MHA_PHASE_TIMES=1 for them to be non-zero)
-//!     peak THREADS              `ok GFLOPS` (FMA peak on THREADS threads)
+//!     peak THREADS              `ok GFLOPS CPU_GFLOPS`: FMA peak on THREADS threads, by wall
+//!                               time and per CPU-second of each thread (times THREADS)
+//!     linear THREADS ITERS ROWS IN OUT panels|gemm
+//!                               `ok cpu_s=S wall_s=S T1 T2 ...`: one projection GEMM with
+//!                               bias on the panel GEMM or the gemm crate
 //!     quit
 //! cargo run --release -p mha-runtime --example bench_attention -- rss B L E H
 //!     one need_weights=False batch-first self-attention forward; prints `peak_rss_mb X`.
@@ -270,9 +274,9 @@ fn run(
 }
 
 /// `linear THREADS ITERS ROWS IN OUT KERNEL` (KERNEL: `panels` or `gemm`): times one
-/// projection GEMM with bias.
+/// projection GEMM with bias (packed once, then one warm-up call).
 fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Result<String, String> {
-    use mha_runtime::fast::bench_support::{time_projection, ProjectionKernel};
+    use mha_runtime::fast::bench_support::{ProjectionBench, ProjectionKernel};
     let (numbers, kernel) = words.split_at(words.len().saturating_sub(1));
     let [threads, iters, rows, in_dim, out_dim] = parse::<5>(numbers)?;
     let kernel = match kernel {
@@ -281,12 +285,42 @@ fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Resu
         _ => return Err("linear THREADS ITERS ROWS IN OUT panels|gemm".into()),
     };
     let pool = pool(threads, pools)?;
-    let times = pool.install(|| time_projection(rows, in_dim, out_dim, kernel, iters));
-    Ok(times
-        .iter()
-        .map(|x| format!("{x:.4}"))
-        .collect::<Vec<_>>()
-        .join(" "))
+    let mut bench = ProjectionBench::new(rows, in_dim, out_dim, kernel);
+    pool.install(|| bench.run());
+    let cpu_before = pool_cpu_seconds(pool);
+    let times: Vec<f64> = pool.install(|| {
+        (0..iters)
+            .map(|_| {
+                let start = Instant::now();
+                bench.run();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect()
+    });
+    let cpu = pool_cpu_seconds(pool) - cpu_before;
+    let wall: f64 = times.iter().sum::<f64>() * 1e-3;
+    Ok(format!(
+        "cpu_s={cpu:.6} wall_s={wall:.6} {}",
+        times
+            .iter()
+            .map(|x| format!("{x:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
+/// CPU time the pool's threads have run, in seconds (Linux `/proc/thread-self/schedstat`, 0
+/// elsewhere): unlike wall time, it does not count time other processes took the core.
+fn pool_cpu_seconds(pool: &rayon::ThreadPool) -> f64 {
+    pool.broadcast(|_| {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1e-9
+    })
+    .iter()
+    .sum()
 }
 
 fn serve() -> Result<(), String> {
@@ -312,7 +346,10 @@ fn serve() -> Result<(), String> {
             ["linear", rest @ ..] => linear(rest, &mut pools),
             ["peak", threads] => parse::<1>(&[threads]).and_then(|[threads]| {
                 let pool = pool(threads, &mut pools)?;
-                Ok(format!("{:.1}", fma_peak_gflops(pool)))
+                let cpu_before = pool_cpu_seconds(pool);
+                let (wall_rate, flops) = fma_peak_gflops(pool);
+                let cpu = pool_cpu_seconds(pool) - cpu_before;
+                Ok(format!("{wall_rate:.1} {:.1}", flops / cpu.max(1e-9) / 1e9 * threads as f64))
             }),
             _ => Err(format!("unknown command `{line}`")),
         };
@@ -334,17 +371,20 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Best of several runs of an FMA-bound loop on every thread of `pool`, in GFLOP/s.
-fn fma_peak_gflops(pool: &rayon::ThreadPool) -> f64 {
+/// Best of several runs of an FMA-bound loop on every thread of `pool`, in GFLOP/s, and the
+/// flops done in all.
+fn fma_peak_gflops(pool: &rayon::ThreadPool) -> (f64, f64) {
     const ROUNDS: u64 = 20_000_000;
     let mut best = 0.0f64;
+    let mut total = 0.0;
     for _ in 0..5 {
         let start = Instant::now();
         let flops: u64 = pool.broadcast(|_| fma_loop(ROUNDS)).iter().sum();
         let secs = start.elapsed().as_secs_f64();
         best = best.max(flops as f64 / secs / 1e9);
+        total += flops as f64;
     }
-    best
+    (best, total)
 }
 
 /// Runs independent FMA chains; returns the flops done.

@@ -2,6 +2,10 @@
 //! packed once per layer into panels of [`NR`] columns, `A` read in place from the caller's
 //! rows, `C` written once into the caller's layout.
 //!
+//! A row tile's `A` (`MR × KC`) is copied depth-major into a 14 KiB buffer first (read in
+//! place from the caller's rows, whatever their stride, once per column block), so the
+//! micro-kernel's broadcasts come from L1 at fixed offsets.
+//!
 //! The micro-kernel keeps a [`MR`] × [`NR`] tile of `C` in 28 of the 32 `zmm` registers (two
 //! vectors per row), so each step of the dot product is 2 loads of `B`, 14 broadcasts of `A`
 //! (folded into the FMAs as memory operands) and 28 independent FMAs: enough to keep two FMA
@@ -10,8 +14,9 @@
 //! block), so the bias costs nothing.
 //!
 //! Blocking, for each task's block of `C`: column blocks of [`NC_PANELS`] panels, depth blocks
-//! of [`KC`], row tiles of [`MR`]; a row tile's `A` (`MR × KC`) stays in L1 while it meets every
-//! panel of the column block, the column block's `B` (`KC × NC_PANELS · NR`) stays in L2.
+//! of [`KC`], row tiles of [`MR`]; a row tile's packed `A` (`MR × KC`) stays in L1 while it
+//! meets every panel of the column block, the column block's `B` (`KC × NC_PANELS · NR`) stays
+//! in L2.
 //!
 //! Chosen once per layer by [`available`]: CPUs without AVX-512 (and other architectures) run
 //! the `gemm` crate instead (see [`super::projection`]).
@@ -145,6 +150,9 @@ impl Panels {
     ) {
         debug_assert!(rows == 0 || (rows - 1) * a_stride + self.depth <= a.len());
         let base = self.base();
+        // A row tile's `A`, packed depth-major (`MR` values per depth step), read by the
+        // micro-kernel at fixed offsets from L1.
+        let mut packed_a = [0.0f32; MR * KC];
         for block in tiles.chunks(NC_PANELS) {
             let mut k0 = 0;
             while k0 < self.depth.max(1) {
@@ -152,6 +160,12 @@ impl Panels {
                 let mut i0 = 0;
                 while i0 < rows {
                     let mr = MR.min(rows - i0);
+                    for r in 0..mr {
+                        let row = &a[(i0 + r) * a_stride + k0..][..kc];
+                        for (k, &x) in row.iter().enumerate() {
+                            packed_a[k * MR + r] = x;
+                        }
+                    }
                     for t in block {
                         let init = if k0 > 0 {
                             Init::Load
@@ -161,8 +175,7 @@ impl Panels {
                             Init::Zero
                         };
                         let tile = Tile {
-                            a: a.as_ptr().wrapping_add(i0 * a_stride + k0),
-                            a_stride,
+                            a: packed_a.as_ptr(),
                             b: base.wrapping_add((t.panel * self.depth + k0) * NR),
                             depth: kc,
                             c: dst.wrapping_add(i0 * dst_stride + t.col - col0),
@@ -170,10 +183,9 @@ impl Panels {
                             width: t.width,
                             init,
                         };
-                        // SAFETY: AVX-512F is available (this function's contract); the tile's
-                        // `A` rows `i0..i0 + mr`, depth `k0..k0 + kc`, are in `a`; its panel
-                        // holds `depth × NR` floats from `base`; its `C` columns are the
-                        // tile's, writable by the contract.
+                        // SAFETY: AVX-512F is available (this function's contract); the packed
+                        // tile holds `kc × MR` floats; the panel holds `depth × NR` floats from
+                        // `base`; the tile's `C` columns are writable by the contract.
                         unsafe { micro_dispatch(mr, &tile) };
                     }
                     i0 += mr;
@@ -197,9 +209,8 @@ enum Init {
 
 /// One micro tile's operands.
 struct Tile {
-    /// `A` at (first row, first depth), rows `a_stride` apart.
+    /// `A` packed depth-major: row `r`, depth `k` at `k * MR + r`.
     a: *const f32,
-    a_stride: usize,
     /// The panel at the first depth, `NR` floats per depth step.
     b: *const f32,
     depth: usize,
@@ -242,7 +253,7 @@ unsafe fn micro_dispatch(rows: usize, t: &Tile) {
 /// `C[r][c] = init + Σ_k A[r][k] · B[k][c]` for `r < R`, `c < t.width`.
 ///
 /// # Safety
-/// AVX-512F must be available; `t.a` must be readable at `r * a_stride + k` for `r < R`,
+/// AVX-512F must be available; `t.a` must be readable at `k * MR + r` for `r < R`,
 /// `k < depth`; `t.b` at `k * NR + lane` for `k < depth`, `lane < NR`; a bias pointer at `NR`
 /// floats; `t.c` readable (for [`Init::Load`]) and writable at `r * c_stride + c`, `c < width`.
 #[cfg(target_arch = "x86_64")]
@@ -281,17 +292,14 @@ unsafe fn micro<const R: usize>(t: &Tile) {
             }
         }
     }
-    let mut a_rows = [std::ptr::null::<f32>(); R];
-    for (r, row) in a_rows.iter_mut().enumerate() {
-        *row = t.a.wrapping_add(r * t.a_stride);
-    }
     for k in 0..t.depth {
+        let a = t.a.wrapping_add(k * MR);
         let (b0, b1) = unsafe {
             let b = t.b.add(k * NR);
             (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
         };
         for r in 0..R {
-            let x = unsafe { _mm512_set1_ps(*a_rows[r].add(k)) };
+            let x = unsafe { _mm512_set1_ps(*a.add(r)) };
             acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
             acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
         }
