@@ -170,25 +170,20 @@ PHASES = ["pack", "qkv_projection", "layout_copy", "attention", "out_projection"
 
 
 def gemm_table(worker, threads_list, peaks, rounds):
-    """The projection GEMMs on both kernels, alternately; rates per CPU-second of the pool's
-    threads (so other processes on a shared machine do not count), against the FMA peak
-    measured the same way."""
+    """The projection GEMMs alone; rates per CPU-second of the pool's threads (so other
+    processes on a shared machine do not count), against the FMA peak measured the same way."""
     print("\nprojection GEMM (rows x in -> out, with bias): GFLOP per CPU-second x threads, "
           "% of the FMA peak measured the same way ("
           + ", ".join(f"{t} thread(s) {p:.0f}" for t, p in peaks.items()) + ")")
-    print(f"{'GEMM':<20}{'thr':>4}{'panels':>10}{'% peak':>8}{'gemm crate':>12}{'% peak':>8}")
+    print(f"{'GEMM':<20}{'thr':>4}{'GFLOP/s':>10}{'% peak':>8}")
     for threads in threads_list:
         for rows, k, n in GEMMS:
             flop = 2 * rows * k * n
             iters = max(3, int(2e9 / flop))
-            cpu = {"panels": 0.0, "gemm": 0.0}
-            for _ in range(rounds):
-                for kernel in cpu:
-                    reply = worker.ask(f"linear {threads} {iters} {rows} {k} {n} {kernel}")
-                    cpu[kernel] += float(reply[0].split("=")[1])
-            rate = {kk: flop * iters * rounds / max(v, 1e-9) / 1e9 * threads for kk, v in cpu.items()}
-            print(f"{f'{rows}x{k}->{n}':<20}{threads:>4}{rate['panels']:>10.1f}{100 * rate['panels'] / peaks[threads]:>7.0f}%"
-                  f"{rate['gemm']:>12.1f}{100 * rate['gemm'] / peaks[threads]:>7.0f}%", flush=True)
+            cpu = sum(float(worker.ask(f"linear {threads} {iters} {rows} {k} {n}")[0].split("=")[1])
+                      for _ in range(rounds))
+            rate = flop * iters * rounds / max(cpu, 1e-9) / 1e9 * threads
+            print(f"{f'{rows}x{k}->{n}':<20}{threads:>4}{rate:>10.1f}{100 * rate / peaks[threads]:>7.0f}%", flush=True)
 
 
 def main():
@@ -202,7 +197,7 @@ def main():
     parser.add_argument("--rss-len", type=int, default=16384, help="L of the peak-RSS check (0 = skip)")
     parser.add_argument("--phases", action="store_true", help="also print the fast path's per-phase times")
     parser.add_argument("--gemm", action="store_true",
-                        help="also time the projection GEMMs: the panel GEMM vs the gemm crate")
+                        help="also time the projection GEMMs alone (per CPU-second, vs the FMA peak)")
     args = parser.parse_args()
     threads_list = [int(t) for t in args.threads.split(",") if t]
     sets = [s for s in args.sets.split(",") if s]

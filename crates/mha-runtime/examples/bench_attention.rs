@@ -11,9 +11,9 @@
 //!                               must run with MHA_PHASE_TIMES=1 for them to be non-zero)
 //!     peak THREADS              `ok GFLOPS CPU_GFLOPS`: FMA peak on THREADS threads, by wall
 //!                               time and per CPU-second of each thread (times THREADS)
-//!     linear THREADS ITERS ROWS IN OUT panels|gemm
+//!     linear THREADS ITERS ROWS IN OUT
 //!                               `ok cpu_s=S wall_s=S T1 T2 ...`: one projection GEMM with
-//!                               bias on the panel GEMM or the gemm crate
+//!                               bias (S: CPU and wall seconds of all ITERS calls)
 //!     quit
 //! cargo run --release -p mha-runtime --example bench_attention -- rss B L E H
 //!     one need_weights=False batch-first self-attention forward; prints `peak_rss_mb X`.
@@ -273,19 +273,13 @@ fn run(
         .join(" "))
 }
 
-/// `linear THREADS ITERS ROWS IN OUT KERNEL` (KERNEL: `panels` or `gemm`): times one
-/// projection GEMM with bias (packed once, then one warm-up call).
+/// `linear THREADS ITERS ROWS IN OUT`: times one projection GEMM with bias (packed once, then
+/// one warm-up call).
 fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Result<String, String> {
-    use mha_runtime::fast::bench_support::{ProjectionBench, ProjectionKernel};
-    let (numbers, kernel) = words.split_at(words.len().saturating_sub(1));
-    let [threads, iters, rows, in_dim, out_dim] = parse::<5>(numbers)?;
-    let kernel = match kernel {
-        ["panels"] => ProjectionKernel::Panels,
-        ["gemm"] => ProjectionKernel::GemmCrate,
-        _ => return Err("linear THREADS ITERS ROWS IN OUT panels|gemm".into()),
-    };
+    use mha_runtime::fast::bench_support::ProjectionBench;
+    let [threads, iters, rows, in_dim, out_dim] = parse::<5>(words)?;
     let pool = pool(threads, pools)?;
-    let mut bench = ProjectionBench::new(rows, in_dim, out_dim, kernel);
+    let mut bench = ProjectionBench::new(rows, in_dim, out_dim);
     pool.install(|| bench.run());
     let cpu_before = pool_cpu_seconds(pool);
     let times: Vec<f64> = pool.install(|| {
@@ -349,7 +343,10 @@ fn serve() -> Result<(), String> {
                 let cpu_before = pool_cpu_seconds(pool);
                 let (wall_rate, flops) = fma_peak_gflops(pool);
                 let cpu = pool_cpu_seconds(pool) - cpu_before;
-                Ok(format!("{wall_rate:.1} {:.1}", flops / cpu.max(1e-9) / 1e9 * threads as f64))
+                Ok(format!(
+                    "{wall_rate:.1} {:.1}",
+                    flops / cpu.max(1e-9) / 1e9 * threads as f64
+                ))
             }),
             _ => Err(format!("unknown command `{line}`")),
         };

@@ -5,17 +5,8 @@ use ndarray::{Array1, Array2};
 use super::phases::Phase;
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 
-/// Which GEMM a projection runs on, for [`time_projection`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProjectionKernel {
-    /// The project's AVX-512 panel GEMM (where the CPU has AVX-512F, else the `gemm` crate).
-    Panels,
-    /// The `gemm` crate.
-    GemmCrate,
-}
-
-/// A `rows × in_dim → out_dim` projection with bias, packed for `kernel`, with its input and
-/// output, for timing [`ProjectionBench::run`] alone.
+/// A `rows × in_dim → out_dim` projection with bias, packed, with its input and output,
+/// for timing [`ProjectionBench::run`] alone.
 #[doc(hidden)]
 pub struct ProjectionBench {
     linear: PackedLinear,
@@ -28,18 +19,17 @@ pub struct ProjectionBench {
 
 impl ProjectionBench {
     /// Packs a deterministic weight and input.
-    pub fn new(rows: usize, in_dim: usize, out_dim: usize, kernel: ProjectionKernel) -> Self {
+    pub fn new(rows: usize, in_dim: usize, out_dim: usize) -> Self {
         let w = Array2::from_shape_fn((out_dim, in_dim), |(o, i)| {
             ((o * 7 + i * 3) % 13) as f32 * 0.01
         });
         let b = Array1::from_shape_fn(out_dim, |o| o as f32 * 0.001);
-        let linear = PackedLinear::concat_with(
-            &[(w.view(), Some(b.view()))],
-            kernel == ProjectionKernel::Panels,
-        );
+        let linear = PackedLinear::concat(&[(w.view(), Some(b.view()))]);
         Self {
             linear,
-            x: (0..rows * in_dim).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect(),
+            x: (0..rows * in_dim)
+                .map(|i| (i % 17) as f32 * 0.1 - 0.8)
+                .collect(),
             out: vec![0.0f32; rows * out_dim],
             rows,
             in_dim,

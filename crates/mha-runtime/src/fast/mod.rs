@@ -1,11 +1,10 @@
 //! The fast path: fused, tiled attention kernels and packed-weight projections behind the same
 //! API as the exact [`reference`](crate::reference) path, which stays the oracle.
 //!
-//! - Projections run on the project's AVX-512 panel GEMM (`panel_gemm`: a 14 × 32 register
-//!   tile, the weights packed once per layer into its panels, the bias in the accumulators, the
-//!   caller's rows read in place, the result written once into the workspace or the output), or
-//!   on the `gemm` crate where AVX-512 is missing. `W_q, W_k, W_v` are concatenated so
-//!   self-attention is one GEMM (key and value share one when they are the same tensor).
+//! - Projections run on the `gemm` crate with the weights packed once per layer (transposed,
+//!   and `W_q, W_k, W_v` concatenated so self-attention is one GEMM; key and value share one
+//!   when they are the same tensor), the caller's rows read in place (any batch / sequence
+//!   order), the result written once into the workspace or the output.
 //! - Without weights (`need_weights=false`) a flash-style kernel with online softmax works per
 //!   `(batch, head, block of 128 queries)`: the block is packed once as `Qᵀ`, scores are
 //!   computed transposed (`K Qᵀ`, 64 keys per tile) so keys and values are read in place (from
@@ -54,7 +53,6 @@ pub mod bench_support;
 mod forward;
 mod isa;
 mod layer_api;
-mod panel_gemm;
 mod phases;
 mod projection;
 mod simd;

@@ -1,35 +1,29 @@
-//! The linear projections (`x Wᵀ + b`), weights packed once per layer: on the AVX-512 panel
-//! GEMM ([`super::panel_gemm`]) where the CPU has AVX-512F, else on the `gemm` crate (which picks
-//! AVX2 / FMA or scalar micro-kernels at run time). The output is split into a grid of blocks
-//! sized to the thread count ([`grid`]), each block a single-threaded GEMM.
+//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once per layer
+//! (transposed, so the GEMM's right-hand side has unit column stride). `gemm` picks its own
+//! micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 / FMA, or scalar). The
+//! output is split into a grid of blocks sized to the thread count ([`grid`]), each block a
+//! single-threaded GEMM that starts from the bias (copied into the block, then accumulated
+//! into with `beta = 1`), reads the caller's rows in place and writes the block once.
+//!
+//! An own AVX-512 micro-kernel (14 × 32 register tile, weights prepacked in its panels, bias in
+//! the accumulators) was measured against `gemm` here in three blockings and stayed 5–40 %
+//! slower per CPU-second, so the crate stays (see the bench's `--gemm` table).
 
 use std::ops::Range;
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
-use super::panel_gemm::{self, Panels};
 use super::phases::{Phase, Region};
 
-/// A linear layer's weight packed for the projection GEMM, and its bias; several layers may
-/// be concatenated along `out` (each a part whose columns a call selects whole).
+/// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
+/// with unit column stride), and its bias; several layers may be concatenated along `out`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PackedLinear {
-    kernel: Kernel,
+    weight_t: Vec<f32>,
+    bias: Option<Vec<f32>>,
     in_dim: usize,
     out_dim: usize,
-}
-
-/// What runs the GEMM, chosen once per layer ([`panel_gemm::available`]).
-#[derive(Debug, Clone, PartialEq)]
-enum Kernel {
-    /// The project's AVX-512 panel GEMM.
-    Panels(Panels),
-    /// The `gemm` crate on the weight stored transposed, `in × out` row-major.
-    Gemm {
-        weight_t: Vec<f32>,
-        bias: Option<Vec<f32>>,
-    },
 }
 
 /// The rows a linear reads: `rows` rows of `in_dim` floats, `stride` floats apart.
@@ -51,10 +45,10 @@ pub(crate) struct LinearOutput<'a> {
 /// core) keeps rayon's dispatch (a few microseconds) and each task's packing of its operands
 /// under a few percent.
 const MIN_TASK_MACS: usize = 1 << 21;
-/// Rows of a task's block at least (a micro-kernel tile is up to 14 rows; fewer wastes it).
+/// Rows of a task's block at least (fewer waste the micro-kernels' register tiles).
 const MIN_TASK_ROWS: usize = 16;
-/// Column blocks are multiples of this (a micro-kernel panel of whole vectors) and at least
-/// one of them.
+/// Column blocks are multiples of this (whole 16-lane vectors, two of them) and at least one
+/// of them.
 const COL_ALIGN: usize = 32;
 
 /// The task grid `(row_tasks, col_tasks)` for a `rows × width` output with `depth`-long dot
@@ -87,19 +81,10 @@ impl PackedLinear {
     /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
     /// (all present or all absent).
     pub(crate) fn concat(parts: &[(ArrayView2<'_, f32>, Option<ArrayView1<'_, f32>>)]) -> Self {
-        Self::concat_with(parts, true)
-    }
-
-    /// [`concat`](Self::concat), on the panel GEMM only if `panels` (and it is available).
-    pub(crate) fn concat_with(
-        parts: &[(ArrayView2<'_, f32>, Option<ArrayView1<'_, f32>>)],
-        panels: bool,
-    ) -> Self {
         let in_dim = parts.first().map_or(0, |(w, _)| w.dim().1);
         let out_dim: usize = parts.iter().map(|(w, _)| w.dim().0).sum();
         let mut weight_t = vec![0.0f32; in_dim * out_dim];
         let mut col = 0;
-        let mut ranges = Vec::with_capacity(parts.len());
         for (w, _) in parts {
             assert_eq!(
                 w.dim().1,
@@ -109,11 +94,9 @@ impl PackedLinear {
             for ((o, i), &x) in w.indexed_iter() {
                 weight_t[i * out_dim + col + o] = x;
             }
-            ranges.push(col..col + w.dim().0);
             col += w.dim().0;
         }
-        let bias: Option<Vec<f32>> = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty()
-        {
+        let bias = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty() {
             Some(
                 parts
                     .iter()
@@ -123,18 +106,9 @@ impl PackedLinear {
         } else {
             None
         };
-        let kernel = if panels && panel_gemm::available() {
-            Kernel::Panels(Panels::new(
-                in_dim,
-                &ranges,
-                |k, c| weight_t[k * out_dim + c],
-                bias.as_deref(),
-            ))
-        } else {
-            Kernel::Gemm { weight_t, bias }
-        };
         Self {
-            kernel,
+            weight_t,
+            bias,
             in_dim,
             out_dim,
         }
@@ -160,19 +134,6 @@ impl PackedLinear {
             return;
         }
         assert!(cols.end <= self.out_dim);
-        if let Kernel::Panels(panels) = &self.kernel {
-            let tiles = panels.tiles_in(cols.clone());
-            assert!(
-                tiles.first().is_some_and(|t| t.col == cols.start)
-                    && tiles.last().is_some_and(|t| t.col + t.width == cols.end),
-                "a call selects whole parts of a concatenated linear"
-            );
-        }
-        assert!(x.stride >= self.in_dim && (rows - 1) * x.stride + self.in_dim <= x.data.len());
-        assert!(
-            out.col + width <= out.stride
-                && (rows - 1) * out.stride + out.col + width <= out.data.len()
-        );
 
         let threads = rayon::current_num_threads().max(1);
         let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, threads);
@@ -193,46 +154,23 @@ impl PackedLinear {
             let dst = dst_ptr;
             let x = &x_data[r0 * x_stride..];
             let dst_rows = dst.0.wrapping_add(r0 * out_stride + out_col);
-            region.item(|| match &self.kernel {
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Panels(panels) => {
-                    let tiles = panels.tiles_in(cols.start + c0..cols.start + c1);
-                    // SAFETY: `Panels` exist only where AVX-512F is available; the tiles are
-                    // the panels starting in this task's columns (disjoint from every other
-                    // task's, and ending inside `cols`, checked above), rows in bounds.
-                    unsafe {
-                        panels.gemm(
-                            x,
-                            r1 - r0,
-                            x_stride,
-                            tiles,
-                            cols.start,
-                            dst_rows,
-                            out_stride,
-                        )
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Panels(_) => unreachable!("panels are packed only on x86-64"),
-                Kernel::Gemm { weight_t, bias } => {
-                    // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted
-                    // above).
-                    unsafe {
-                        gemm_block(
-                            GemmOperands {
-                                weight_t,
-                                bias: bias.as_deref(),
-                                in_dim: self.in_dim,
-                                out_dim: self.out_dim,
-                            },
-                            x,
-                            r1 - r0,
-                            x_stride,
-                            cols.start + c0..cols.start + c1,
-                            dst_rows.wrapping_add(c0),
-                            out_stride,
-                        )
-                    }
+            region.item(|| {
+                // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
+                unsafe {
+                    gemm_block(
+                        GemmOperands {
+                            weight_t: &self.weight_t,
+                            bias: self.bias.as_deref(),
+                            in_dim: self.in_dim,
+                            out_dim: self.out_dim,
+                        },
+                        x,
+                        r1 - r0,
+                        x_stride,
+                        cols.start + c0..cols.start + c1,
+                        dst_rows.wrapping_add(c0),
+                        out_stride,
+                    )
                 }
             });
         };
@@ -321,7 +259,7 @@ mod tests {
     #[test]
     fn matches_naive_linear_on_parts_strides_and_thread_counts() {
         // Row counts around the micro tile (14) and task minimum; a depth of two blocks and a
-        // remainder; parts whose widths are not whole panels; 1, 3 and 8 threads (grids of
+        // remainder; parts of odd widths, a column range inside one part; 1, 3 and 8 threads (grids of
         // one to eight tasks).
         for threads in [1, 3, 8] {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -362,7 +300,7 @@ mod tests {
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        for cols in [0..80, 37..80, 0..37] {
+        for cols in [0..80, 37..80, 0..37, 5..60] {
             let dst_stride = 90;
             let mut dst = vec![f32::NAN; rows * dst_stride];
             packed.apply(
