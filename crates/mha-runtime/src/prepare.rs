@@ -329,9 +329,13 @@ impl<'a> PreparedForward<'a> {
         } else if self.batch_first {
             result.output.into_dyn()
         } else {
-            let mut seq_first = result.output.permuted_axes([1, 0, 2]);
-            seq_first = seq_first.as_standard_layout().into_owned();
-            seq_first.into_dyn()
+            // The fast path writes its rows in this layout already: then no copy.
+            let seq_first = result.output.permuted_axes([1, 0, 2]);
+            if seq_first.is_standard_layout() {
+                seq_first.into_dyn()
+            } else {
+                seq_first.as_standard_layout().into_owned().into_dyn()
+            }
         };
         let weights = result.weights.map(|w| {
             if self.batched {

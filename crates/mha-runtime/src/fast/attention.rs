@@ -2,8 +2,9 @@
 //! materialises the `L × S'` scores, and a weights-returning kernel that writes the
 //! probabilities it must return.
 //!
-//! Work is split with rayon over `(batch, head, query block)` (flash) or `(batch, query block)`
-//! (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
+//! Work is split with rayon over `(batch, head, query block)` (flash; with a causal mask, block
+//! `b` and block `blocks - 1 - b` of a head form one unit, so units cost the same) or
+//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
 //! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
 //! buffer, so steady-state calls allocate nothing here.
 
@@ -14,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::isa::Level;
+use super::phases::{Phase, Region};
 use super::simd::{Simd, WithSimd};
 use super::Isa;
 use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
@@ -274,11 +276,31 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
-    (0..items).into_par_iter().for_each(|index| {
+    let region = Region::start();
+    let run = |index: usize| {
         // SAFETY: the problem passed `check`, `out` came from `out_for`, and each index is
         // run once, so items write disjoint outputs.
-        with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) });
-    });
+        region.item(|| with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) }));
+    };
+    let units = if problem.causal && blocks > 1 {
+        // Causal: query block `b` reads `b + 1` key blocks, so block `b` and block
+        // `blocks - 1 - b` of the same head make one unit of `blocks + 1` (the middle block
+        // alone when `blocks` is odd): units of equal cost, whatever the thread count.
+        let pairs = blocks.div_ceil(2);
+        let units = problem.batch * problem.heads * pairs;
+        (0..units).into_par_iter().for_each(|unit| {
+            let (head, j) = (unit / pairs, unit % pairs);
+            run(head * blocks + j);
+            if blocks - 1 - j != j {
+                run(head * blocks + blocks - 1 - j);
+            }
+        });
+        units
+    } else {
+        (0..items).into_par_iter().for_each(run);
+        items
+    };
+    region.finish(Phase::Attention, rayon::current_num_threads().min(units));
 }
 
 /// The weights kernel: like [`flash`], and writes the probabilities into `weights`,
@@ -308,12 +330,16 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * blocks;
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
+    let region = Region::start();
     (0..items).into_par_iter().for_each(|index| {
         // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
-        with_scratch(scratch, |buf| unsafe {
-            item.run(problem, out, weights, index, buf)
+        region.item(|| {
+            with_scratch(scratch, |buf| unsafe {
+                item.run(problem, out, weights, index, buf)
+            })
         });
     });
+    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
 /// The flash work item of one level's capability token, with that level's register blocking
