@@ -18,15 +18,20 @@ mod expr;
 mod load;
 mod locate;
 mod model;
+mod names;
 mod validate;
 
 use std::collections::HashMap;
 
 pub use error::{did_you_mean, suggest, SpecError, SpecErrors};
-pub use expr::{Expr, ExprType, ExprValue};
-pub use load::{load_dir, load_file, load_str};
+pub use expr::{Expr, ExprType, ExprValue, MAX_EXPR_DEPTH, MAX_EXPR_LEN};
+pub use load::{load_dir, load_file, load_str, MAX_SPEC_BYTES, MAX_YAML_DEPTH};
 pub use locate::{Locator, Position};
 pub use model::*;
+pub use names::{
+    check_dotted, check_identifier, check_line, check_op_name, check_snake_name, check_url,
+    is_hidden, PYTHON_KEYWORDS, RUST_KEYWORDS,
+};
 pub use validate::KNOWN_PLUGINS;
 
 /// The specs shipped in the repository's `specs/` folder, as (file name, text).
