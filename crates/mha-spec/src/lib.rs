@@ -40,6 +40,27 @@ pub const BUNDLED: &[(&str, &str)] = &[(
     include_str!("../../../specs/multihead_attention.yaml"),
 )];
 
+/// Checks a spec that did not come through the loader (one built or changed in code) with the
+/// loader's rules. Errors have no position (line 1, column 1); the file is `<spec>`.
+pub fn check(spec: &Spec) -> Result<(), SpecErrors> {
+    let findings = validate::validate(spec, &std::collections::BTreeSet::new());
+    if findings.is_empty() {
+        return Ok(());
+    }
+    Err(SpecErrors(
+        findings
+            .into_iter()
+            .map(|(path, message)| SpecError {
+                file: "<spec>".into(),
+                line: 1,
+                column: 1,
+                path,
+                message,
+            })
+            .collect(),
+    ))
+}
+
 /// Loads the bundled specs.
 pub fn bundled() -> Result<Vec<Spec>, SpecErrors> {
     BUNDLED
