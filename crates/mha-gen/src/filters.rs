@@ -24,7 +24,9 @@ type Args = HashMap<String, Value>;
 
 /// Registers every filter, bound to `spec` where a filter needs it.
 pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
-    tera.register_filter("py", |v: &Value, _: &Args| Ok(Value::String(python_literal(v))));
+    tera.register_filter("py", |v: &Value, _: &Args| {
+        Ok(Value::String(python_literal(v)))
+    });
     tera.register_filter("py_ident", |v: &Value, _: &Args| {
         let name = text(v, "py_ident")?;
         match mha_spec::check_identifier(name) {
@@ -41,7 +43,11 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
     });
     tera.register_filter("py_expr", |v: &Value, _: &Args| {
         let e = expr(v)?;
-        if let Some(k) = e.identifiers().into_iter().find(|n| mha_spec::PYTHON_KEYWORDS.contains(n)) {
+        if let Some(k) = e
+            .identifiers()
+            .into_iter()
+            .find(|n| mha_spec::PYTHON_KEYWORDS.contains(n))
+        {
             return Err(Error::msg(format!("`{k}` is a Python keyword")));
         }
         Ok(Value::String(e.to_python()))
@@ -53,7 +59,9 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
     tera.register_filter("rust_expr", move |v: &Value, _: &Args| {
         let e = expr(v)?;
         check_rust_names(&e)?;
-        Ok(Value::String(e.to_rust(&|n| s.expr_type(n), &|n| rust_accessor(&s, n))))
+        Ok(Value::String(
+            e.to_rust(&|n| s.expr_type(n), &|n| rust_accessor(&s, n)),
+        ))
     });
     let s = Arc::clone(spec);
     tera.register_filter("rust_checked", move |v: &Value, _: &Args| {
@@ -93,7 +101,9 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
             proc_macro2::Literal::string(&doc)
         )))
     });
-    tera.register_filter("rst", |v: &Value, _: &Args| Ok(Value::String(rst(&plain(v)))));
+    tera.register_filter("rst", |v: &Value, _: &Args| {
+        Ok(Value::String(rst(&plain(v))))
+    });
     tera.register_filter("rst_literal", |v: &Value, _: &Args| {
         let s = plain(v);
         if s.is_empty() || s.contains('`') || s.contains('\\') || s.chars().any(mha_spec::is_hidden) {
@@ -111,8 +121,12 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
             Some(problem) => Err(Error::msg(format!("not a safe link: {problem}"))),
         }
     });
-    tera.register_filter("html", |v: &Value, _: &Args| Ok(Value::String(html(&plain(v)))));
-    tera.register_filter("js_str", |v: &Value, _: &Args| Ok(Value::String(js_str(&plain(v)))));
+    tera.register_filter("html", |v: &Value, _: &Args| {
+        Ok(Value::String(html(&plain(v))))
+    });
+    tera.register_filter("js_str", |v: &Value, _: &Args| {
+        Ok(Value::String(js_str(&plain(v))))
+    });
     tera.register_filter("underline", |v: &Value, args: &Args| {
         let text = text(v, "underline")?;
         let ch = args.get("char").and_then(Value::as_str).unwrap_or("=");
@@ -329,7 +343,10 @@ pub(crate) fn rst(s: &str) -> String {
         .chars()
         .map(|c| if mha_spec::is_hidden(c) { ' ' } else { c })
         .collect();
-    let space = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_none_or(|c| c.is_whitespace());
+    let space = |i: Option<usize>| {
+        i.and_then(|i| chars.get(i))
+            .is_none_or(|c| c.is_whitespace())
+    };
     let mut out = String::with_capacity(s.len() + 2);
     for (i, &c) in chars.iter().enumerate() {
         let escape = match c {
@@ -406,8 +423,14 @@ mod tests {
             python_string("\u{a0}\u{ad}\u{200b}\u{2028}\u{7f}\u{1f600}"),
             r#""\xa0\xad\u200b\u2028\x7f\U0001f600""#
         );
-        assert_eq!(python_docstring("x\"\"\"; import os"), r#""""x\"\"\"; import os""""#);
-        assert_eq!(python_docstring(r"C:\Users \N{x}"), r#""""C:\\Users \\N{x}""""#);
+        assert_eq!(
+            python_docstring("x\"\"\"; import os"),
+            r#""""x\"\"\"; import os""""#
+        );
+        assert_eq!(
+            python_docstring(r"C:\Users \N{x}"),
+            r#""""C:\\Users \\N{x}""""#
+        );
     }
 
     #[test]
@@ -424,9 +447,15 @@ mod tests {
 
     #[test]
     fn html_and_js() {
-        assert_eq!(html(r#"<b onclick="x">'"#), "&lt;b onclick=&quot;x&quot;&gt;&#39;");
+        assert_eq!(
+            html(r#"<b onclick="x">'"#),
+            "&lt;b onclick=&quot;x&quot;&gt;&#39;"
+        );
         assert_eq!(js_str("Apple MLX"), "Apple MLX");
-        assert_eq!(js_str(r#"');alert(1)//""#), r"\u0027\u0029\u003balert\u00281\u0029\u002f\u002f\u0022");
+        assert_eq!(
+            js_str(r#"');alert(1)//""#),
+            r"\u0027\u0029\u003balert\u00281\u0029\u002f\u002f\u0022"
+        );
     }
 
     #[test]
@@ -437,7 +466,13 @@ mod tests {
         assert!(rust_f64(f64::NAN).is_err());
         assert!(rust_literal(&serde_json::json!(-1), ParamType::Int).is_err());
         assert!(rust_literal(&serde_json::json!(true), ParamType::Int).is_err());
-        assert_eq!(rust_literal(&serde_json::json!(3), ParamType::OptionalInt).unwrap(), "Some(3)");
-        assert_eq!(rust_literal(&serde_json::json!(1), ParamType::Float).unwrap(), "1.0");
+        assert_eq!(
+            rust_literal(&serde_json::json!(3), ParamType::OptionalInt).unwrap(),
+            "Some(3)"
+        );
+        assert_eq!(
+            rust_literal(&serde_json::json!(1), ParamType::Float).unwrap(),
+            "1.0"
+        );
     }
 }

@@ -156,7 +156,10 @@ fn check_inside(root: &Path, target: &Path, shown: &str) -> Result<(), GenError>
             return if real.starts_with(root) {
                 Ok(())
             } else {
-                Err(escape_error(shown, "a folder on the way is a link out of it"))
+                Err(escape_error(
+                    shown,
+                    "a folder on the way is a link out of it",
+                ))
             };
         }
         dir = d.parent();

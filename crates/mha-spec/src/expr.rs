@@ -124,7 +124,10 @@ impl Expr {
         };
         let root = parser.or()?;
         if let Some(tok) = parser.tokens.get(parser.pos) {
-            return Err(format!("unexpected `{tok}` in expression `{}`", source.trim()));
+            return Err(format!(
+                "unexpected `{tok}` in expression `{}`",
+                source.trim()
+            ));
         }
         if depth(&root) > MAX_EXPR_DEPTH {
             return Err(format!(
@@ -632,9 +635,16 @@ mod tests {
 
     #[test]
     fn renders_python_and_rust() {
-        let rust = |src: &str| Expr::parse(src).unwrap().to_rust(&types, &|n| n.to_string());
-        let checked =
-            |src: &str| Expr::parse(src).unwrap().to_rust_checked(&types, &|n| n.to_string());
+        let rust = |src: &str| {
+            Expr::parse(src)
+                .unwrap()
+                .to_rust(&types, &|n| n.to_string())
+        };
+        let checked = |src: &str| {
+            Expr::parse(src)
+                .unwrap()
+                .to_rust_checked(&types, &|n| n.to_string())
+        };
         let e = Expr::parse("add_bias_kv + add_zero_attn").unwrap();
         assert_eq!(e.to_python(), "add_bias_kv + add_zero_attn");
         assert_eq!(
@@ -646,7 +656,10 @@ mod tests {
             "usize::from(add_bias_kv).checked_add(usize::from(add_zero_attn))"
         );
         let e = Expr::parse("kdim == embed_dim and not bias").unwrap();
-        assert_eq!(rust("kdim == embed_dim and not bias"), "kdim == embed_dim && !bias");
+        assert_eq!(
+            rust("kdim == embed_dim and not bias"),
+            "kdim == embed_dim && !bias"
+        );
         assert_eq!(e.to_python(), "kdim == embed_dim and not bias");
         let e = Expr::parse("embed_dim // (num_heads * 2)").unwrap();
         assert_eq!(
@@ -656,7 +669,10 @@ mod tests {
         assert_eq!(e.to_python(), "embed_dim // (num_heads * 2)");
         assert_eq!(e.type_of(&types), Ok(ExprType::Int));
         // Bool literals and comparisons count 0 or 1 in arithmetic, as in Python.
-        assert_eq!(checked("true + true"), "usize::from(true).checked_add(usize::from(true))");
+        assert_eq!(
+            checked("true + true"),
+            "usize::from(true).checked_add(usize::from(true))"
+        );
         assert_eq!(
             rust("(kdim == 1) + 1"),
             "usize::from(kdim == 1usize).checked_add(1usize)?"
@@ -669,8 +685,14 @@ mod tests {
             rust("(bias == add_bias_kv) == add_zero_attn"),
             "(bias == add_bias_kv) == add_zero_attn"
         );
-        assert_eq!(Expr::parse("(not bias) == bias").unwrap().to_python(), "(not bias) == bias");
-        assert_eq!(rust("not (bias or bias) and bias"), "!(bias || bias) && bias");
+        assert_eq!(
+            Expr::parse("(not bias) == bias").unwrap().to_python(),
+            "(not bias) == bias"
+        );
+        assert_eq!(
+            rust("not (bias or bias) and bias"),
+            "!(bias || bias) && bias"
+        );
         assert_eq!(checked("bias"), "Some(bias)");
     }
 
@@ -680,7 +702,9 @@ mod tests {
         assert!(Expr::parse(&deep).unwrap_err().contains("bytes long"));
         let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
         assert!(Expr::parse(&deep).unwrap_err().contains("nests more than"));
-        assert!(Expr::parse(&"not ".repeat(40)).unwrap_err().contains("nests"));
+        assert!(Expr::parse(&"not ".repeat(40))
+            .unwrap_err()
+            .contains("nests"));
         let sum = vec!["1"; 100].join("+");
         assert!(Expr::parse(&sum).unwrap_err().contains("nests"));
         let ok = vec!["1"; 20].join("+");

@@ -33,7 +33,12 @@ pub fn load_file(path: &Path) -> Result<Spec, SpecErrors> {
     // Read at most one byte past the limit, so that no file (or device) is read without end.
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SPEC_BYTES as u64 + 1), &mut bytes))
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, MAX_SPEC_BYTES as u64 + 1),
+                &mut bytes,
+            )
+        })
         .map_err(|e| error(format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| error("the file is not UTF-8 text".into()))?;
     load_str(&file, &text)
@@ -113,6 +118,30 @@ fn check_bounds(file: &str, text: &str) -> Result<(), SpecErrors> {
                 text.len()
             ),
         ));
+    }
+    // Flow collections first, by a plain count of brackets (quotes and comments included, so
+    // nothing can hide one): a YAML scanner looks ahead to the end of a flow collection that
+    // may be a key, which takes quadratic time on deep nesting.
+    let mut brackets = 0usize;
+    for (line_index, line) in text.lines().enumerate() {
+        for (column, c) in line.chars().enumerate() {
+            match c {
+                '[' | '{' => {
+                    brackets += 1;
+                    if brackets > MAX_YAML_DEPTH {
+                        return Err(error(
+                            line_index + 1,
+                            column + 1,
+                            format!(
+                                "brackets nest deeper than {MAX_YAML_DEPTH} levels (flow collections, or brackets in text)"
+                            ),
+                        ));
+                    }
+                }
+                ']' | '}' => brackets = brackets.saturating_sub(1),
+                _ => {}
+            }
+        }
     }
     let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
     let mut depth = 0usize;

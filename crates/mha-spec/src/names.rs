@@ -7,28 +7,101 @@
 
 /// Python's keywords (hard and the builtin constants), which no generated name may be.
 pub const PYTHON_KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if",
-    "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-    "while", "with", "yield", "__debug__", "NotImplemented", "Ellipsis", "__builtins__",
-    "__name__", "__file__", "__all__",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "__debug__",
+    "NotImplemented",
+    "Ellipsis",
+    "__builtins__",
+    "__name__",
+    "__file__",
+    "__all__",
 ];
 
 /// Python builtins the generated glue calls: a parameter of that name would shadow them.
 pub const PYTHON_BUILTINS: &[&str] = &[
-    "abs", "all", "any", "bool", "bytes", "callable", "dict", "divmod", "enumerate", "float",
-    "frozenset", "getattr", "hasattr", "int", "isinstance", "issubclass", "iter", "len", "list",
-    "map", "max", "min", "next", "object", "print", "range", "repr", "reversed", "round", "set",
-    "setattr", "slice", "sorted", "str", "sum", "super", "tuple", "type", "vars", "zip",
+    "abs",
+    "all",
+    "any",
+    "bool",
+    "bytes",
+    "callable",
+    "dict",
+    "divmod",
+    "enumerate",
+    "float",
+    "frozenset",
+    "getattr",
+    "hasattr",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "object",
+    "print",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "setattr",
+    "slice",
+    "sorted",
+    "str",
+    "sum",
+    "super",
+    "tuple",
+    "type",
+    "vars",
+    "zip",
 ];
 
 /// Rust's strict and reserved keywords (2015 to 2024 editions).
 pub const RUST_KEYWORDS: &[&str] = &[
     "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
     "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
-    "where", "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final",
-    "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen", "union",
+    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen", "union",
 ];
 
 /// The longest name a spec may give anything.
@@ -94,10 +167,8 @@ pub fn check_dotted(path: &str, numeric_parts: bool) -> Option<String> {
         ));
     }
     for (i, part) in path.split('.').enumerate() {
-        let numeric = numeric_parts
-            && i > 0
-            && !part.is_empty()
-            && part.chars().all(|c| c.is_ascii_digit());
+        let numeric =
+            numeric_parts && i > 0 && !part.is_empty() && part.chars().all(|c| c.is_ascii_digit());
         if !numeric && !is_ascii_identifier(part) {
             return Some(format!(
                 "`{}` is not a dotted path of ASCII identifiers",
@@ -136,12 +207,8 @@ pub fn check_line(text: &str) -> Option<String> {
             describe(c)
         ));
     }
-    (text.len() > MAX_TEXT_LEN).then(|| {
-        format!(
-            "is {} bytes long, more than {MAX_TEXT_LEN}",
-            text.len()
-        )
-    })
+    (text.len() > MAX_TEXT_LEN)
+        .then(|| format!("is {} bytes long, more than {MAX_TEXT_LEN}", text.len()))
 }
 
 /// Line breaks, control characters and invisible format characters (Unicode Cc, Cf, Zl, Zp):
@@ -237,7 +304,9 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(check_snake_name("embed_dim"), None);
-        for bad in ["class", "None", "lambda", "True", "type", "é", "a-b", "A", "", "len", "self"] {
+        for bad in [
+            "class", "None", "lambda", "True", "type", "é", "a-b", "A", "", "len", "self",
+        ] {
             assert!(check_snake_name(bad).is_some(), "{bad}");
         }
         assert_eq!(check_op_name("MultiheadAttention"), None);
@@ -255,11 +324,18 @@ mod tests {
     fn text_and_urls() {
         assert_eq!(check_line("Total features (E)."), None);
         assert_eq!(check_line("non\u{a0}breaking"), None);
-        for bad in ["a\nb", "a\rb", "\u{2028}", "\u{7f}", "\u{ad}", "\u{200b}", "\u{202e}"] {
+        for bad in [
+            "a\nb", "a\rb", "\u{2028}", "\u{7f}", "\u{ad}", "\u{200b}", "\u{202e}",
+        ] {
             assert!(check_line(bad).is_some(), "{bad:?}");
         }
         assert_eq!(check_url("https://pytorch.org/docs/x.html#y"), None);
-        for bad in ["javascript:alert(1)", "https://x/\"onclick=", "https://x/a b", "https://x/'"] {
+        for bad in [
+            "javascript:alert(1)",
+            "https://x/\"onclick=",
+            "https://x/a b",
+            "https://x/'",
+        ] {
             assert!(check_url(bad).is_some(), "{bad}");
         }
     }

@@ -109,20 +109,32 @@ impl Validator<'_> {
         self.rule("op".into(), names::check_op_name(&spec.op));
         self.rule("summary".into(), names::check_line(&spec.summary));
         for (i, p) in spec.signature.iter().enumerate() {
-            self.rule(format!("signature[{i}].name"), names::check_snake_name(&p.name));
+            self.rule(
+                format!("signature[{i}].name"),
+                names::check_snake_name(&p.name),
+            );
             self.rule(format!("signature[{i}].doc"), names::check_line(&p.doc));
         }
         for (i, d) in spec.derived.iter().enumerate() {
-            self.rule(format!("derived[{i}].name"), names::check_snake_name(&d.name));
+            self.rule(
+                format!("derived[{i}].name"),
+                names::check_snake_name(&d.name),
+            );
             self.rule(format!("derived[{i}].doc"), names::check_line(&d.doc));
         }
         self.rule("call.name".into(), names::check_snake_name(&spec.call.name));
         for (i, a) in spec.call.args.iter().enumerate() {
-            self.rule(format!("call.args[{i}].name"), names::check_snake_name(&a.name));
+            self.rule(
+                format!("call.args[{i}].name"),
+                names::check_snake_name(&a.name),
+            );
             self.rule(format!("call.args[{i}].doc"), names::check_line(&a.doc));
         }
         for (i, r) in spec.call.returns.iter().enumerate() {
-            self.rule(format!("call.returns[{i}].name"), names::check_snake_name(&r.name));
+            self.rule(
+                format!("call.returns[{i}].name"),
+                names::check_snake_name(&r.name),
+            );
             self.rule(format!("call.returns[{i}].doc"), names::check_line(&r.doc));
         }
         let c = &spec.conventions;
@@ -135,14 +147,26 @@ impl Validator<'_> {
             self.rule(format!("conventions.{field}"), names::check_line(text));
         }
         for (i, t) in spec.weights.tensors.iter().enumerate() {
-            self.rule(format!("weights.tensors[{i}].name"), names::check_dotted(&t.name, true));
-            self.rule(format!("weights.tensors[{i}].doc"), names::check_line(&t.doc));
+            self.rule(
+                format!("weights.tensors[{i}].name"),
+                names::check_dotted(&t.name, true),
+            );
+            self.rule(
+                format!("weights.tensors[{i}].doc"),
+                names::check_line(&t.doc),
+            );
         }
         for (i, l) in spec.weights.logical.iter().enumerate() {
-            self.rule(format!("weights.logical[{i}].name"), names::check_dotted(&l.name, true));
+            self.rule(
+                format!("weights.logical[{i}].name"),
+                names::check_dotted(&l.name, true),
+            );
         }
         for (i, f) in spec.features.iter().enumerate() {
-            self.rule(format!("features[{i}].name"), names::check_snake_name(&f.name));
+            self.rule(
+                format!("features[{i}].name"),
+                names::check_snake_name(&f.name),
+            );
             self.rule(format!("features[{i}].doc"), names::check_line(&f.doc));
         }
         for (key, fw) in &spec.frameworks {
@@ -150,9 +174,15 @@ impl Validator<'_> {
             if let Some(problem) = names::check_snake_name(key) {
                 self.report(base.clone(), format!("framework key: {problem}"));
             }
-            self.rule(format!("{base}.display_name"), names::check_line(&fw.display_name));
+            self.rule(
+                format!("{base}.display_name"),
+                names::check_line(&fw.display_name),
+            );
             self.rule(format!("{base}.api"), names::check_dotted(&fw.api, false));
-            self.rule(format!("{base}.package"), names::check_dotted(&fw.package, false));
+            self.rule(
+                format!("{base}.package"),
+                names::check_dotted(&fw.package, false),
+            );
             if let Some(url) = &fw.docs_url {
                 self.rule(format!("{base}.docs_url"), names::check_url(url));
             }
@@ -161,9 +191,10 @@ impl Validator<'_> {
             }
             for (i, arg) in fw.args.iter().enumerate() {
                 match arg {
-                    ArgMapping::Dropped { reason, .. } => {
-                        self.rule(format!("{base}.args[{i}].reason"), names::check_line(reason))
-                    }
+                    ArgMapping::Dropped { reason, .. } => self.rule(
+                        format!("{base}.args[{i}].reason"),
+                        names::check_line(reason),
+                    ),
                     other => {
                         let native = other.native().unwrap_or_default();
                         self.rule(
@@ -180,7 +211,10 @@ impl Validator<'_> {
                 );
             }
             for (feature, support) in &fw.support {
-                self.rule(format!("{base}.support.{feature}.note"), names::check_line(&support.note));
+                self.rule(
+                    format!("{base}.support.{feature}.note"),
+                    names::check_line(&support.note),
+                );
             }
         }
     }
@@ -202,10 +236,7 @@ impl Validator<'_> {
                     self.report(format!("{path}.default"), problem);
                 }
             }
-            let int_param = |name: &str| {
-                spec.param(name)
-                    .is_none_or(|p| p.ty == ParamType::Int)
-            };
+            let int_param = |name: &str| spec.param(name).is_none_or(|p| p.ty == ParamType::Int);
             if let Some(target) = &param.when_null {
                 if param.ty != ParamType::OptionalInt {
                     self.report(
@@ -254,7 +285,10 @@ impl Validator<'_> {
                         }
                     }
                     Constraint::AtLeast(bound) | Constraint::Below(bound) if !bound.is_finite() => {
-                        self.report(at, format!("the bound must be a finite number, got {bound}"));
+                        self.report(
+                            at,
+                            format!("the bound must be a finite number, got {bound}"),
+                        );
                     }
                     _ => {}
                 }
@@ -309,7 +343,11 @@ impl Validator<'_> {
                 .collect();
             let scope = |n: &str| spec.param_type(n).or_else(|| earlier.get(n).copied());
             let typed = derived.expr.type_of(&scope);
-            if let Some(problem) = typed.as_ref().ok().and_then(|_| constant_problem(&derived.expr)) {
+            if let Some(problem) = typed
+                .as_ref()
+                .ok()
+                .and_then(|_| constant_problem(&derived.expr))
+            {
                 self.report(format!("derived[{i}].expr"), problem);
             }
             if let Err(message) = typed {
