@@ -28,7 +28,10 @@ fn paths_that_leave_the_output_folder_are_refused() {
         "docs/x\n.rst",
     ] {
         let err = write_all(&out, &[file(path)]).expect_err(path);
-        assert!(err.to_string().contains("inside the output folder"), "{path}: {err}");
+        assert!(
+            err.to_string().contains("inside the output folder"),
+            "{path}: {err}"
+        );
     }
     // Refused before anything was made: not even the output folder exists.
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
@@ -47,7 +50,10 @@ fn a_link_at_the_temporary_name_is_never_followed() {
     }
     write_all(&out, &[file("docs/X.rst")]).expect("write");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-    assert_eq!(std::fs::read_to_string(out.join("docs/X.rst")).unwrap(), "generated\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("docs/X.rst")).unwrap(),
+        "generated\n"
+    );
 }
 
 #[test]
@@ -61,7 +67,10 @@ fn a_link_at_the_target_is_replaced_not_written_through() {
     assert_eq!(outcomes[0].1, WriteOutcome::Updated);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     let meta = std::fs::symlink_metadata(out.join("docs/X.rst")).unwrap();
-    assert!(meta.file_type().is_file(), "the page is a file again, not a link");
+    assert!(
+        meta.file_type().is_file(),
+        "the page is a file again, not a link"
+    );
 }
 
 #[test]
@@ -81,7 +90,10 @@ fn unchanged_files_are_not_touched_and_no_temporary_file_is_left() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("a.txt");
     assert_eq!(write_if_changed(&path, "x").unwrap(), WriteOutcome::Created);
-    assert_eq!(write_if_changed(&path, "x").unwrap(), WriteOutcome::Unchanged);
+    assert_eq!(
+        write_if_changed(&path, "x").unwrap(),
+        WriteOutcome::Unchanged
+    );
     assert_eq!(write_if_changed(&path, "y").unwrap(), WriteOutcome::Updated);
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -78,3 +78,65 @@ fn a_source_length_at_the_limit_does_not_overflow() {
         let _ = layer.forward(q.view(), kv.clone(), kv, &ForwardOptions::default());
     }
 }
+
+/// A safetensors file whose header claims tensors far larger than its data.
+fn crafted(header: &str) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0u8; 16]);
+    bytes
+}
+
+#[test]
+fn safetensors_headers_claiming_huge_tensors_are_errors() {
+    let config = MultiheadAttentionConfig::new(4, 2);
+    for header in [
+        r#"{"in_proj_weight":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#,
+        r#"{"in_proj_weight":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,16]}}"#,
+        r#"{"in_proj_weight":{"dtype":"F32","shape":[12,4],"data_offsets":[0,18446744073709551615]}}"#,
+        r#"{"in_proj_weight":{"dtype":"BF16","shape":[0,18446744073709551615],"data_offsets":[0,0]}}"#,
+        r#"{"__metadata__":{"x":"y"},"in_proj_weight":{"dtype":"F32","shape":[12,4],"data_offsets":[16,0]}}"#,
+    ] {
+        assert!(
+            MultiheadAttention::from_safetensors_bytes(config.clone(), &crafted(header), "")
+                .is_err(),
+            "{header}"
+        );
+    }
+    let mut lying_length = crafted("{}");
+    lying_length[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(MultiheadAttention::from_safetensors_bytes(config, &lying_length, "").is_err());
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Small, or one dimension far past any machine's memory (2^34 rows of 8 floats).
+    fn dim() -> impl Strategy<Value = usize> {
+        prop_oneof![1usize..3, Just(1usize << 34)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn broadcast_inputs_of_any_size_never_panic(
+            (l, n, s) in (dim(), dim(), dim()),
+            need_weights in any::<bool>(),
+            extras in any::<bool>(),
+        ) {
+            let config = MultiheadAttentionConfig::new(8, 2).with_add_bias_kv(extras).with_add_zero_attn(extras);
+            let layer = MultiheadAttention::random(config, 0).unwrap();
+            let base = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 8]));
+            let (Some(q), Some(kv)) = (base.broadcast(IxDyn(&[l, n, 8])), base.broadcast(IxDyn(&[s, n, 8]))) else {
+                return Ok(());
+            };
+            let options = ForwardOptions::default().with_need_weights(need_weights);
+            match layer.forward(q, kv.clone(), kv, &options) {
+                Ok(out) => prop_assert_eq!(out.output.shape(), &[l, n, 8][..]),
+                Err(e) => prop_assert!(matches!(e, MhaError::TooLarge { .. }), "{}", e),
+            }
+        }
+    }
+}
