@@ -30,7 +30,7 @@ pub use locate::{Locator, Position};
 pub use model::*;
 pub use names::{
     check_dotted, check_identifier, check_line, check_op_name, check_snake_name, check_url,
-    is_hidden, PYTHON_KEYWORDS, RUST_KEYWORDS,
+    is_hidden, MAX_NAME_LEN, MAX_TEXT_LEN, PYTHON_KEYWORDS, RUST_KEYWORDS,
 };
 pub use validate::KNOWN_PLUGINS;
 
