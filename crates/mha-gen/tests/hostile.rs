@@ -414,3 +414,19 @@ fn generated_config_from_hostile_text_compiles_with_rustc() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A spec built or changed in code skips the loader; `generate` holds it to the same rules
+/// before any template runs (a non-ASCII name once panicked inside tera).
+#[test]
+fn specs_built_in_code_are_checked_before_rendering() {
+    let mut spec = mha_spec::bundled().expect("bundled specs").remove(0);
+    spec.signature[0].name = "é".into();
+    spec.op = "../../X".into();
+    let err = mha_gen::generate(&[spec], &Templates::bundled(), &Options::default())
+        .expect_err("an unchecked spec must be refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("signature[0].name") && message.contains("op: "),
+        "{message}"
+    );
+}
