@@ -41,6 +41,7 @@ pub mod parity;
 mod prepare;
 pub mod reference;
 mod safetensors_io;
+mod sizes;
 mod weights;
 
 pub use config::*;
@@ -51,6 +52,7 @@ pub use mask::{generate_square_subsequent_mask, Mask};
 pub use prepare::{
     DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
 };
+pub use sizes::MAX_TENSOR_BYTES;
 pub use weights::{InProjection, Weights};
 
 /// The README's examples, compiled and run as doctests.

@@ -470,8 +470,7 @@ pub(crate) fn prepare<'a>(
         ));
     }
 
-    let extra = usize::from(config.add_bias_kv) + usize::from(config.add_zero_attn);
-    let s_total = s + extra;
+    let s_total = crate::sizes::check_forward(config, n, l, s, options.need_weights)?;
 
     // is_causal: torch requires attn_mask, then drops the mask (using the hint instead) only on
     // the scaled_dot_product_attention path with no key padding mask.
