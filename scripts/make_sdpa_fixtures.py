@@ -125,7 +125,9 @@ CASES = [
     C("not_tile_multiple_mask_L130_S67", (1, 2, 130, 16), (1, 2, 67, 16), mask=float_mask("L,S", p_inf=0.1)),
     C("long_S_5000", (1, 1, 3, 16), (1, 1, 5000, 16)),
     C("large_logits", (1, 2, 6, 8), (1, 2, 8, 8), magnitude=12.0),
-    C("nan_in_query", (1, 2, 4, 8), (1, 2, 6, 8), nan_query_row=2),
+    C("nan_in_query", (1, 2, 4, 8), (1, 2, 6, 8), nan=("query", (0, 0, 2, 0))),
+    C("nan_in_key", (1, 2, 4, 8), (1, 2, 6, 8), nan=("key", (0, 1, 3, 5))),
+    C("nan_in_value_causally_hidden", (1, 2, 70, 8), causal=True, nan=("value", (0, 0, 69, 1))),
     C("no_keys_S0", (1, 2, 3, 8), (1, 2, 0, 8)),
 ]
 
@@ -144,8 +146,9 @@ def build(idx, case, torch, F):
     q = torch.randn(q_shape, generator=g) * magnitude
     k = torch.randn(k_shape, generator=g) * magnitude
     v = torch.randn(v_shape, generator=g)
-    if case.get("nan_query_row") is not None:
-        q[..., case["nan_query_row"], 0] = float("nan")
+    if case.get("nan") is not None:
+        which, at = case["nan"]
+        {"query": q, "key": k, "value": v}[which][at] = float("nan")
     mask = None
     if case["mask"] is not None:
         kind, shape, opt = case["mask"]
@@ -200,8 +203,8 @@ def main() -> None:
             continue
         tensors, err = build(idx, case, torch, F)
         file = f"{idx:02d}_{case['name']}.safetensors"
-        save_file({k: t.contiguous() for k, t in tensors.items()}, str(args.out / file),
-                  metadata={"format": FORMAT, "case": case["name"]})
+        # No metadata: safetensors writes it from a hash map, in no fixed order.
+        save_file({k: t.contiguous() for k, t in tensors.items()}, str(args.out / file))
         mask = tensors.get("attn_mask")
         precision = case.get("precision")
         if precision is None:

@@ -169,8 +169,9 @@ fn run_case_into(
             DispatchPath::Reference => {
                 mha_runtime::scaled_dot_product_attention_reference(q, k, v, &options)
             }
-            // Until the op has fast kernels, its default dispatch is the reference path.
-            DispatchPath::Fast(_) => mha_runtime::scaled_dot_product_attention(q, k, v, &options),
+            DispatchPath::Fast(isa) => {
+                mha_runtime::scaled_dot_product_attention_with_isa(q, k, v, &options, isa)
+            }
         };
         match got {
             Ok(got) => check(

@@ -52,7 +52,8 @@ pub use prepare::{
 };
 pub use safetensors_io::{read_tensors, LoadedTensor};
 pub use sdpa::{
-    scaled_dot_product_attention, scaled_dot_product_attention_reference, SdpaMask, SdpaOptions,
+    scaled_dot_product_attention, scaled_dot_product_attention_reference,
+    scaled_dot_product_attention_with_isa, SdpaMask, SdpaOptions,
 };
 pub use weights::{InProjection, Weights};
 

@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use mha_parity::{sdpa, DispatchPath, Tolerance};
+use mha_runtime::fast::Isa;
 use mha_runtime::{
-    scaled_dot_product_attention as sdpa_op, scaled_dot_product_attention_reference, MhaError,
-    SdpaMask, SdpaOptions,
+    scaled_dot_product_attention as sdpa_op, scaled_dot_product_attention_reference,
+    scaled_dot_product_attention_with_isa, MhaError, SdpaMask, SdpaOptions,
 };
 use ndarray::{Array, ArrayD, Axis, IxDyn};
 use proptest::prelude::*;
@@ -369,16 +370,18 @@ fn direct(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Random ranks, broadcast 1s, GQA groups, masks and causal flags against [`direct`].
+    /// Random ranks, broadcast 1s, GQA groups, masks and causal flags against [`direct`], on the
+    /// reference path and the fast kernels of every supported level.
     #[test]
     fn matches_a_direct_evaluation(
         lead in prop::collection::vec(1usize..4, 0..3),
         group in 1usize..4,
         kv_heads in 1usize..3,
-        l in 1usize..7,
-        s in 0usize..9,
+        query_head_one in any::<bool>(),
+        l in prop_oneof![1usize..7, 120usize..140],
+        s in prop_oneof![0usize..9, 60usize..70],
         e in 1usize..6,
-        ev in 1usize..5,
+        ev_differs in any::<bool>(),
         key_batch_one in any::<bool>(),
         mask_kind in 0usize..3,
         causal in any::<bool>(),
@@ -386,8 +389,12 @@ proptest! {
         seed in 0u64..1000,
     ) {
         let hq = kv_heads * group;
+        let ev = if ev_differs { e + 1 } else { e };
+        // A query head of 1 broadcast over the key heads (no GQA then: torch needs Hq % Hk == 0).
+        let (q_heads, kv_heads, gqa) = if query_head_one { (1, hq, false) } else { (hq, kv_heads, true) };
+        let group = hq / kv_heads;
         let mut q_shape = lead.clone();
-        q_shape.extend([hq, l, e]);
+        q_shape.extend([q_heads, l, e]);
         let mut kv_lead: Vec<usize> = lead.iter().map(|&d| if key_batch_one { 1 } else { d }).collect();
         kv_lead.push(kv_heads);
         let k_shape: Vec<usize> = kv_lead.iter().copied().chain([s, e]).collect();
@@ -402,15 +409,15 @@ proptest! {
         };
         let causal = causal && mask_kind == 0;
         let mask = (mask_kind > 0).then(|| random(&mask_shape, seed + 3).mapv(|x| if x < -1.5 { f32::NEG_INFINITY } else { x }));
-        let mut options = SdpaOptions::default().with_enable_gqa(true).with_is_causal(causal).with_scale(scale);
+        let mut options = SdpaOptions::default().with_enable_gqa(gqa).with_is_causal(causal).with_scale(scale);
         if let Some(m) = &mask {
             options = options.with_attn_mask(m.view());
         }
-        let got = scaled_dot_product_attention_reference(q.view(), k.view(), v.view(), &options).unwrap();
-        prop_assert_eq!(got.shape(), &q_shape[..q_shape.len() - 1].iter().copied().chain([ev]).collect::<Vec<_>>()[..]);
+        let mut full_lead = lead.clone();
+        full_lead.push(hq);
+        let out_shape: Vec<usize> = full_lead.iter().copied().chain([l, ev]).collect();
 
         // Expand: key/value heads repeated (repeat_interleave), then everything broadcast.
-        let full_lead: Vec<usize> = q_shape[..q_shape.len() - 2].to_vec();
         let expand = |t: &ArrayD<f32>, last: usize| -> ArrayD<f32> {
             let h = t.ndim() - 3;
             let views: Vec<_> = t.axis_iter(Axis(h)).flat_map(|x| std::iter::repeat_n(x.insert_axis(Axis(h)), group)).collect();
@@ -419,10 +426,19 @@ proptest! {
             repeated.broadcast(IxDyn(&shape)).unwrap().to_owned()
         };
         let full_mask = mask.as_ref().map(|m| m.broadcast(IxDyn(&scores_shape)).unwrap().to_owned());
+        let q_full = q.broadcast(IxDyn(&full_lead.iter().copied().chain([l, e]).collect::<Vec<_>>())).unwrap().to_owned();
         let scale = scale.unwrap_or(1.0 / (e as f64).sqrt());
-        let want = direct(&q, &expand(&k, e), &expand(&v, ev), full_mask.as_ref(), causal, scale);
-        for (g, w) in got.iter().zip(&want) {
-            prop_assert!((f64::from(*g) - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{} vs {}", g, w);
+        let want = direct(&q_full, &expand(&k, e), &expand(&v, ev), full_mask.as_ref(), causal, scale);
+        let reference = scaled_dot_product_attention_reference(q.view(), k.view(), v.view(), &options);
+        let fast = Isa::supported().into_iter().map(|isa| {
+            (isa.to_string(), scaled_dot_product_attention_with_isa(q.view(), k.view(), v.view(), &options, isa))
+        });
+        for (path, got) in std::iter::once(("reference".to_string(), reference)).chain(fast) {
+            let got = got.unwrap();
+            prop_assert_eq!(got.shape(), &out_shape[..]);
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert!((f64::from(*g) - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{}: {} vs {}", path, g, w);
+            }
         }
     }
 }

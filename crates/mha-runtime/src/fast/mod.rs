@@ -32,5 +32,6 @@ mod simd;
 #[cfg(test)]
 mod kernel_tests;
 
+pub(crate) use attention::{flash, FullyMasked, MaskRef, Problem, SeqRef};
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};

@@ -20,13 +20,18 @@
 //! One difference from torch: a value whose length differs from the key's is refused (torch's
 //! CPU kernel silently reads only the first `S` values).
 //!
-//! The exact path runs the same per-head core as `MultiheadAttention`'s
-//! [`reference`](crate::reference) path.
+//! The exact path ([`scaled_dot_product_attention_reference`]) runs the same per-head core as
+//! `MultiheadAttention`'s [`reference`](crate::reference) path; the default runs the same flash
+//! kernel as `MultiheadAttention`'s fast path (no `L × S` matrix), on the inputs in place (see
+//! `fast.rs` for the strategy), and the reference path for what that kernel does not cover
+//! (`Ev != E`, empty axes, dropout).
 
 mod call;
+mod fast;
 
 use ndarray::{ArrayD, ArrayViewD};
 
+use crate::fast::{selected_isa, Isa};
 use crate::MhaError;
 use call::SdpaCall;
 
@@ -160,7 +165,35 @@ pub fn scaled_dot_product_attention(
     value: ArrayViewD<'_, f32>,
     options: &SdpaOptions<'_>,
 ) -> Result<ArrayD<f32>, MhaError> {
-    scaled_dot_product_attention_reference(query, key, value, options)
+    scaled_dot_product_attention_with_isa(query, key, value, options, selected_isa())
+}
+
+/// [`scaled_dot_product_attention`] on the fast kernels of one instruction-set level (for tests
+/// and benchmarks of each dispatch path); a level this CPU cannot run uses the portable kernels.
+///
+/// ```
+/// use mha_runtime::fast::Isa;
+/// use mha_runtime::{scaled_dot_product_attention_reference, scaled_dot_product_attention_with_isa, SdpaOptions};
+/// use ndarray::ArrayD;
+///
+/// let q = ArrayD::from_shape_fn(vec![1, 4, 9, 8], |i| (i[2] as f32 - i[3] as f32) / 8.0);
+/// let kv = ArrayD::from_shape_fn(vec![1, 2, 11, 8], |i| (i[1] + i[2] * i[3]) as f32 / 50.0);
+/// let gqa = SdpaOptions::default().with_enable_gqa(true).with_is_causal(true);
+/// let fast = scaled_dot_product_attention_with_isa(q.view(), kv.view(), kv.view(), &gqa, Isa::Portable)?;
+/// let exact = scaled_dot_product_attention_reference(q.view(), kv.view(), kv.view(), &gqa)?;
+/// let err = (&fast - &exact).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+/// assert!(err < 1e-5);
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
+pub fn scaled_dot_product_attention_with_isa(
+    query: ArrayViewD<'_, f32>,
+    key: ArrayViewD<'_, f32>,
+    value: ArrayViewD<'_, f32>,
+    options: &SdpaOptions<'_>,
+    isa: Isa,
+) -> Result<ArrayD<f32>, MhaError> {
+    let call = SdpaCall::new(query, key, value, options)?;
+    Ok(fast::run(&call, isa).unwrap_or_else(|| call.run_reference()))
 }
 
 /// [`scaled_dot_product_attention`] on the exact reference path (the oracle).
