@@ -1,30 +1,7 @@
 //! `torch.nn.functional.scaled_dot_product_attention`, exactly.
 //!
-//! [`scaled_dot_product_attention`] takes torch's arguments ([`SdpaOptions`], defaults = torch's)
-//! and gives torch's result or torch's refusal as an [`MhaError`]:
-//! - query `(..., Hq, L, E)`, key `(..., Hk, S, E)`, value `(..., Hv, S, Ev)` → output
-//!   `(..., Hq, L, Ev)`, any rank ≥ 2; the leading dimensions broadcast (a key batch of 1 serves
-//!   every query batch);
-//! - scores `q·kᵀ · scale + mask`, `scale` = `1/√E` unless given, softmax over `S`;
-//! - a bool mask marks with `true` the positions that TAKE PART (the opposite of
-//!   [`Mask`](crate::Mask), `nn.MultiheadAttention`'s convention); a float mask is added; either
-//!   broadcasts to `(..., Hq, L, S)`;
-//! - `is_causal`: the top-left-aligned lower triangle `tril(ones(L, S))`, also when `L != S`;
-//!   refused together with `attn_mask`, as torch does;
-//! - `enable_gqa`: `Hk` and `Hv` divide `Hq`; key head `j` serves query heads
-//!   `j·Hq/Hk .. (j+1)·Hq/Hk` (torch's `repeat_interleave`);
-//! - a query row in which no position takes part gives 0;
-//! - `dropout_p > 0` drops probabilities with this crate's seeded generator (see
-//!   [`SdpaOptions::dropout_seed`]), as `MultiheadAttention`'s training mode does.
-//!
-//! One difference from torch: a value whose length differs from the key's is refused (torch's
-//! CPU kernel silently reads only the first `S` values).
-//!
-//! The exact path ([`scaled_dot_product_attention_reference`]) runs the same per-head core as
-//! `MultiheadAttention`'s [`reference`](crate::reference) path; the default runs the same flash
-//! kernel as `MultiheadAttention`'s fast path (no `L × S` matrix), on the inputs in place (see
-//! `fast.rs` for the strategy), and the reference path for what that kernel does not cover
-//! (`Ev != E`, empty axes, dropout).
+//! See [`scaled_dot_product_attention`] for the semantics; `call.rs` checks and normalises a
+//! call, `fast.rs` runs it on the flash kernel.
 
 mod call;
 mod fast;
@@ -139,7 +116,33 @@ impl<'a> SdpaOptions<'a> {
 }
 
 /// Torch's `F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal,
-/// scale, enable_gqa)` (see the [module docs](self)): the output `(..., Hq, L, Ev)`.
+/// scale, enable_gqa)`: the output `(..., Hq, L, Ev)`.
+///
+/// It takes torch's arguments ([`SdpaOptions`], defaults = torch's) and gives torch's result or
+/// torch's refusal as an [`MhaError`]:
+/// - query `(..., Hq, L, E)`, key `(..., Hk, S, E)`, value `(..., Hv, S, Ev)` → output
+///   `(..., Hq, L, Ev)`, any rank ≥ 2; the leading dimensions broadcast (a key batch of 1 serves
+///   every query batch);
+/// - scores `q·kᵀ · scale + mask`, `scale` = `1/√E` unless given, softmax over `S`;
+/// - a bool mask marks with `true` the positions that TAKE PART (the opposite of
+///   [`Mask`](crate::Mask), `nn.MultiheadAttention`'s convention); a float mask is added; either
+///   broadcasts to `(..., Hq, L, S)`;
+/// - `is_causal`: the top-left-aligned lower triangle `tril(ones(L, S))`, also when `L != S`;
+///   refused together with `attn_mask`, as torch does;
+/// - `enable_gqa`: `Hk` and `Hv` divide `Hq`; key head `j` serves query heads
+///   `j·Hq/Hk .. (j+1)·Hq/Hk` (torch's `repeat_interleave`);
+/// - a query row in which no position takes part gives 0;
+/// - `dropout_p > 0` drops probabilities with this crate's seeded generator (see
+///   [`SdpaOptions::dropout_seed`]), as `MultiheadAttention`'s training mode does.
+///
+/// One difference from torch: a value whose length differs from the key's is refused (torch's
+/// CPU kernel silently reads only the first `S` values).
+///
+/// The exact path ([`scaled_dot_product_attention_reference`]) runs the same per-head core as
+/// `MultiheadAttention`'s [`reference`](crate::reference) path; the default runs the same flash
+/// kernel as `MultiheadAttention`'s fast path (no `L × S` matrix) on the inputs in place, and
+/// the reference path for what that kernel does not cover (`Ev != E`, empty axes, dropout, NaN
+/// in an input).
 ///
 /// ```
 /// use mha_runtime::{scaled_dot_product_attention, SdpaOptions};
