@@ -10,6 +10,13 @@
 //! `(head, query)` order, so the block goes through a scratch buffer and is transposed (`O(L·E)`
 //! per head, next to the `O(L·S·E)` attention).
 //!
+//! Folding: without causal structure, and with a mask that is the same for the group's heads or
+//! follows their `(head, query)` rows, the `group` query heads of key/value head `j` are one
+//! head of `group · L` queries (rows `hh·L + t`, contiguous in the query and in the output). The
+//! kernel then reads each key once per group instead of once per query head and fills its
+//! query lanes: a decode step (`L = 1`) of grouped-query attention is `group` queries, not
+//! `group` one-query problems.
+//!
 //! Left to the reference path: `Ev != E` (the kernel has one head size), an empty axis, dropout
 //! (the kernel numbers its generator streams by head within one call, the op by the flattened
 //! index of every leading dimension), and NaN in an input. Torch gives 0 for a query row whose
@@ -142,6 +149,8 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
     let (k, v) = (k.widen(kv_heads), v.widen(kv_heads));
     let mask = call.mask.as_ref().map(|m| MaskOperand::new(m, s));
 
+    let fold =
+        group > 1 && q.heads == hq && !call.causal && mask.as_ref().is_none_or(|m| m.folds(hq, l));
     let block = hq * l * e;
     let mut out = vec![0.0f32; batches * block];
     // (j, t, hh) rows land at (j·group + hh)·L·E + t·E exactly when group == 1 or L == 1.
@@ -157,7 +166,7 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
         if !lead.is_empty() {
             unravel(b * hq, lead, &mut index);
         }
-        let problem = Problem {
+        let mut problem = Problem {
             batch: kv_heads,
             heads: group,
             head_dim: e,
@@ -174,7 +183,17 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
             fully_masked: FullyMasked::Zero,
             dropout: None,
         };
-        if direct {
+        if fold {
+            problem.heads = 1;
+            problem.q_len = group * l;
+            problem.q.head_stride = 0;
+            if let Some(m) = problem.mask.as_mut() {
+                // Rows (hh, t) of a (Hq, L) or (Hq, 1 = L) mask are consecutive; (1, 1) is shared.
+                m.row_stride = if m.head_stride == 0 { 0 } else { s };
+                m.head_stride = 0;
+            }
+            run_flash(isa, &problem, dst, group * l * e, e);
+        } else if direct {
             run_flash(isa, &problem, dst, group * l * e, group * e);
         } else {
             run_flash(isa, &problem, &mut scratch, l * group * e, group * e);
@@ -224,6 +243,16 @@ impl MaskOperand {
             .as_standard_layout()
             .into_owned();
         Self { values }
+    }
+
+    /// Whether the rows of a group's query heads can be read as one head's `group · L` rows:
+    /// the mask is `(1, 1)` over (head, query), or `(Hq, L)`, or `(Hq, 1)` with `L = 1`.
+    fn folds(&self, hq: usize, l: usize) -> bool {
+        let shape = self.values.shape();
+        let rank = shape.len();
+        let hm = if rank >= 3 { shape[rank - 3] } else { 1 };
+        let lm = shape[rank - 2];
+        (hm == 1 && lm == 1) || (hm == hq && (lm == l || l == 1))
     }
 
     /// The kernel's rows for batch index `out`: row `(j, hh, i)` is query head `j·group + hh`.
