@@ -9,7 +9,7 @@
 #   2. its venv is made or reused by scripts/framework-env.sh (.venvs/<venv>);
 #   3. pytest runs tests/frameworks in that venv with MHA_FRAMEWORK=<NAME> (and KERAS_BACKEND from the
 #      spec's `backend` for Keras-based frameworks).
-# The Rust runtime's parity runner (example `parity` of mha-runtime) is built once in release mode and
+# The parity runner (crate mha-parity, binary `mha-parity`) is built once in release mode and
 # given to the tests as MHA_PARITY_RUNNER. MHA_FIXTURES (default tests/fixtures/torch) picks the torch
 # fixture set. At the end a matrix per framework is printed: fixture cases matched / refused as
 # unsupported / failed, and the other tests. Logs: target/framework-tests/<NAME>.log.
@@ -57,7 +57,7 @@ cd "$ROOT" || exit 2
 say "building mha-gen and the parity runner (release) ..."
 cargo build -q -p mha-gen || die "mha-gen does not build"
 RUNNER=""
-if runner_json="$(cargo build --release -p mha-runtime --example parity --message-format=json-render-diagnostics)"; then
+if runner_json="$(cargo build --release -p mha-parity --bin mha-parity --message-format=json-render-diagnostics)"; then
     RUNNER="$(printf '%s\n' "$runner_json" | "$HOST_PYTHON" -c '
 import json, sys
 exe = ""
@@ -66,12 +66,12 @@ for line in sys.stdin:
         msg = json.loads(line)
     except ValueError:
         continue
-    if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "parity" and msg.get("executable"):
+    if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "mha-parity" and msg.get("executable"):
         exe = msg["executable"]
 print(exe)')"
 fi
 if [[ -z "$RUNNER" ]]; then
-    say "WARNING: the parity runner (cargo build --release -p mha-runtime --example parity) did not build;"
+    say "WARNING: the parity runner (cargo build --release -p mha-parity) did not build;"
     say "         the native-layer runtime tests will fail"
 fi
 

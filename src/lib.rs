@@ -4,6 +4,9 @@
 //! [`attention_layer`], an attribute that turns a field-less struct into a layer whose sizes are
 //! compile-time constants checked against the op spec. Both implement [`AttentionLayer`].
 //! [`ndarray`] is re-exported so that inputs are built with the version the layer takes.
+//! The functional op, torch's `F.scaled_dot_product_attention`, is
+//! [`scaled_dot_product_attention`] (arguments in [`SdpaOptions`]), run on the same exact
+//! reference core and flash kernel as the layer.
 //!
 //! ```
 //! use mha::ndarray::ArrayD;

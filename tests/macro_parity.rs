@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mha::ndarray::{ArrayD, IxDyn};
-use mha::parity::{compare, load_index, FixtureCase, Tolerance};
 use mha::{
     attention_layer, AttentionLayer, AttentionOutput, ForwardOptions, Mask, MhaError,
     MultiheadAttention, MultiheadAttentionConfig,
 };
+use mha_parity::mha::{load_index, FixtureCase};
+use mha_parity::{compare, Tolerance};
 use safetensors::{Dtype, SafeTensors};
 
 // One layer type per constructor config of the fixture set.

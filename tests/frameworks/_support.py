@@ -5,8 +5,8 @@ Settings come from the environment (scripts/test-frameworks.sh sets them):
 - MHA_FRAMEWORK     framework key of the glue module under test (pytorch, keras, tensorflow, mlx, flax_nnx)
 - MHA_GLUE_DIR      folder holding the generated `mha_glue` package (mha-gen's DIR/python)
 - MHA_FIXTURES      torch parity fixture set (default: tests/fixtures/torch of this checkout)
-- MHA_PARITY_RUNNER the Rust runtime's parity runner binary; unset = `cargo run --release -p mha-runtime
-                    --example parity --` from the checkout
+- MHA_PARITY_RUNNER the parity runner binary (crate mha-parity); unset = `cargo run --release -p mha-parity
+                    --` from the checkout
 - MHA_MATRIX_OUT    optional JSON file the per-case outcome matrix is written to
 """
 from __future__ import annotations
@@ -217,7 +217,7 @@ def params_of(case: dict, tensors: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The Rust runtime's parity runner
+# The parity runner (crate mha-parity)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -227,7 +227,7 @@ def parity_runner_command(folder: Path) -> list:
         if not os.access(runner, os.X_OK):
             raise SuiteSetupError(f"MHA_PARITY_RUNNER={runner} is not an executable file")
         return [runner, str(folder)]
-    return ["cargo", "run", "--quiet", "--release", "-p", "mha-runtime", "--example", "parity", "--", str(folder)]
+    return ["cargo", "run", "--quiet", "--release", "-p", "mha-parity", "--", str(folder)]
 
 
 def run_parity_runner(folder: Path) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """A layer made by the framework itself (its own initialisation), exported through the glue's state_dict,
 written as a parity fixture directory (FORMAT `mha-golden-fixtures/1`, the framework's outputs as the
-expected values) and run through the Rust runtime's parity runner: the runtime must give the framework's
+expected values) and run through the parity runner (crate mha-parity): the runtime must give the framework's
 own numbers."""
 from __future__ import annotations
 

@@ -90,6 +90,16 @@ pub enum MhaError {
         name: String,
     },
 
+    /// An argument torch refuses: a value out of range, or a combination of arguments
+    /// (`scaled_dot_product_attention` with `is_causal` and `attn_mask`, heads that do not divide).
+    #[error("`{argument}`: {message}")]
+    InvalidArgument {
+        /// The argument (or the first of the clashing ones).
+        argument: &'static str,
+        /// What is wrong, with the values given.
+        message: String,
+    },
+
     /// `is_causal` without `attn_mask` (torch's `RuntimeError`, same message).
     #[error("{}", CAUSAL_WITHOUT_MASK)]
     CausalWithoutMask,
@@ -118,15 +128,6 @@ pub enum MhaError {
     /// A [`PreparedForward`](crate::PreparedForward) was run with a layer of another config.
     #[error("the forward call was prepared by a layer with another config")]
     PreparedForOtherConfig,
-
-    /// A parity fixture directory is not in the expected format.
-    #[error("invalid parity fixture `{}`: {message}", .path.display())]
-    Fixture {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
 
     /// Reading or writing a file failed.
     #[error("cannot {action} `{}`: {source}", .path.display())]

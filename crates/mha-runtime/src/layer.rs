@@ -6,7 +6,7 @@ use ndarray::{ArrayD, ArrayViewD};
 
 use crate::fast::FastCache;
 use crate::prepare::{prepare, PreparedForward};
-use crate::safetensors_io::{self, Loaded};
+use crate::safetensors_io::{self, LoadedTensor};
 use crate::{
     init, reference, AttentionLayer, AttentionOutput, ForwardOptions, MhaError,
     MultiheadAttentionConfig, Weights,
@@ -164,8 +164,8 @@ impl MultiheadAttention {
                 continue;
             };
             match safetensors_io::convert(&name, &view).map_err(|e| with_source(e, source_name))? {
-                Loaded::Float(t) => named.push((local.to_string(), t)),
-                Loaded::Bool(_) => {
+                LoadedTensor::Float(t) => named.push((local.to_string(), t)),
+                LoadedTensor::Bool(_) => {
                     return Err(MhaError::Dtype {
                         tensor: name,
                         expected: "float32 (or float64 / float16 / bfloat16)".into(),

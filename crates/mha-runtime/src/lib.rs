@@ -10,7 +10,8 @@
 //! [`MultiheadAttention::prepare`] checks a call and normalises it (layouts, one merged and
 //! padded additive mask, the `is_causal` rules) into a [`PreparedForward`]; [`reference`](mod@reference) holds
 //! the exact attention on it, kept simple as the oracle for the fast kernels of [`fast`] that
-//! `forward` runs. [`parity`] checks the layer against fixtures produced by real PyTorch.
+//! `forward` runs. The `mha-parity` crate checks the layer against fixtures produced by real
+//! PyTorch.
 //!
 //! ```
 //! use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
@@ -37,10 +38,10 @@ mod forward;
 mod init;
 mod layer;
 mod mask;
-pub mod parity;
 mod prepare;
 pub mod reference;
 mod safetensors_io;
+mod sdpa;
 mod sizes;
 mod weights;
 
@@ -51,6 +52,11 @@ pub use layer::MultiheadAttention;
 pub use mask::{generate_square_subsequent_mask, Mask};
 pub use prepare::{
     DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
+};
+pub use safetensors_io::{read_tensors, LoadedTensor};
+pub use sdpa::{
+    scaled_dot_product_attention, scaled_dot_product_attention_reference,
+    scaled_dot_product_attention_with_isa, SdpaMask, SdpaOptions,
 };
 pub use sizes::MAX_TENSOR_BYTES;
 pub use weights::{InProjection, Weights};

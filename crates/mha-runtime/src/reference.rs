@@ -23,7 +23,9 @@ use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayVi
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::prepare::{FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode};
+use crate::prepare::{
+    DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
+};
 use crate::{MhaError, MultiheadAttention, MultiheadAttentionConfig, Weights};
 
 /// Runs the attention of a call prepared by `layer` ([`MultiheadAttention::prepare`]); the
@@ -92,19 +94,18 @@ pub(crate) fn attention_checked(
         let mut heads_out = Array2::<f32>::zeros((l, e));
         for h in 0..heads {
             let cols = h * head_dim..(h + 1) * head_dim;
-            let qh = q.slice(s![.., cols.clone()]).mapv(|x| x * scale);
-            let kh = k.slice(s![.., cols.clone()]);
-            let vh = v.slice(s![.., cols.clone()]);
-            let mut probs = scores(prepared, b, h, qh.view(), kh);
-            for row in probs.rows_mut() {
-                softmax_in_place(row, prepared.fully_masked_rows);
-            }
-            if let Some(plan) = prepared.dropout {
-                apply_dropout(&mut probs, plan.p, plan.seed, b, h, heads);
-            }
-            heads_out
-                .slice_mut(s![.., cols])
-                .assign(&matmul(probs.view(), vh));
+            let head = HeadAttention {
+                query: q.slice(s![.., cols.clone()]),
+                key: k.slice(s![.., cols.clone()]),
+                value: v.slice(s![.., cols.clone()]),
+                scale,
+                mask: prepared.mask.as_ref().map(|m| mask_matrix(m, b, h)),
+                causal: prepared.causal,
+                fully_masked_rows: prepared.fully_masked_rows,
+                dropout: prepared.dropout.map(|plan| (plan, (b * heads + h) as u64)),
+            };
+            let (out, probs) = attend(&head);
+            heads_out.slice_mut(s![.., cols]).assign(&out);
             if let Some(w) = per_head.as_mut() {
                 w.slice_mut(s![b, h, .., ..]).assign(&probs);
             }
@@ -181,28 +182,67 @@ fn append_extra_keys(
     out
 }
 
-/// Scores `(L, S')` of head `h` of batch element `b`: `q_scaled · kᵀ` rounded to f32, plus the
-/// mask in f32 (torch's `baddbmm(attn_mask, q_scaled, kᵀ)`), or `-inf` above the diagonal when
-/// causal.
-fn scores(
-    prepared: &PreparedForward<'_>,
-    b: usize,
-    h: usize,
-    q: ArrayView2<'_, f32>,
-    k: ArrayView2<'_, f32>,
-) -> Array2<f32> {
-    let mut out = matmul(q, k.t());
-    for (i, mut row) in out.rows_mut().into_iter().enumerate() {
-        if let Some(mask) = &prepared.mask {
-            row += &mask.row(b, h, i);
+/// One head of attention, the exact core both ops run: `softmax(q·scale · kᵀ + mask) · v`.
+///
+/// `MultiheadAttention` gives it the projected heads, `scaled_dot_product_attention` its inputs.
+/// Torch's rounding: `q · scale` and the scores are stored in f32 and the mask is added in f32
+/// (`baddbmm(mask, q_scaled, kᵀ)`), so a `-1e9` row gives torch's uniform float32 softmax.
+pub(crate) struct HeadAttention<'a> {
+    /// `(L, E)`, not yet scaled.
+    pub query: ArrayView2<'a, f32>,
+    /// `(S, E)`.
+    pub key: ArrayView2<'a, f32>,
+    /// `(S, Ev)`.
+    pub value: ArrayView2<'a, f32>,
+    /// Multiplies the query.
+    pub scale: f32,
+    /// Additive mask `(L or 1, S or 1)`, broadcast over queries and keys.
+    pub mask: Option<ArrayView2<'a, f32>>,
+    /// Mask key `j > i` for query `i` (top-left aligned, also when `L != S`).
+    pub causal: bool,
+    /// What a row with every key masked gives.
+    pub fully_masked_rows: FullyMaskedRows,
+    /// Dropout on the probabilities and the generator stream of this head.
+    pub dropout: Option<(DropoutPlan, u64)>,
+}
+
+/// Runs one head: the output `(L, Ev)` and the probabilities `(L, S)` (after dropout).
+pub(crate) fn attend(head: &HeadAttention<'_>) -> (Array2<f32>, Array2<f32>) {
+    let q = head.query.mapv(|x| x * head.scale);
+    let mut probs = matmul(q.view(), head.key.t());
+    for (i, mut row) in probs.rows_mut().into_iter().enumerate() {
+        if let Some(mask) = &head.mask {
+            row += &mask.row(if mask.nrows() == 1 { 0 } else { i });
         }
-        if prepared.causal {
+        if head.causal {
             row.iter_mut()
                 .skip(i + 1)
                 .for_each(|x| *x = f32::NEG_INFINITY);
         }
+        softmax_in_place(row, head.fully_masked_rows);
     }
-    out
+    if let Some((plan, stream)) = head.dropout {
+        let (l, s) = probs.dim();
+        let keep = keep_mask(plan.p, plan.seed, stream, l, s);
+        let scale = 1.0 / (1.0 - plan.p);
+        ndarray::Zip::from(&mut probs)
+            .and(&keep)
+            .for_each(|x, &k| *x = if k { *x * scale } else { 0.0 });
+    }
+    let out = matmul(probs.view(), head.value);
+    (out, probs)
+}
+
+/// The `(L or 1, S')` mask of head `h` of batch element `b`.
+fn mask_matrix(mask: &ScoreMask, b: usize, h: usize) -> ArrayView2<'_, f32> {
+    let values = mask.values();
+    let (nm, hm, _, _) = values.dim();
+    values.slice(s![
+        if nm == 1 { 0 } else { b },
+        if hm == 1 { 0 } else { h },
+        ..,
+        ..
+    ])
 }
 
 /// Softmax of one row in place: `exp(x - max) / sum`, in f64, stored in f32. A row whose entries
@@ -263,19 +303,14 @@ pub fn dropout_keep_mask(
     tgt_len: usize,
     src_len: usize,
 ) -> Array2<bool> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream((batch * num_heads + head) as u64);
-    Array2::from_shape_simple_fn((tgt_len, src_len), || rng.random::<f32>() >= p)
+    keep_mask(p, seed, (batch * num_heads + head) as u64, tgt_len, src_len)
 }
 
-/// torch's dropout on probabilities: kept values scaled by `1 / (1 - p)` (in f32), dropped ones 0.
-fn apply_dropout(probs: &mut Array2<f32>, p: f32, seed: u64, b: usize, h: usize, heads: usize) {
-    let (l, s) = probs.dim();
-    let keep = dropout_keep_mask(p, seed, b, h, heads, l, s);
-    let scale = 1.0 / (1.0 - p);
-    ndarray::Zip::from(probs)
-        .and(&keep)
-        .for_each(|x, &k| *x = if k { *x * scale } else { 0.0 });
+/// The keep mask `(L, S)` drawn on one generator stream (see [`dropout_keep_mask`]).
+pub(crate) fn keep_mask(p: f32, seed: u64, stream: u64, l: usize, s: usize) -> Array2<bool> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    Array2::from_shape_simple_fn((l, s), || rng.random::<f32>() >= p)
 }
 
 /// `(N, H, L, S')` → `(N, L, S')`, the mean over heads (sum in f64).

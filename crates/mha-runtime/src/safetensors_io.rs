@@ -11,7 +11,7 @@ use crate::MhaError;
 
 /// A tensor read from a safetensors file, with its element type preserved where the layer cares.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Loaded {
+pub enum LoadedTensor {
     /// F32, or F64 / F16 / BF16 converted to f32.
     Float(ArrayD<f32>),
     /// BOOL.
@@ -38,8 +38,33 @@ pub(crate) fn parse<'b>(
     })
 }
 
+/// Every tensor of a safetensors buffer, by name, in the file's order (`source_name` names the
+/// buffer in errors). Floats of any width become `f32`; BOOL stays bool; other dtypes are errors.
+///
+/// ```
+/// use mha_runtime::{read_tensors, LoadedTensor, MultiheadAttention, MultiheadAttentionConfig};
+///
+/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
+/// let tensors = read_tensors(&layer.to_safetensors_bytes()?, None)?;
+/// let found = |n: &str| tensors.iter().any(|(name, t)| name == n && matches!(t, LoadedTensor::Float(_)));
+/// assert!(found("in_proj_weight") && found("out_proj.weight"));
+/// assert!(read_tensors(b"not safetensors", Some("x.safetensors")).is_err());
+/// # Ok::<(), mha_runtime::MhaError>(())
+/// ```
+pub fn read_tensors(
+    bytes: &[u8],
+    source_name: Option<&str>,
+) -> Result<Vec<(String, LoadedTensor)>, MhaError> {
+    let file = parse(bytes, source_name)?;
+    let mut out = Vec::new();
+    for (name, view) in file.iter() {
+        out.push((name.to_string(), convert(name, &view)?));
+    }
+    Ok(out)
+}
+
 /// Converts one stored tensor (`name` is used in errors).
-pub(crate) fn convert(name: &str, view: &TensorView<'_>) -> Result<Loaded, MhaError> {
+pub(crate) fn convert(name: &str, view: &TensorView<'_>) -> Result<LoadedTensor, MhaError> {
     let shape = view.shape().to_vec();
     let data = view.data();
     let floats = |width: usize, f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> {
@@ -59,7 +84,7 @@ pub(crate) fn convert(name: &str, view: &TensorView<'_>) -> Result<Loaded, MhaEr
         Dtype::BOOL => {
             let values: Vec<bool> = data.iter().map(|&b| b != 0).collect();
             return ArrayD::from_shape_vec(IxDyn(&shape), values)
-                .map(Loaded::Bool)
+                .map(LoadedTensor::Bool)
                 .map_err(|_| size_error(name, &shape, data.len()));
         }
         other => {
@@ -73,7 +98,7 @@ pub(crate) fn convert(name: &str, view: &TensorView<'_>) -> Result<Loaded, MhaEr
         }
     };
     ArrayD::from_shape_vec(IxDyn(&shape), values)
-        .map(Loaded::Float)
+        .map(LoadedTensor::Float)
         .map_err(|_| size_error(name, &shape, data.len()))
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mha_runtime::parity::{compare, Tolerance};
+use mha_parity::{compare, Tolerance};
 use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::SafeTensors;

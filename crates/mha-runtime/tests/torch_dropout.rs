@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use mha_runtime::parity::{compare, Tolerance};
+use mha_parity::{compare, Tolerance};
 use mha_runtime::{Dropout, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
 use ndarray::{s, Array2, ArrayD, Axis, Ix2, IxDyn};
 use safetensors::SafeTensors;

@@ -61,6 +61,7 @@ mod simd;
 #[cfg(test)]
 mod kernel_tests;
 
+pub(crate) use attention::{flash, Problem, SeqRef};
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};
 pub use phases::{phase_times, reset_phase_times, Phase};

@@ -1,47 +1,49 @@
-//! Runs every case of parity fixture directories (format `mha-golden-fixtures/1`) through
-//! `MultiheadAttention` and compares with PyTorch's outputs.
+//! Runs every case of parity fixture directories (`mha-golden-fixtures/1` or
+//! `sdpa-golden-fixtures/1`, told apart by `index.json`'s `format`) through `mha-runtime` on every
+//! dispatch path and compares with PyTorch's outputs.
 //!
-//!     cargo run --release -p mha-runtime --example parity -- [--reference] DIR [DIR ...]
+//!     cargo run --release -p mha-parity -- [--reference] DIR [DIR ...]
 //!
-//! `--reference` checks the exact reference path instead of `forward` (the fast kernels). Prints one line per case with the max abs error of the output and the weights, then
-//! `N passed, M failed`; exits with status 1 when any case fails (2 on unreadable input).
+//! Paths: the exact reference path and the fast kernels of every instruction-set level this CPU
+//! runs; `--reference` checks the reference path only. Prints one line per case with the max abs
+//! error of the output (and of MultiheadAttention's weights) over the paths, then
+//! `N passed, M failed` last; exits with status 1 when any case fails (2 on unreadable input).
 
 use std::process::ExitCode;
 
-use mha_runtime::parity::{run_dir_with, ForwardPath, Tolerance};
+use mha_parity::{detect_format, run_dir_on, DispatchPath, Tolerance};
 
 fn main() -> ExitCode {
-    let mut path = ForwardPath::Default;
+    let mut paths = DispatchPath::all();
     let mut dirs: Vec<String> = Vec::new();
     for arg in std::env::args().skip(1) {
         if arg == "--reference" {
-            path = ForwardPath::Reference;
+            paths = vec![DispatchPath::Reference];
         } else {
             dirs.push(arg);
         }
     }
     if dirs.is_empty() {
-        eprintln!("usage: parity [--reference] DIR [DIR ...]");
+        eprintln!("usage: mha-parity [--reference] DIR [DIR ...]");
         return ExitCode::from(2);
     }
     let tol = Tolerance::default();
+    let path_names: Vec<String> = paths.iter().map(ToString::to_string).collect();
     let (mut passed, mut failed) = (0usize, 0usize);
     for dir in &dirs {
-        let reports = match run_dir_with(dir, tol, path) {
+        let run = detect_format(dir).and_then(|f| Ok((f, run_dir_on(dir, tol, &paths)?)));
+        let (format, reports) = match run {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
+        let format = format.name();
         println!(
-            "{dir}: {} cases, {} path (atol {:e}, rtol {:e})",
+            "{dir}: {} cases ({format}) on {} (atol {:e}, rtol {:e})",
             reports.len(),
-            if path == ForwardPath::Reference {
-                "reference"
-            } else {
-                "default"
-            },
+            path_names.join(", "),
             tol.atol,
             tol.rtol
         );
