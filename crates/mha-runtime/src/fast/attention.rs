@@ -332,10 +332,10 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
     let region = Region::start();
     (0..items).into_par_iter().for_each(|index| {
-        // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
         region.item(|| {
-            with_scratch(scratch, |buf| unsafe {
-                item.run(problem, out, weights, index, buf)
+            with_scratch(scratch, |buf| {
+                // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
+                unsafe { item.run(problem, out, weights, index, buf) }
             })
         });
     });
