@@ -46,6 +46,8 @@ pub enum GenError {
     },
     /// Two outputs would be written to the same path.
     DuplicateOutput(String),
+    /// A checkpoint conversion failed.
+    Convert(crate::convert::ConvertError),
     /// Reading or writing a file failed.
     Io {
         /// The path.
@@ -79,6 +81,7 @@ impl std::fmt::Display for GenError {
             GenError::DuplicateOutput(path) => {
                 write!(f, "two outputs would be written to `{path}`")
             }
+            GenError::Convert(e) => write!(f, "{e}"),
             GenError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
     }
@@ -88,9 +91,16 @@ impl std::error::Error for GenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             GenError::Spec(e) => Some(e),
+            GenError::Convert(e) => Some(e),
             GenError::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<crate::convert::ConvertError> for GenError {
+    fn from(e: crate::convert::ConvertError) -> Self {
+        GenError::Convert(e)
     }
 }
 
