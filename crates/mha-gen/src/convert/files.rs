@@ -48,19 +48,21 @@ impl Format {
     }
 }
 
-/// Parses a checkpoint's bytes.
-pub fn parse(bytes: &[u8], format: Format) -> Result<Checkpoint, String> {
-    match format {
-        Format::Safetensors => parse_safetensors(bytes),
-        Format::Npz => npz::parse(bytes),
+impl Checkpoint {
+    /// Parses a checkpoint file's bytes.
+    pub fn from_bytes(bytes: &[u8], format: Format) -> Result<Checkpoint, String> {
+        match format {
+            Format::Safetensors => parse_safetensors(bytes),
+            Format::Npz => npz::parse(bytes),
+        }
     }
-}
 
-/// A checkpoint's bytes.
-pub fn serialize(checkpoint: &Checkpoint, format: Format) -> Result<Vec<u8>, String> {
-    match format {
-        Format::Safetensors => serialize_safetensors(checkpoint),
-        Format::Npz => npz::serialize(checkpoint),
+    /// The checkpoint as a file's bytes.
+    pub fn to_bytes(&self, format: Format) -> Result<Vec<u8>, String> {
+        match format {
+            Format::Safetensors => serialize_safetensors(self),
+            Format::Npz => npz::serialize(self),
+        }
     }
 }
 

@@ -187,9 +187,12 @@ pub fn convert_file(
         path: input.to_path_buf(),
         source,
     })?;
-    let checkpoint = files::parse(&bytes, in_format).map_err(file_error(input))?;
+    let checkpoint = Checkpoint::from_bytes(&bytes, in_format).map_err(file_error(input))?;
     let converted = convert(spec, &checkpoint, options)?;
-    let bytes = files::serialize(&converted.checkpoint, out_format).map_err(file_error(output))?;
+    let bytes = converted
+        .checkpoint
+        .to_bytes(out_format)
+        .map_err(file_error(output))?;
     // Write to a sibling and rename, so that OUT may be IN and a reader never sees half a file.
     let io = |source| ConvertError::Io {
         path: output.to_path_buf(),
@@ -242,8 +245,8 @@ pub fn convert(
         let layer = Layer { spec, prefix };
         let values = layer.fit(&layout, &present, &given)?;
         let written = match options.direction {
-            Direction::To => layer.to_native(fw, &present, &values)?,
-            Direction::From => layer.from_native(fw, &present, &values)?,
+            Direction::To => layer.native_from_reference(fw, &present, &values)?,
+            Direction::From => layer.reference_from_native(fw, &present, &values)?,
         };
         let report = ConvertedLayer {
             prefix: prefix.clone(),
@@ -492,6 +495,9 @@ struct Source<'s> {
 
 type Values = HashMap<String, Literal>;
 
+/// A piece of a reference tensor: part `(index, of)` along the first axis, or `None` for all of it.
+type Part = (Option<(usize, usize)>, RawTensor);
+
 /// One layer being converted.
 struct Layer<'a> {
     spec: &'a Spec,
@@ -718,7 +724,7 @@ impl<'a> Layer<'a> {
     }
 
     /// Reference tensors → the framework's native tensors.
-    fn to_native(
+    fn native_from_reference(
         &self,
         fw: &'a Framework,
         present: &BTreeMap<&str, &RawTensor>,
@@ -766,14 +772,14 @@ impl<'a> Layer<'a> {
     }
 
     /// The framework's native tensors → reference tensors (the steps undone in reverse).
-    fn from_native(
+    fn reference_from_native(
         &self,
         fw: &'a Framework,
         present: &BTreeMap<&str, &RawTensor>,
         values: &Values,
     ) -> Result<Vec<(String, RawTensor)>, ConvertError> {
         // reference tensor -> parts (chunk index or None for the whole tensor)
-        let mut parts: BTreeMap<&str, Vec<(Option<(usize, usize)>, RawTensor)>> = BTreeMap::new();
+        let mut parts: BTreeMap<&str, Vec<Part>> = BTreeMap::new();
         for m in &fw.weights {
             let Some(Source {
                 tensor,
