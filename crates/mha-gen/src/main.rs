@@ -18,9 +18,10 @@ struct Cli {
 enum Command {
     /// Render every output into a folder (the default command).
     Generate {
-        /// Output folder.
-        #[arg(long, default_value = "generated")]
-        out: PathBuf,
+        /// Output folder [default: `generated` at the workspace root (the nearest folder up from
+        /// here whose Cargo.toml has a [workspace]), else in the current folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Only these frameworks' glue (repeatable); default all.
         #[arg(long = "framework", value_name = "NAME")]
         frameworks: Vec<String>,
@@ -78,7 +79,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Generate {
-        out: PathBuf::from("generated"),
+        out: None,
         frameworks: Vec::new(),
         specs: None,
         templates: None,
@@ -120,6 +121,7 @@ fn run(command: Command) -> Result<(), GenError> {
                     ..Options::default()
                 },
             )?;
+            let out = out.unwrap_or_else(default_out);
             let outcomes = mha_gen::write_all(&out, &files)?;
             for (path, outcome) in &outcomes {
                 let word = match outcome {
@@ -167,6 +169,17 @@ fn run(command: Command) -> Result<(), GenError> {
         }
     }
     Ok(())
+}
+
+/// `generated` at the workspace root: the nearest folder up from the current one whose
+/// `Cargo.toml` declares a `[workspace]`; the current folder when there is none.
+fn default_out() -> PathBuf {
+    let here = std::env::current_dir().unwrap_or_default();
+    let root = here.ancestors().find(|dir| {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|text| text.lines().any(|l| l.trim() == "[workspace]"))
+    });
+    root.unwrap_or(&here).join("generated")
 }
 
 /// `mha-gen convert`: converts, then prints what it converted.

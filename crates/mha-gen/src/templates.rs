@@ -23,7 +23,7 @@ impl Templates {
         }
     }
 
-    /// Every `*.tera` file under `dir`.
+    /// Every file under `dir`: `*.tera` templates and plain files (copied as they are).
     pub fn from_dir(dir: &Path) -> Result<Templates, GenError> {
         let mut files = Vec::new();
         collect(dir, dir, &mut files)?;
@@ -31,15 +31,27 @@ impl Templates {
         Ok(Templates { files })
     }
 
-    /// Template paths, sorted.
+    /// Template paths (plain files too), sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.files.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The text of a plain (non-template) file.
+    pub(crate) fn plain(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name && !n.ends_with(".tera"))
+            .map(|(_, t)| t.as_str())
+    }
+
+    fn templates(&self) -> impl Iterator<Item = &(String, String)> {
+        self.files.iter().filter(|(n, _)| n.ends_with(".tera"))
     }
 
     /// Parses every template into one tera instance (so templates may include or import each other).
     pub(crate) fn engine(&self) -> Result<tera::Tera, GenError> {
         // Parse each file alone first, so a syntax error names its file.
-        for (name, text) in &self.files {
+        for (name, text) in self.templates() {
             tera::Tera::default()
                 .add_raw_template(name, text)
                 .map_err(|e| GenError::Template {
@@ -49,7 +61,7 @@ impl Templates {
         }
         let mut tera = tera::Tera::default();
         tera.autoescape_on(Vec::new());
-        tera.add_raw_templates(self.files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+        tera.add_raw_templates(self.templates().map(|(n, t)| (n.as_str(), t.as_str())))
             .map_err(|e| GenError::Template {
                 name: "templates".into(),
                 message: tera_message(&e),
@@ -69,7 +81,10 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result
         let path: PathBuf = entry.map_err(io(dir))?.path();
         if path.is_dir() {
             collect(root, &path, files)?;
-        } else if path.extension().is_some_and(|e| e == "tera") {
+        } else if path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        {
             let text = std::fs::read_to_string(&path).map_err(io(&path))?;
             let name = path
                 .strip_prefix(root)
