@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use mha_spec::SpecErrors;
 
 /// Why generation failed.
-#[derive(Debug)]
+///
+/// `Debug` prints the same text as `Display` (one `file:line:column: field: message` line per spec
+/// error), so that a build script's `fn main() -> Result<(), Box<dyn Error>>` shows readable errors.
 pub enum GenError {
     /// The specs did not load or validate.
     Spec(SpecErrors),
@@ -84,6 +86,13 @@ impl std::fmt::Display for GenError {
             GenError::Convert(e) => write!(f, "{e}"),
             GenError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
+    }
+}
+
+impl std::fmt::Debug for GenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A build script returning Err prints `Error: {:?}`: show the message the CLI shows.
+        write!(f, "{self}")
     }
 }
 
