@@ -88,7 +88,9 @@ def _array(value, name):
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
         value = value.numpy()
-    arr = np.ascontiguousarray(np.asarray(value))
+    arr = np.asarray(value)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn a scalar into shape (1,))
     if arr.dtype not in _NAMES:
         raise TypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be stored in safetensors")
     return arr
