@@ -326,6 +326,28 @@ fn a_layer_that_fits_no_config_is_an_error_unless_kept() {
         metadata: None,
     };
     let e = error(&plain, &options(Direction::To, "mlx", &[]));
+    assert!(!e.contains("another layout"), "{e}");
+    // A file already in a framework's layout: the right direction is suggested.
+    let keras = convert(
+        &spec(),
+        &read(&encoder()),
+        &options(Direction::To, "keras", &["num_heads=4"]),
+    )
+    .unwrap()
+    .checkpoint;
+    let e = error(&keras, &options(Direction::To, "mlx", &[]));
+    assert!(
+        e.ends_with("in another layout: try --from keras or --from tensorflow"),
+        "{e}"
+    );
+    // Torch's file read as MLX's: MLX's out_proj names are torch's, the rest is missing.
+    let e = error(&read(&encoder()), &options(Direction::From, "mlx", &[]));
+    assert!(
+        e.starts_with("layer `layers.0.self_attn.`: its tensors fit no MultiheadAttention: `query_proj.weight` is missing;"),
+        "{e}"
+    );
+    assert!(e.ends_with("in another layout: try --to"), "{e}");
+    let e = error(&plain, &options(Direction::To, "mlx", &[]));
     assert!(
         e.starts_with(
             "no MultiheadAttention layer found: no prefix holds its parameters (in_proj_weight, "

@@ -130,12 +130,21 @@ pub enum ConvertError {
         /// What is wrong, and what to do.
         message: String,
     },
+    /// A constructor parameter the conversion needs is neither in the tensors nor given.
+    NeedsSetting {
+        /// The layer's prefix.
+        prefix: String,
+        /// The parameter.
+        param: String,
+    },
     /// The checkpoint holds no layer of the op.
     NoLayers {
         /// The op.
         op: String,
         /// The names that were looked for.
         looked_for: Vec<String>,
+        /// The other directions that do find layers (`--to`, `--from keras`, ...).
+        layouts_found: Vec<String>,
     },
 }
 
@@ -148,11 +157,30 @@ impl std::fmt::Display for ConvertError {
             ConvertError::Layer { prefix, message } => {
                 write!(f, "layer `{prefix}`: {message}")
             }
-            ConvertError::NoLayers { op, looked_for } => write!(
+            ConvertError::NeedsSetting { prefix, param } => write!(
                 f,
-                "no {op} layer found: no prefix holds its parameters ({})",
-                looked_for.join(", ")
+                "layer `{prefix}`: `{param}` cannot be read from the tensors: pass --set \
+                 {param}=VALUE (every layer) or --set {prefix}{param}=VALUE (this layer)"
             ),
+            ConvertError::NoLayers {
+                op,
+                looked_for,
+                layouts_found,
+            } => {
+                write!(
+                    f,
+                    "no {op} layer found: no prefix holds its parameters ({})",
+                    looked_for.join(", ")
+                )?;
+                if !layouts_found.is_empty() {
+                    write!(
+                        f,
+                        "; the file holds {op} layers in another layout: try {}",
+                        layouts_found.join(" or ")
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -226,24 +254,35 @@ pub fn convert(
         return Err(ConvertError::NoLayers {
             op: spec.op.clone(),
             looked_for: layout.entries.iter().map(|e| e.name.to_string()).collect(),
+            layouts_found: other_layouts(spec, input, options),
         });
     }
     let settings = parse_settings(spec, &options.settings, &layers)?;
     let mut converted: HashMap<String, (ConvertedLayer, Vec<(String, RawTensor)>)> = HashMap::new();
     for (prefix, names) in &layers {
-        let present: BTreeMap<&str, &RawTensor> = names
-            .iter()
-            .map(|n| {
-                (
-                    &n[prefix.len()..],
-                    input.get(n).expect("a name of the file"),
-                )
-            })
-            .collect();
+        let present = present_under(input, prefix, names);
         let mut given = settings.get("").cloned().unwrap_or_default();
         given.extend(settings.get(prefix).cloned().unwrap_or_default());
         let layer = Layer { spec, prefix };
-        let values = layer.fit(&layout, &present, &given)?;
+        let values = layer.fit(&layout, &present, &given).map_err(|e| match e {
+            // Names shared by two layouts (MLX's `out_proj.weight` is torch's): say which fits.
+            ConvertError::Layer { prefix, message } => {
+                let others = other_layouts(spec, input, options);
+                let hint = match others.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; the file holds {} layers in another layout: try {}",
+                        spec.op,
+                        others.join(" or ")
+                    ),
+                };
+                ConvertError::Layer {
+                    prefix,
+                    message: message + &hint,
+                }
+            }
+            other => other,
+        })?;
         let written = match options.direction {
             Direction::To => layer.native_from_reference(fw, &present, &values)?,
             Direction::From => layer.reference_from_native(fw, &present, &values)?,
@@ -307,6 +346,54 @@ pub fn convert(
         layers: reports,
         copied,
     })
+}
+
+/// The other ways to read `input` whose layers all fit (but for `--set` values): `--to` (the
+/// reference layout, whatever the target) or `--from X` (a framework's native layout).
+fn other_layouts(spec: &Spec, input: &Checkpoint, options: &ConvertOptions) -> Vec<String> {
+    let fits = |fw: &Framework, direction| {
+        let layout = Layout::new(spec, fw, direction);
+        let layers = find_layers(input, &layout, &options.keep);
+        !layers.is_empty()
+            && layers.iter().all(|(prefix, names)| {
+                let present = present_under(input, prefix, names);
+                let layer = Layer { spec, prefix };
+                matches!(
+                    layer.fit(&layout, &present, &Values::new()),
+                    Ok(_) | Err(ConvertError::NeedsSetting { .. })
+                )
+            })
+    };
+    let mut found = Vec::new();
+    if let Some(reference) = spec.frameworks.get(&spec.reference) {
+        if options.direction == Direction::From && fits(reference, Direction::To) {
+            found.push("--to".to_string());
+        }
+    }
+    for (key, fw) in &spec.frameworks {
+        let asked = options.direction == Direction::From && *key == options.framework;
+        if *key != spec.reference && !asked && fits(fw, Direction::From) {
+            found.push(format!("--from {key}"));
+        }
+    }
+    found
+}
+
+/// A layer's tensors by their names under its prefix.
+fn present_under<'c>(
+    input: &'c Checkpoint,
+    prefix: &str,
+    names: &'c [String],
+) -> BTreeMap<&'c str, &'c RawTensor> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                &n[prefix.len()..],
+                input.get(n).expect("a name of the file"),
+            )
+        })
+        .collect()
 }
 
 /// One name of the input layout: a reference tensor (`--to`) or a native weight (`--from`).
@@ -522,11 +609,10 @@ impl<'a> Layer<'a> {
                 .collect();
             missing.sort();
             match missing.first() {
-                Some(p) => self.error(format!(
-                    "`{p}` cannot be read from the tensors: pass --set {p}=VALUE (every layer) or \
-                     --set {}{p}=VALUE (this layer)",
-                    self.prefix
-                )),
+                Some(p) => ConvertError::NeedsSetting {
+                    prefix: self.prefix.to_string(),
+                    param: p.clone(),
+                },
                 None => self.error(format!("cannot evaluate `{expr}`: {e}")),
             }
         })
