@@ -392,6 +392,30 @@ mod npz {
     mod tests {
         use super::*;
 
+        /// Every single-byte corruption of a small file is an error or a different checkpoint,
+        /// never a panic.
+        #[test]
+        fn corrupt_files_never_panic() {
+            let checkpoint = Checkpoint {
+                tensors: vec![(
+                    "w".into(),
+                    RawTensor::new(Dtype::F16, vec![2, 1], vec![1, 2, 3, 4]).unwrap(),
+                )],
+                metadata: None,
+            };
+            for format in [Format::Npz, Format::Safetensors] {
+                let bytes = checkpoint.to_bytes(format).unwrap();
+                for at in 0..bytes.len() {
+                    for flip in [0x01u8, 0x80, 0xff] {
+                        let mut broken = bytes.clone();
+                        broken[at] ^= flip;
+                        let _ = Checkpoint::from_bytes(&broken, format);
+                    }
+                    let _ = Checkpoint::from_bytes(&bytes[..at], format);
+                }
+            }
+        }
+
         #[test]
         fn crc_of_a_known_string() {
             assert_eq!(crc32(b"123456789"), 0xCBF4_3926);

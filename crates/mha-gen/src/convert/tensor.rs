@@ -61,6 +61,13 @@ impl RawTensor {
         };
         let width = self.element_bytes()?;
         let mut data = vec![0u8; self.data.len()];
+        if data.is_empty() {
+            return Ok(RawTensor {
+                dtype: self.dtype,
+                shape: vec![cols, rows],
+                data,
+            });
+        }
         for (i, row) in self.data.chunks_exact(cols * width).enumerate() {
             for (j, element) in row.chunks_exact(width).enumerate() {
                 let at = (j * rows + i) * width;
@@ -165,5 +172,19 @@ mod tests {
         assert!(f32s(&[4], &[0.; 4]).transpose().is_err());
         assert!(f32s(&[4], &[0.; 4]).reshape(&[3]).is_err());
         assert!(RawTensor::new(Dtype::F32, vec![usize::MAX, 2], vec![]).is_err());
+        let sub_byte = RawTensor::new(Dtype::F4, vec![2, 2], vec![0; 2]).unwrap();
+        assert!(sub_byte.transpose().is_err() && sub_byte.chunk(0, 2).is_err());
+    }
+
+    #[test]
+    fn empty_tensors_move_too() {
+        for shape in [[3, 0], [0, 3]] {
+            let t = RawTensor::new(Dtype::F32, shape.to_vec(), vec![]).unwrap();
+            let tt = t.transpose().unwrap();
+            assert_eq!(tt.shape, [shape[1], shape[0]]);
+            assert_eq!(tt.transpose().unwrap(), t);
+        }
+        let t = RawTensor::new(Dtype::F32, vec![0, 2], vec![]).unwrap();
+        assert_eq!(t.chunk(1, 3).unwrap().shape, [0, 2]);
     }
 }
