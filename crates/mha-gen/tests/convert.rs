@@ -421,3 +421,50 @@ fn the_command_prints_what_it_converted() {
     assert!(String::from_utf8_lossy(&run.stderr)
         .starts_with("error: layer `layers.0.self_attn.`: `num_heads` cannot be read"));
 }
+
+#[test]
+fn any_dtype_moves_exactly() {
+    // The encoder in bfloat16 (the upper halves of its float32 values) and in float64.
+    let input = read(&encoder());
+    for (dtype, width) in [(Dtype::BF16, 2usize), (Dtype::F64, 8)] {
+        let cast = Checkpoint {
+            tensors: input
+                .tensors
+                .iter()
+                .map(|(n, t)| {
+                    let data = f32s(t)
+                        .into_iter()
+                        .flat_map(|v| match dtype {
+                            Dtype::BF16 => ((v.to_bits() >> 16) as u16).to_le_bytes().to_vec(),
+                            _ => f64::from(v).to_le_bytes().to_vec(),
+                        })
+                        .collect::<Vec<u8>>();
+                    assert_eq!(data.len(), t.data.len() / 4 * width);
+                    (
+                        n.clone(),
+                        RawTensor::new(dtype, t.shape.clone(), data).unwrap(),
+                    )
+                })
+                .collect(),
+            metadata: None,
+        };
+        let to = convert(
+            &spec(),
+            &cast,
+            &options(Direction::To, "flax_nnx", &["num_heads=4"]),
+        )
+        .unwrap();
+        assert!(to.checkpoint.tensors.iter().all(|(_, t)| t.dtype == dtype));
+        let back = convert(
+            &spec(),
+            &to.checkpoint,
+            &options(Direction::From, "flax_nnx", &[]),
+        )
+        .unwrap();
+        let mut got = back.checkpoint.tensors;
+        let mut want = cast.tensors.clone();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "{dtype:?}");
+    }
+}
