@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Generate the torch parity fixture set (format `mha-golden-fixtures/1`).
 
-    scripts/make_torch_fixtures.py [--out DIR] [--checkpoint-out DIR] [--only NAME ...]
+    scripts/make_torch_fixtures.py [--out DIR] [--runtime-only-out DIR] [--checkpoint-out DIR] [--only NAME ...]
 
-Default DIR is tests/fixtures/torch; a real model checkpoint (an nn.TransformerEncoder state_dict
+Default DIR is tests/fixtures/torch; cases marked runtime_only (torch behaviour other frameworks
+legitimately do not share, such as NaN handling corners) go to tests/fixtures/torch_runtime_only,
+which only the Rust runtime's parity tests read; a real model checkpoint (an nn.TransformerEncoder state_dict
 in safetensors, with one attention layer's expected output) goes to tests/fixtures/torch_checkpoint,
 and a training-mode dropout case (eval and train weights, train output) to tests/fixtures/torch_dropout. The format is described in the project's copy of
 parity/FORMAT.md; this script reproduces it field for field (index.json + one safetensors
@@ -152,6 +154,16 @@ def attn_causal(dtype="bool"):
     return make
 
 
+def kpm_block(batch, start, stop):
+    """Bool kpm masking keys start..stop of one batch element (no draws)."""
+    def make(g, N, H, L, S, batched):
+        torch = _t()
+        m = torch.zeros((N, S), dtype=torch.bool)
+        m[batch, start:stop] = True
+        return m
+    return make
+
+
 def attn_neg1e9_row(row=1, p=0.3):
     """HF-style additive mask: 0 or -1e9 (rand < p), and query row `row` all -1e9."""
     def make(g, N, H, L, S, batched):
@@ -160,6 +172,26 @@ def attn_neg1e9_row(row=1, p=0.3):
         m[row, :] = -1e9
         return m
     return make
+
+
+NAN, POS_INF, NEG_INF = float("nan"), float("inf"), float("-inf")
+
+
+def put(tensor, index, value):
+    """One non-finite injection: `tensor` is query | key | value | key_padding_mask | attn_mask;
+    `index` is (batch, position, feature) for the inputs (in any layout), (batch, key) for the
+    key padding mask and the attn_mask's own index. Applied after every draw, so the generator
+    sequence (and every earlier case) is unchanged."""
+    return (tensor, index, value)
+
+
+def _inject(case, tensors):
+    for name, index, value in case["inject"]:
+        t = tensors[name]
+        if name in ("query", "key", "value") and not case["batch_first"]:
+            n, pos, c = index
+            index = (pos, n, c)
+        t[index] = value
 
 
 def C(name, description, **kw):
@@ -171,7 +203,7 @@ def C(name, description, **kw):
         need_weights=True, average_attn_weights=True, is_causal=False,
         kpm=None, attn_mask=None,
         input_scale=1.0, weight_scale=1.0, precision_sensitive=None,
-        fully_masked=False,
+        fully_masked=False, inject=(), runtime_only=None,
     )
     unknown = set(kw) - set(d)
     if unknown:
@@ -358,6 +390,64 @@ CASES = [
     C("head_dim_1_lengths_eq_heads",
       "head_dim=1 (E=4, H=4) with L=S=4 = num_heads, cross-attention, batch_first=True, per-head weights",
       E=4, H=4, L=4, S=4, batch_first=True, average_attn_weights=False),
+    # 60: non-finite input (torch's composite path; see each description for the rule). Shared cases
+    # use E=16, H=4 (a config the macro parity test has a layer type for).
+    C("nonfinite_nan_key_weights",
+      "NaN in one key of batch element 1 (E=8, H=2, L=3, S=4, defaults): that element's output and weights are NaN",
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NAN)],
+      runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
+    C("nonfinite_nan_key_no_weights",
+      "NaN in one key of batch element 1, need_weights=False: that element's output is NaN",
+      L=3, S=4, need_weights=False, inject=[put("key", (1, 2, 3), NAN)]),
+    C("nonfinite_nan_kpm_float_weights",
+      "NaN in a float key_padding_mask entry of batch element 1: that element's output and weights are NaN",
+      L=3, S=4, kpm=kpm_float(p_inf=0.0), inject=[put("key_padding_mask", (1, 2), NAN)]),
+    C("nonfinite_nan_kpm_float_no_weights",
+      "NaN in a float key_padding_mask entry of batch element 1, need_weights=False: that element's output is NaN",
+      L=3, S=4, kpm=kpm_float(p_inf=0.0), need_weights=False,
+      inject=[put("key_padding_mask", (1, 2), NAN)]),
+    C("nonfinite_nan_attn_mask_weights",
+      "NaN in a 2-D float attn_mask entry (query 1): query row 1 of every batch element is NaN, weights too",
+      L=3, S=4, attn_mask=attn_float(), inject=[put("attn_mask", (1, 2), NAN)]),
+    # 65
+    C("nonfinite_posinf_attn_mask_no_weights",
+      "+inf in a 2-D float attn_mask entry (query 1), need_weights=False: query row 1 is NaN (exp(inf - inf))",
+      L=3, S=4, attn_mask=attn_float(), need_weights=False,
+      inject=[put("attn_mask", (1, 2), POS_INF)]),
+    C("nonfinite_neginf_key_weights",
+      "-inf in one key of batch element 1: the projected key holds infinities of both signs, so the scores are NaN",
+      E=8, H=2, L=3, S=4, inject=[put("key", (1, 2, 3), NEG_INF)],
+      runtime_only="TensorFlow's softmax keeps the other rows of the element finite"),
+    C("nonfinite_posinf_query_no_weights",
+      "+inf in query 1 of batch element 1, need_weights=False: that query's scores are +inf or NaN, its row NaN",
+      L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), POS_INF)]),
+    C("nonfinite_nan_query_weights",
+      "NaN in query 1 of batch element 1: that query's output and weights rows are NaN",
+      L=3, S=4, inject=[put("query", (1, 1, 0), NAN)]),
+    C("nonfinite_nan_query_no_weights_short",
+      "NaN in query 1 of batch element 1, need_weights=False, S=4: torch's CPU kernel drops NaN from a row "
+      "maximum shorter than one vector, treats the all-NaN row as fully masked and returns out_proj.bias for it "
+      "(from 16 keys on it returns NaN: only the short-row behaviour is pinned here)",
+      E=8, H=2, L=3, S=4, need_weights=False, inject=[put("query", (1, 1, 0), NAN)],
+      runtime_only="a quirk of torch's CPU kernel: Keras, TensorFlow, MLX and Flax give NaN"),
+    # 70
+    C("nonfinite_nan_value_weights",
+      "NaN in one value of batch element 1: that element's output is NaN (0 * NaN too), its weights finite",
+      L=3, S=4, inject=[put("value", (1, 2, 5), NAN)]),
+    C("nonfinite_neginf_value_no_weights",
+      "-inf in one value of batch element 1, need_weights=False: infinities of both signs after out_proj, NaN output",
+      L=3, S=4, need_weights=False, inject=[put("value", (1, 2, 5), NEG_INF)]),
+    C("nonfinite_nan_key_in_masked_tile_no_weights",
+      "NaN in key 100 of batch element 1 whose keys 64..128 are all masked by a bool key_padding_mask "
+      "(NaN + -inf is NaN: not masked), L=20, S=150, batch_first=True, need_weights=False",
+      E=16, H=2, L=20, S=150, batch_first=True, need_weights=False, kpm=kpm_block(1, 64, 128),
+      inject=[put("key", (1, 100, 3), NAN)],
+      runtime_only="Keras, TensorFlow and Flax mask by replacing scores, which hides a NaN key under the mask"),
+    C("nonfinite_nan_value_beyond_causal_diagonal",
+      "NaN in value 35 of batch element 1 with is_causal + float causal mask (L=S=40), need_weights=False: "
+      "masked keys still enter as 0 * v, so every query of that element is NaN",
+      L=40, S=40, is_causal=True, attn_mask=attn_causal("float"), need_weights=False,
+      inject=[put("value", (1, 35, 5), NAN)]),
 ]
 
 
@@ -414,7 +504,7 @@ def _np(t):
 
 def _max_abs_err(a, b):
     import numpy as np
-    ok = ~(np.isnan(a) | np.isnan(b))
+    ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
         return 0.0
     return float(np.max(np.abs(a[ok].astype(np.float64) - b[ok].astype(np.float64))))
@@ -459,6 +549,11 @@ def build_case(idx, case, torch_version):
     kpm = case["kpm"](g, N, H, L, S, batched) if case["kpm"] else None
     am = case["attn_mask"](g, N, H, L, S, batched) if case["attn_mask"] else None
     am = _repair(case, kpm, am, N, H, L, S)
+    if case["inject"]:
+        if case["self_attention"]:
+            raise SystemExit(f"case {case['name']}: inject needs separate query / key / value")
+        named = {"query": query, "key": key, "value": value, "key_padding_mask": kpm, "attn_mask": am}
+        _inject(case, named)
 
     eff = _effective_masked(case, kpm, am, N, H, L, S)
     fully_masked_rows_present = bool(eff.all(-1).any())
@@ -550,11 +645,11 @@ def build_case(idx, case, torch_version):
 
     if w is not None:
         rows = w.astype(np.float64).sum(-1)
-        rows = rows[~np.isnan(rows)]
+        rows = rows[np.isfinite(rows)]
         rowsum = float(np.max(np.abs(rows - 1.0))) if rows.size else None
     else:
         rowsum = None
-    finite_out = out[~np.isnan(out)]
+    finite_out = out[np.isfinite(out)]
     numerics = {
         "max_abs_err_attn_output_f32_vs_f64": _max_abs_err(out, out64),
         "nan_pattern_matches_f64_output": bool(np.array_equal(np.isnan(out), np.isnan(out64))),
@@ -595,6 +690,8 @@ def build_case(idx, case, torch_version):
         "numerics": numerics,
         "torch_fastpath": torch_fastpath,
     }
+    if case["runtime_only"] is not None:
+        entry["runtime_only"] = case["runtime_only"]
     return entry, tensors, meta_case
 
 
@@ -681,6 +778,8 @@ def main() -> None:
                     help="output directory (default: tests/fixtures/torch)")
     ap.add_argument("--checkpoint-out", default=str(ROOT / "tests" / "fixtures" / "torch_checkpoint"),
                     help="where the TransformerEncoder checkpoint goes (default: tests/fixtures/torch_checkpoint)")
+    ap.add_argument("--runtime-only-out", default=str(ROOT / "tests" / "fixtures" / "torch_runtime_only"),
+                    help="where cases marked runtime_only go (default: tests/fixtures/torch_runtime_only)")
     ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
                     help="only these cases (index.json then lists just them; for debugging)")
     args = ap.parse_args()
@@ -700,13 +799,16 @@ def main() -> None:
 
     names = [c["name"] for c in CASES]
     assert len(set(names)) == len(names), "duplicate case names"
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tv = torch.__version__
-    entries = []
+    # Cases where other frameworks legitimately differ from torch go to a second set that only
+    # the Rust runtime's parity tests read (the framework suite reads --out).
+    sets = {False: (Path(args.out), []), True: (Path(args.runtime_only_out), [])}
+    for out_dir, _ in sets.values():
+        out_dir.mkdir(parents=True, exist_ok=True)
     for idx, case in enumerate(CASES):
         if args.only and case["name"] not in args.only:
             continue
+        out_dir, entries = sets[case["runtime_only"] is not None]
         entry, tensors, meta_case = build_case(idx, case, tv)
         path = out_dir / entry["file"]
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
@@ -719,7 +821,18 @@ def main() -> None:
               f"fast={'taken' if entry['torch_fastpath']['taken'] else '-'}"
               f"{' (+fastpath output)' if 'attn_output_fastpath' in tensors else ''}")
 
+    for out_dir, entries in sets.values():
+        write_index(out_dir, entries, tv, prune=not args.only)
     if not args.only:
+        write_checkpoint(Path(args.checkpoint_out))
+        write_dropout_case(Path(args.checkpoint_out).parent / "torch_dropout")
+
+
+def write_index(out_dir: Path, entries: list, tv: str, prune: bool) -> None:
+    """`out_dir/index.json` for `entries`; with `prune`, other case files there are removed."""
+    import json
+
+    if prune:
         keep = {e["file"] for e in entries} | {"index.json"}
         for f in out_dir.iterdir():
             if f.name not in keep and f.suffix in (".safetensors", ".json"):
@@ -750,9 +863,6 @@ def main() -> None:
         "cases": entries,
     }
     (out_dir / "index.json").write_text(json.dumps(index, indent=1))
-    if not args.only:
-        write_checkpoint(Path(args.checkpoint_out))
-        write_dropout_case(Path(args.checkpoint_out).parent / "torch_dropout")
     print(f"wrote {len(entries)} cases, {index['total_bytes']} bytes of safetensors, to {out_dir}")
 
 

@@ -62,6 +62,14 @@ pub fn generate(
     templates: &Templates,
     options: &Options,
 ) -> Result<Vec<GeneratedFile>, GenError> {
+    // Specs built in code skip the loader: hold them to the same rules before any template runs.
+    let errors: Vec<_> = specs
+        .iter()
+        .flat_map(|spec| mha_spec::check(spec).err().into_iter().flat_map(|e| e.0))
+        .collect();
+    if !errors.is_empty() {
+        return Err(GenError::Spec(mha_spec::SpecErrors(errors)));
+    }
     check_frameworks(specs, &options.frameworks)?;
     if options.python {
         check_templates(specs, templates, &options.frameworks)?;
@@ -150,6 +158,9 @@ pub fn generate(
             }
         }
     }
+    for f in &files {
+        crate::write::check_relative(&f.path)?;
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut seen = BTreeSet::new();
     for f in &files {
@@ -188,11 +199,24 @@ impl Renderer<'_> {
     }
 
     fn render(&self, name: &str, ctx: tera::Context) -> Result<String, GenError> {
-        self.tera.render(name, &ctx).map_err(|e| GenError::Render {
+        let error = |message: String| GenError::Render {
             name: name.to_string(),
             op: self.spec.op.clone(),
-            message: tera_message(&e),
-        })
+            message,
+        };
+        // A template engine bug must not take the generator down: a panic is an error too.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tera.render(name, &ctx)
+        }))
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error(format!("the template engine panicked: {what}"))
+        })?;
+        rendered.map_err(|e| error(tera_message(&e)))
     }
 
     /// The selected framework keys, in spec order.

@@ -10,6 +10,8 @@ include!(concat!(env!("OUT_DIR"), "/bundled_templates.rs"));
 #[derive(Debug, Clone)]
 pub struct Templates {
     files: Vec<(String, String)>,
+    /// The parsed engine, made on first use (parsing is most of a small generation's time).
+    engine: std::sync::OnceLock<tera::Tera>,
 }
 
 impl Templates {
@@ -20,6 +22,7 @@ impl Templates {
                 .iter()
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
+            engine: std::sync::OnceLock::new(),
         }
     }
 
@@ -28,7 +31,10 @@ impl Templates {
         let mut files = Vec::new();
         collect(dir, dir, &mut files)?;
         files.sort();
-        Ok(Templates { files })
+        Ok(Templates {
+            files,
+            engine: std::sync::OnceLock::new(),
+        })
     }
 
     /// Template paths (plain files too), sorted.
@@ -50,22 +56,32 @@ impl Templates {
 
     /// Parses every template into one tera instance (so templates may include or import each other).
     pub(crate) fn engine(&self) -> Result<tera::Tera, GenError> {
-        // Parse each file alone first, so a syntax error names its file.
-        for (name, text) in self.templates() {
-            tera::Tera::default()
-                .add_raw_template(name, text)
-                .map_err(|e| GenError::Template {
-                    name: name.clone(),
-                    message: tera_message(&e),
-                })?;
+        if let Some(tera) = self.engine.get() {
+            return Ok(tera.clone());
         }
+        let tera = self.parse()?;
+        Ok(self.engine.get_or_init(|| tera).clone())
+    }
+
+    fn parse(&self) -> Result<tera::Tera, GenError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(Vec::new());
-        tera.add_raw_templates(self.templates().map(|(n, t)| (n.as_str(), t.as_str())))
-            .map_err(|e| GenError::Template {
+        let all = tera.add_raw_templates(self.templates().map(|(n, t)| (n.as_str(), t.as_str())));
+        if let Err(error) = all {
+            // Parse each file alone, so that a syntax error names its file.
+            for (name, text) in self.templates() {
+                tera::Tera::default()
+                    .add_raw_template(name, text)
+                    .map_err(|e| GenError::Template {
+                        name: name.clone(),
+                        message: tera_message(&e),
+                    })?;
+            }
+            return Err(GenError::Template {
                 name: "templates".into(),
-                message: tera_message(&e),
-            })?;
+                message: tera_message(&error),
+            });
+        }
         Ok(tera)
     }
 }

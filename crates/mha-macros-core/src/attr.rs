@@ -134,20 +134,27 @@ fn typed_value(param: &Param, value: &ArgValue) -> Result<Literal, String> {
         ArgValue::Path(_) => return Err(mismatch()),
         ArgValue::Lit { minus, lit } => (minus.is_some(), lit),
     };
-    let sign: i32 = if negative { -1 } else { 1 };
+    // The literal as written, sign included: parsed whole (so that the most negative integer
+    // parses) and quoted whole in errors.
+    let sign = if negative { "-" } else { "" };
+    let parse_error =
+        |digits: &str, e: &dyn std::fmt::Display| format!("`{name}` = {sign}{digits}: {e}");
     match (param.ty, lit) {
-        (ParamType::Int | ParamType::OptionalInt, Lit::Int(int)) => int
-            .base10_parse::<i64>()
-            .map(|v| Literal::Int(i64::from(sign) * v))
-            .map_err(|e| format!("`{name}` = {int}: {e}")),
-        (ParamType::Float, Lit::Float(float)) => float
-            .base10_parse::<f64>()
-            .map(|v| Literal::Float(f64::from(sign) * v))
-            .map_err(|e| format!("`{name}` = {float}: {e}")),
-        (ParamType::Float, Lit::Int(int)) => int
-            .base10_parse::<f64>()
-            .map(|v| Literal::Float(f64::from(sign) * v))
-            .map_err(|e| format!("`{name}` = {int}: {e}")),
+        (ParamType::Int | ParamType::OptionalInt, Lit::Int(int)) => {
+            let written = format!("{sign}{}", int.base10_digits());
+            written
+                .parse::<i64>()
+                .map(Literal::Int)
+                .map_err(|e| parse_error(int.base10_digits(), &e))
+        }
+        (ParamType::Float, Lit::Float(float)) => format!("{sign}{}", float.base10_digits())
+            .parse::<f64>()
+            .map(Literal::Float)
+            .map_err(|e| parse_error(float.base10_digits(), &e)),
+        (ParamType::Float, Lit::Int(int)) => format!("{sign}{}", int.base10_digits())
+            .parse::<f64>()
+            .map(Literal::Float)
+            .map_err(|e| parse_error(int.base10_digits(), &e)),
         (ParamType::Bool, Lit::Bool(b)) if !negative => Ok(Literal::Bool(b.value)),
         _ => Err(mismatch()),
     }

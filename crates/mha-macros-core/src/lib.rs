@@ -66,7 +66,7 @@ pub fn attention_layer(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(::core::compile_error!(#message); #item);
         }
     };
-    let input = match ast::parse_item(item.clone()) {
+    let mut input = match ast::parse_item(item.clone()) {
         Ok(input) => input,
         Err(error) => {
             let error = error.to_compile_error();
@@ -74,10 +74,12 @@ pub fn attention_layer(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let cx = Ctxt::new();
+    valid::check_single_use(&mut input, &cx);
     let parsed = ast::parse_args(args, &cx);
     let arguments = Arguments::from_ast(spec, &parsed, &cx);
     valid::check_item(&input, &cx);
     let values = valid::check_values(spec, &arguments, &cx);
+    valid::check_sizes(spec, &arguments, &values, &cx);
     let layer = Layer::new(spec, &input, &arguments, &values);
     match cx.check() {
         Ok(()) => expand::layer(&layer),

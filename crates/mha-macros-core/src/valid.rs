@@ -41,6 +41,27 @@ pub fn check_item(item: &DeriveInput, cx: &Ctxt) {
     }
 }
 
+/// One `#[attention_layer]` per item: a second one on the same item (still among its
+/// attributes when the first expands) is one error at that attribute, and is removed so that it
+/// neither expands again nor generates the layer twice.
+pub fn check_single_use(item: &mut DeriveInput, cx: &Ctxt) {
+    let ident = item.ident.clone();
+    item.attrs.retain(|attr| {
+        let again = attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "attention_layer");
+        if again {
+            cx.error_spanned_by(
+                attr,
+                format!("`#[attention_layer]` is applied more than once to `{ident}`; keep one: one attribute gives all the layer's arguments"),
+            );
+        }
+        !again
+    });
+}
+
 /// Checks the given values against the spec: required parameters present, each constraint
 /// satisfied. Returns the given values that passed, by name.
 pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String, Literal> {
@@ -100,6 +121,92 @@ pub fn check_values(spec: &Spec, args: &Arguments, cx: &Ctxt) -> HashMap<String,
     }
     given.retain(|name, _| !invalid.contains(name.as_str()));
     given
+}
+
+/// The most bytes one tensor may take: what one allocation can address (`isize::MAX`), the
+/// bound `mha_runtime::MAX_TENSOR_BYTES` applies at run time.
+pub const MAX_TENSOR_BYTES: u128 = isize::MAX as u128;
+
+/// Checks that every weight tensor the values call for fits one allocation; an error goes to
+/// the argument that makes it too large (the largest given size its shape reads).
+pub fn check_sizes(spec: &Spec, args: &Arguments, valid: &HashMap<String, Literal>, cx: &Ctxt) {
+    if spec
+        .signature
+        .iter()
+        .any(|p| p.is_required() && !valid.contains_key(&p.name))
+    {
+        return;
+    }
+    let values = spec.resolve(valid);
+    for tensor in &spec.weights.tensors {
+        if let Some(when) = &tensor.when {
+            if !matches!(
+                spec.eval(when, &values),
+                Ok(mha_spec::ExprValue::Bool(true))
+            ) {
+                continue;
+            }
+        }
+        let dims: Vec<Result<i64, String>> = tensor
+            .shape
+            .iter()
+            .map(|d| match spec.eval(d, &values) {
+                Ok(mha_spec::ExprValue::Int(v)) => Ok(v),
+                Ok(mha_spec::ExprValue::Bool(b)) => Ok(i64::from(b)),
+                Err(e) => Err(e),
+            })
+            .collect();
+        let bytes = dims.iter().try_fold(4u128, |acc, d| match d {
+            Ok(v) if *v >= 0 => acc.checked_mul(*v as u128),
+            _ => None,
+        });
+        if bytes.is_some_and(|b| b <= MAX_TENSOR_BYTES) {
+            continue;
+        }
+        let shape: Vec<String> = tensor.shape.iter().map(ToString::to_string).collect();
+        let needs = match bytes {
+            Some(b) => format!("would need {b} bytes"),
+            None => "has a dimension past 64-bit integers".into(),
+        };
+        let message = format!(
+            "`{}` ({}) {needs}, more than one allocation can hold ({MAX_TENSOR_BYTES} bytes)",
+            tensor.name,
+            shape.join(", ")
+        );
+        let mut read: Vec<&str> = Vec::new();
+        for dim in &tensor.shape {
+            read.extend(dim.identifiers());
+            for d in spec
+                .derived
+                .iter()
+                .filter(|d| dim.identifiers().contains(d.name.as_str()))
+            {
+                read.extend(d.expr.identifiers());
+            }
+            for p in &spec.signature {
+                if let Some(fallback) = &p.when_null {
+                    if read.contains(&p.name.as_str()) {
+                        read.push(fallback);
+                    }
+                }
+            }
+        }
+        let culprit = args
+            .given
+            .iter()
+            .filter(|g| read.contains(&g.name.as_str()))
+            .max_by_key(|g| match g.value {
+                Literal::Int(v) => v,
+                _ => 0,
+            });
+        match culprit {
+            Some(g) => {
+                cx.error_spanned_by(&g.tokens, format!("`{}` is too large: {message}", g.name))
+            }
+            None => cx.error_spanned(Span::call_site(), message),
+        }
+        return;
+    }
 }
 
 /// "missing `embed_dim`", with the parameter's documentation and an example.

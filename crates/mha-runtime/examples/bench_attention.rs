@@ -1,15 +1,31 @@
 //! Benchmark worker for `scripts/bench_vs_torch.py`: times `MultiheadAttention::forward` on
-//! request, measures the machine's FMA peak and a forward call's peak RSS.
+//! request, reports the fast path's per-phase times, measures the machine's FMA peak and a
+//! forward call's peak RSS.
 //!
 //! ```text
 //! cargo run --release -p mha-runtime --example bench_attention -- serve
-//!     reads lines `run B L E H MODE THREADS ITERS` (MODE: none | avg | causal | perhead),
-//!     answers each with `ok T1 T2 ...` (milliseconds per call), `peak THREADS` with
-//!     `ok GFLOPS`, and `quit`.
+//!     reads lines and answers each with `ok ...` or `error ...`:
+//!     run THREADS ITERS CASE    `ok T1 T2 ...` (milliseconds per call)
+//!     reset                     zeroes the phase times
+//!     phases                    `ok pack=MS qkv_projection=MS ...` (accumulated; the worker
+//!                               must run with MHA_PHASE_TIMES=1 for them to be non-zero)
+//!     peak THREADS              `ok GFLOPS CPU_GFLOPS`: FMA peak on THREADS threads, by wall
+//!                               time and per CPU-second of each thread (times THREADS)
+//!     linear THREADS ITERS ROWS IN OUT
+//!                               `ok cpu_s=S wall_s=S T1 T2 ...`: one projection GEMM with
+//!                               bias (S: CPU and wall seconds of all ITERS calls)
+//!     quit
 //! cargo run --release -p mha-runtime --example bench_attention -- rss B L E H
-//!     one need_weights=False forward; prints `peak_rss_mb X`.
+//!     one need_weights=False batch-first self-attention forward; prints `peak_rss_mb X`.
 //! ```
-//! Inputs are batch-first `(B, L, E)`, self-attention, eval mode.
+//!
+//! A CASE is `key=value` words (any order; defaults in brackets): `b` `l` `e` `h` (required),
+//! `s` [l], `kdim` [e], `vdim` [e], `layout` `bf` | `sf` [bf] (batch-first `(N, L, E)` or
+//! torch's default sequence-first `(L, N, E)`), `inputs` `self` | `kv` | `sep` [self] (query =
+//! key = value; key = value, a separate memory; three tensors), `weights` `none` | `avg` |
+//! `perhead` [none], `causal` 0 | 1 [0] (a float causal `attn_mask` with `is_causal=True`),
+//! `kpm` 0 | 1 [0] (a bool `key_padding_mask`: batch element `i` pads its last
+//! `i · S / (2N)` keys). Eval mode; inputs uniform in [-1, 1).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -23,47 +39,177 @@ use ndarray::{Array2, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-type Shape = (usize, usize, usize, usize);
-
-struct Case {
-    layer: MultiheadAttention,
-    x: ArrayD<f32>,
-    /// Built on first use: `L × L` floats.
-    causal_mask: std::sync::OnceLock<Array2<f32>>,
+/// One benchmark case, parsed from `key=value` words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Spec {
+    b: usize,
+    l: usize,
+    s: usize,
+    e: usize,
+    h: usize,
+    kdim: usize,
+    vdim: usize,
+    seq_first: bool,
+    inputs: Inputs,
+    weights: Weights,
+    causal: bool,
+    kpm: bool,
 }
 
-fn make_case((b, l, e, h): Shape) -> Result<Case, String> {
-    let config = MultiheadAttentionConfig::new(e, h).with_batch_first(true);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Inputs {
+    SelfAttention,
+    SharedKeyValue,
+    Separate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Weights {
+    None,
+    Averaged,
+    PerHead,
+}
+
+impl Spec {
+    fn parse(words: &[&str]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for w in words {
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got `{w}`"))?;
+            if map.insert(k, v).is_some() {
+                return Err(format!("`{k}` given twice"));
+            }
+        }
+        let mut num = |k: &str, default: Option<usize>| -> Result<usize, String> {
+            match map.remove(k) {
+                Some(v) => v.parse().map_err(|_| format!("`{k}`: not a number: `{v}`")),
+                None => default.ok_or_else(|| format!("`{k}` is required")),
+            }
+        };
+        let (b, l, e, h) = (
+            num("b", None)?,
+            num("l", None)?,
+            num("e", None)?,
+            num("h", None)?,
+        );
+        let (s, kdim, vdim) = (
+            num("s", Some(l))?,
+            num("kdim", Some(e))?,
+            num("vdim", Some(e))?,
+        );
+        let (causal, kpm) = (num("causal", Some(0))? != 0, num("kpm", Some(0))? != 0);
+        let seq_first = match map.remove("layout").unwrap_or("bf") {
+            "bf" => false,
+            "sf" => true,
+            other => return Err(format!("`layout`: bf or sf, got `{other}`")),
+        };
+        let inputs = match map.remove("inputs").unwrap_or("self") {
+            "self" => Inputs::SelfAttention,
+            "kv" => Inputs::SharedKeyValue,
+            "sep" => Inputs::Separate,
+            other => return Err(format!("`inputs`: self, kv or sep, got `{other}`")),
+        };
+        let weights = match map.remove("weights").unwrap_or("none") {
+            "none" => Weights::None,
+            "avg" => Weights::Averaged,
+            "perhead" => Weights::PerHead,
+            other => return Err(format!("`weights`: none, avg or perhead, got `{other}`")),
+        };
+        if let Some(k) = map.keys().next() {
+            return Err(format!("unknown key `{k}`"));
+        }
+        if inputs == Inputs::SelfAttention && (s != l || kdim != e || vdim != e) {
+            return Err("self-attention needs s = l and kdim = vdim = e".into());
+        }
+        if inputs == Inputs::SharedKeyValue && kdim != vdim {
+            return Err("a shared key / value tensor needs kdim = vdim".into());
+        }
+        Ok(Self {
+            b,
+            l,
+            s,
+            e,
+            h,
+            kdim,
+            vdim,
+            seq_first,
+            inputs,
+            weights,
+            causal,
+            kpm,
+        })
+    }
+}
+
+struct Case {
+    spec: Spec,
+    layer: MultiheadAttention,
+    query: ArrayD<f32>,
+    key: Option<ArrayD<f32>>,
+    value: Option<ArrayD<f32>>,
+    padding: Option<ArrayD<bool>>,
+    causal_mask: Option<Array2<f32>>,
+}
+
+fn make_case(spec: &Spec) -> Result<Case, String> {
+    let config = MultiheadAttentionConfig::new(spec.e, spec.h)
+        .with_batch_first(!spec.seq_first)
+        .with_kdim((spec.kdim != spec.e).then_some(spec.kdim))
+        .with_vdim((spec.vdim != spec.e).then_some(spec.vdim));
     let layer = MultiheadAttention::random(config, 0).map_err(|err| err.to_string())?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x = ArrayD::from_shape_simple_fn(IxDyn(&[b, l, e]), || rng.random::<f32>() * 2.0 - 1.0);
+    let mut tensor = |len: usize, dim: usize| {
+        let shape = if spec.seq_first {
+            [len, spec.b, dim]
+        } else {
+            [spec.b, len, dim]
+        };
+        ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random::<f32>() * 2.0 - 1.0)
+    };
+    let query = tensor(spec.l, spec.e);
+    let (key, value) = match spec.inputs {
+        Inputs::SelfAttention => (None, None),
+        Inputs::SharedKeyValue => (Some(tensor(spec.s, spec.kdim)), None),
+        Inputs::Separate => (
+            Some(tensor(spec.s, spec.kdim)),
+            Some(tensor(spec.s, spec.vdim)),
+        ),
+    };
+    let padding = spec.kpm.then(|| {
+        ArrayD::from_shape_fn(IxDyn(&[spec.b, spec.s]), |i| {
+            i[1] >= spec.s - i[0] * spec.s / (2 * spec.b)
+        })
+    });
     Ok(Case {
+        spec: spec.clone(),
         layer,
-        x,
-        causal_mask: std::sync::OnceLock::new(),
+        query,
+        key,
+        value,
+        padding,
+        causal_mask: spec.causal.then(|| generate_square_subsequent_mask(spec.l)),
     })
 }
 
-fn forward_once(case: &Case, mode: &str) -> Result<(), String> {
-    let options = match mode {
-        "none" => ForwardOptions::default().with_need_weights(false),
-        "avg" => ForwardOptions::default(),
-        "perhead" => ForwardOptions::default().with_average_attn_weights(false),
-        "causal" => ForwardOptions::default()
-            .with_need_weights(false)
-            .with_attn_mask(Mask::Float(
-                case.causal_mask
-                    .get_or_init(|| generate_square_subsequent_mask(case.x.shape()[1]))
-                    .view()
-                    .into_dyn(),
-            ))
-            .with_is_causal(true),
-        other => return Err(format!("unknown mode `{other}`")),
-    };
-    let x = case.x.view();
+fn forward_once(case: &Case) -> Result<(), String> {
+    let mut options = ForwardOptions::default()
+        .with_need_weights(case.spec.weights != Weights::None)
+        .with_average_attn_weights(case.spec.weights != Weights::PerHead);
+    if let Some(mask) = &case.causal_mask {
+        options = options
+            .with_attn_mask(Mask::Float(mask.view().into_dyn()))
+            .with_is_causal(true);
+    }
+    if let Some(padding) = &case.padding {
+        options = options.with_key_padding_mask(Mask::Bool(padding.view()));
+    }
+    let q = case.query.view();
+    let k = case.key.as_ref().map_or(q.clone(), |k| k.view());
+    let v = case.value.as_ref().map_or(k.clone(), |v| v.view());
     let out = case
         .layer
-        .forward(x.clone(), x.clone(), x, &options)
+        .forward(q, k, v, &options)
         .map_err(|e| e.to_string())?;
     std::hint::black_box(out);
     Ok(())
@@ -96,8 +242,83 @@ fn pool(
     }
 }
 
+fn run(
+    words: &[&str],
+    cases: &mut HashMap<Spec, Case>,
+    pools: &mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<String, String> {
+    let [threads, iters] = parse::<2>(words.get(..2).ok_or("run THREADS ITERS CASE")?)?;
+    let spec = Spec::parse(&words[2..])?;
+    let case = match cases.entry(spec) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let case = make_case(e.key())?;
+            e.insert(case)
+        }
+    };
+    let pool = pool(threads, pools)?;
+    let times = pool.install(|| {
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let start = Instant::now();
+            forward_once(case)?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok::<_, String>(times)
+    })?;
+    Ok(times
+        .iter()
+        .map(|x| format!("{x:.4}"))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// `linear THREADS ITERS ROWS IN OUT`: times one projection GEMM with bias (packed once, then
+/// one warm-up call).
+fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Result<String, String> {
+    use mha_runtime::fast::bench_support::ProjectionBench;
+    let [threads, iters, rows, in_dim, out_dim] = parse::<5>(words)?;
+    let pool = pool(threads, pools)?;
+    let mut bench = ProjectionBench::new(rows, in_dim, out_dim);
+    pool.install(|| bench.run());
+    let cpu_before = pool_cpu_seconds(pool);
+    let times: Vec<f64> = pool.install(|| {
+        (0..iters)
+            .map(|_| {
+                let start = Instant::now();
+                bench.run();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect()
+    });
+    let cpu = pool_cpu_seconds(pool) - cpu_before;
+    let wall: f64 = times.iter().sum::<f64>() * 1e-3;
+    Ok(format!(
+        "cpu_s={cpu:.6} wall_s={wall:.6} {}",
+        times
+            .iter()
+            .map(|x| format!("{x:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
+/// CPU time the pool's threads have run, in seconds (Linux `/proc/thread-self/schedstat`, 0
+/// elsewhere): unlike wall time, it does not count time other processes took the core.
+fn pool_cpu_seconds(pool: &rayon::ThreadPool) -> f64 {
+    pool.broadcast(|_| {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1e-9
+    })
+    .iter()
+    .sum()
+}
+
 fn serve() -> Result<(), String> {
-    let mut cases: HashMap<Shape, Case> = HashMap::new();
+    let mut cases: HashMap<Spec, Case> = HashMap::new();
     let mut pools: HashMap<usize, rayon::ThreadPool> = HashMap::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -106,44 +327,34 @@ fn serve() -> Result<(), String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["quit"] => break,
-            ["run", rest @ ..] if rest.len() == 7 => (|| {
-                let [b, l, e, h] = parse::<4>(&rest[..4])?;
-                let mode = rest[4];
-                let [threads, iters] = parse::<2>(&rest[5..])?;
-                let key = (b, l, e, h);
-                let case = match cases.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(make_case(key)?),
-                };
+            ["run", rest @ ..] => run(rest, &mut cases, &mut pools),
+            ["reset"] => {
+                mha_runtime::fast::reset_phase_times();
+                Ok(String::new())
+            }
+            ["phases"] => Ok(mha_runtime::fast::phase_times()
+                .iter()
+                .map(|(p, t)| format!("{}={:.4}", p.name(), t.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(" ")),
+            ["linear", rest @ ..] => linear(rest, &mut pools),
+            ["peak", threads] => parse::<1>(&[threads]).and_then(|[threads]| {
                 let pool = pool(threads, &mut pools)?;
-                pool.install(|| {
-                    let mut times = Vec::with_capacity(iters);
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        forward_once(case, mode)?;
-                        times.push(start.elapsed().as_secs_f64() * 1e3);
-                    }
-                    Ok::<_, String>(times)
-                })
-                .map(|t| {
-                    t.iter()
-                        .map(|x| format!("{x:.4}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-            })(),
-            ["peak", threads] => (|| {
-                let [threads] = parse::<1>(&[threads])?;
-                let pool = pool(threads, &mut pools)?;
-                Ok(format!("{:.1}", fma_peak_gflops(pool, threads)))
-            })(),
+                let cpu_before = pool_cpu_seconds(pool);
+                let (wall_rate, flops) = fma_peak_gflops(pool);
+                let cpu = pool_cpu_seconds(pool) - cpu_before;
+                Ok(format!(
+                    "{wall_rate:.1} {:.1}",
+                    flops / cpu.max(1e-9) / 1e9 * threads as f64
+                ))
+            }),
             _ => Err(format!("unknown command `{line}`")),
         };
         let text = match reply {
             Ok(t) => format!("ok {t}"),
             Err(e) => format!("error {e}"),
         };
-        writeln!(stdout, "{text}").map_err(|e| e.to_string())?;
+        writeln!(stdout, "{}", text.trim_end()).map_err(|e| e.to_string())?;
         stdout.flush().map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -157,18 +368,20 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Best of several runs of an FMA-bound loop on `threads` threads, in GFLOP/s.
-fn fma_peak_gflops(pool: &rayon::ThreadPool, threads: usize) -> f64 {
+/// Best of several runs of an FMA-bound loop on every thread of `pool`, in GFLOP/s, and the
+/// flops done in all.
+fn fma_peak_gflops(pool: &rayon::ThreadPool) -> (f64, f64) {
     const ROUNDS: u64 = 20_000_000;
     let mut best = 0.0f64;
+    let mut total = 0.0;
     for _ in 0..5 {
         let start = Instant::now();
         let flops: u64 = pool.broadcast(|_| fma_loop(ROUNDS)).iter().sum();
         let secs = start.elapsed().as_secs_f64();
         best = best.max(flops as f64 / secs / 1e9);
+        total += flops as f64;
     }
-    let _ = threads;
-    best
+    (best, total)
 }
 
 /// Runs independent FMA chains; returns the flops done.
@@ -195,6 +408,8 @@ fn fma_loop(rounds: u64) -> u64 {
     rounds * 16
 }
 
+/// # Safety
+/// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn fma_loop_avx512(rounds: u64) -> u64 {
@@ -211,6 +426,8 @@ unsafe fn fma_loop_avx512(rounds: u64) -> u64 {
     (rounds / 12) * 12 * 32
 }
 
+/// # Safety
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_loop_avx2(rounds: u64) -> u64 {
@@ -233,8 +450,13 @@ fn main() {
     let result = match words.as_slice() {
         ["serve"] => serve(),
         ["rss", rest @ ..] => parse::<4>(rest).and_then(|[b, l, e, h]| {
-            let case = make_case((b, l, e, h))?;
-            forward_once(&case, "none")?;
+            let spec = Spec::parse(&[
+                &format!("b={b}"),
+                &format!("l={l}"),
+                &format!("e={e}"),
+                &format!("h={h}"),
+            ])?;
+            forward_once(&make_case(&spec)?)?;
             let rss = peak_rss_mb().ok_or("no /proc/self/status")?;
             println!("peak_rss_mb {rss:.1}");
             Ok(())

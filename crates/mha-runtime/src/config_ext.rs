@@ -14,8 +14,12 @@ impl MultiheadAttentionConfig {
     ///     "invalid MultiheadAttention config: invalid `num_heads`: embed_dim (10) must be divisible by num_heads (3)"
     /// );
     /// ```
+    ///
+    /// Also refuses a config whose weights no allocation, or not this machine's memory, can hold
+    /// ([`MhaError::TooLarge`]).
     pub fn check(&self) -> Result<(), MhaError> {
-        self.validate().map_err(MhaError::InvalidConfig)
+        self.validate().map_err(MhaError::InvalidConfig)?;
+        crate::sizes::check_weights(self)
     }
 }
 

@@ -115,6 +115,18 @@ pub enum MhaError {
         message: String,
     },
 
+    /// A tensor or a call too large to hold: its size overflows, passes what one allocation can
+    /// address, or passes the machine's memory. Refused before anything is allocated.
+    #[error("{what} needs {} bytes, more than {limit} bytes (the most {})", .bytes.map_or_else(|| "more than 2^128".to_string(), |b| b.to_string()), if *.limit == crate::MAX_TENSOR_BYTES { "one allocation can hold" } else { "this machine's memory can hold" })]
+    TooLarge {
+        /// What it is for, with its shape or dimensions.
+        what: String,
+        /// The bytes it would need (`None` past 2^128).
+        bytes: Option<u128>,
+        /// The bound it passes.
+        limit: usize,
+    },
+
     /// A [`PreparedForward`](crate::PreparedForward) was run with a layer of another config.
     #[error("the forward call was prepared by a layer with another config")]
     PreparedForOtherConfig,

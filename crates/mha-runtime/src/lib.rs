@@ -26,6 +26,8 @@
 //! ```
 
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod config;
 mod config_ext;
@@ -39,6 +41,7 @@ pub mod parity;
 mod prepare;
 pub mod reference;
 mod safetensors_io;
+mod sizes;
 mod weights;
 
 pub use config::*;
@@ -49,6 +52,7 @@ pub use mask::{generate_square_subsequent_mask, Mask};
 pub use prepare::{
     DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
 };
+pub use sizes::MAX_TENSOR_BYTES;
 pub use weights::{InProjection, Weights};
 
 /// The README's examples, compiled and run as doctests.

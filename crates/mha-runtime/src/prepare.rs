@@ -6,6 +6,9 @@
 //! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
 //! `add_zero_attn`, and the merge `attn_mask + key_padding_mask`.
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayViewD, Axis, Ix3};
 
 use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionConfig};
@@ -13,9 +16,11 @@ use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionC
 /// An additive mask over the attention scores of every `(batch, head, query)` row, covering the
 /// `S' = S + extra_keys` key positions (torch pads the masks with 0 for the appended keys).
 ///
-/// Stored as `(Nm, Hm, Lm, S')` where each of `Nm`, `Hm`, `Lm` is either the full size or 1
-/// (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a key padding mask alone stays
-/// `(N, 1, 1, S')`. Entries are `0`, finite values or `-inf`.
+/// Stored as `(Nm, Hm, Lm, S')` in standard (row-major) layout, where each of `Nm`, `Hm`, `Lm`
+/// is either the full size or 1 (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a
+/// key padding mask alone stays `(N, 1, 1, S')`. Entries are whatever the caller's masks hold
+/// (`0`, finite values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch).
+/// Its (crate-private) `rows` view is the one place the broadcast is resolved.
 ///
 /// ```
 /// use mha_runtime::ScoreMask;
@@ -36,6 +41,11 @@ impl ScoreMask {
         if values.shape().contains(&0) {
             return None;
         }
+        let values = if values.is_standard_layout() {
+            values
+        } else {
+            values.as_standard_layout().into_owned()
+        };
         Some(Self { values })
     }
 
@@ -44,16 +54,60 @@ impl ScoreMask {
     /// # Panics
     /// If an index is beyond its axis (and that axis is not broadcast).
     pub fn row(&self, batch: usize, head: usize, query: usize) -> ArrayView1<'_, f32> {
-        let dims = self.values.dim();
-        let n = if dims.0 == 1 { 0 } else { batch };
-        let h = if dims.1 == 1 { 0 } else { head };
-        let i = if dims.2 == 1 { 0 } else { query };
-        self.values.slice(s![n, h, i, ..])
+        let (n, h, l, keys) = self.values.dim();
+        assert!(
+            (n == 1 || batch < n) && (h == 1 || head < h) && (l == 1 || query < l),
+            "mask row ({batch}, {head}, {query}) outside {:?}",
+            self.values.dim()
+        );
+        let rows = self.rows();
+        let start = rows.start(batch, head, query);
+        ArrayView1::from(&rows.data[start..start + keys])
+    }
+
+    /// The values as flat rows with the broadcast axes' strides 0 (what the kernels read).
+    pub(crate) fn rows(&self) -> MaskRows<'_> {
+        let (n, h, l, keys) = self.values.dim();
+        let stride = |len: usize, step: usize| if len == 1 { 0 } else { step };
+        MaskRows {
+            data: self
+                .values
+                .as_slice()
+                .expect("ScoreMask::new stores standard layout"),
+            batch_stride: stride(n, h * l * keys),
+            head_stride: stride(h, l * keys),
+            row_stride: stride(l, keys),
+        }
     }
 
     /// The stored `(Nm, Hm, Lm, S')` array.
     pub fn values(&self) -> &Array4<f32> {
         &self.values
+    }
+}
+
+/// A [`ScoreMask`] as the kernels read it: row `(n, h, i)` starts at `n * batch_stride +
+/// h * head_stride + i * row_stride` and holds `S'` contiguous values (a stride of 0
+/// broadcasts).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaskRows<'a> {
+    pub data: &'a [f32],
+    pub batch_stride: usize,
+    pub head_stride: usize,
+    pub row_stride: usize,
+}
+
+impl MaskRows<'_> {
+    /// Index of the first value of row `(n, h, i)`.
+    #[inline(always)]
+    pub(crate) fn start(&self, n: usize, h: usize, i: usize) -> usize {
+        n * self.batch_stride + h * self.head_stride + i * self.row_stride
+    }
+
+    /// Pointer to the first value of row `(n, h, i)` (in bounds when the indices are).
+    #[inline(always)]
+    pub(crate) fn row_ptr(&self, n: usize, h: usize, i: usize) -> *const f32 {
+        self.data.as_ptr().wrapping_add(self.start(n, h, i))
     }
 }
 
@@ -120,6 +174,17 @@ pub struct DropoutPlan {
     pub p: f32,
     /// Seed of the generator (see [`Dropout`](crate::Dropout)).
     pub seed: u64,
+}
+
+impl DropoutPlan {
+    /// The generator of head `head` of batch element `batch`: ChaCha8 seeded with `seed` on
+    /// stream `batch * num_heads + head`, one `f32` draw per probability of the `(L, S')`
+    /// matrix in row-major order (a probability is kept when its draw is `>= p`).
+    pub(crate) fn generator(&self, batch: usize, head: usize, num_heads: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((batch * num_heads + head) as u64);
+        rng
+    }
 }
 
 /// One forward call, checked and normalised: the inputs as batch-major views, one merged
@@ -264,9 +329,13 @@ impl<'a> PreparedForward<'a> {
         } else if self.batch_first {
             result.output.into_dyn()
         } else {
-            let mut seq_first = result.output.permuted_axes([1, 0, 2]);
-            seq_first = seq_first.as_standard_layout().into_owned();
-            seq_first.into_dyn()
+            // The fast path writes its rows in this layout already: then no copy.
+            let seq_first = result.output.permuted_axes([1, 0, 2]);
+            if seq_first.is_standard_layout() {
+                seq_first.into_dyn()
+            } else {
+                seq_first.as_standard_layout().into_owned().into_dyn()
+            }
         };
         let weights = result.weights.map(|w| {
             if self.batched {
@@ -401,8 +470,7 @@ pub(crate) fn prepare<'a>(
         ));
     }
 
-    let extra = usize::from(config.add_bias_kv) + usize::from(config.add_zero_attn);
-    let s_total = s + extra;
+    let s_total = crate::sizes::check_forward(config, n, l, s, options.need_weights)?;
 
     // is_causal: torch requires attn_mask, then drops the mask (using the hint instead) only on
     // the scaled_dot_product_attention path with no key padding mask.
@@ -493,7 +561,8 @@ fn key_padding_mask(
         .map_err(|_| MhaError::shape("key_padding_mask", "(N, S)", mask.shape()))
 }
 
-/// `attn_mask` as a float `(1 or N, 1 or H, L, S)` mask.
+/// `attn_mask` as a float `(1 or N, 1 or H, L, S)` mask. Any strides are accepted (a transposed,
+/// reversed or broadcast view reads as the same values, as in torch).
 fn attn_mask(
     mask: &Mask<'_>,
     batched: bool,
@@ -513,7 +582,9 @@ fn attn_mask(
                 ));
             }
             float
-                .into_shape_with_order((1, 1, l, s))
+                .insert_axis(Axis(0))
+                .insert_axis(Axis(0))
+                .into_dimensionality()
                 .map_err(|_| MhaError::shape("attn_mask", "(L, S)", mask.shape()))
         }
         3 => {
@@ -564,18 +635,11 @@ fn merge(
         (None, None) => return None,
         (Some(a), None) => a,
         (None, Some(k)) => k,
-        (Some(a), Some(k)) => {
-            // torch: attn_mask + key_padding_mask, broadcast to (N, H or 1, L, S').
-            let h = a.dim().1;
-            let mut out = Array4::<f32>::zeros((n, h, l, s_total));
-            for ((b, hh, i, j), slot) in out.indexed_iter_mut() {
-                let an = if a.dim().0 == 1 { 0 } else { b };
-                *slot = a[[an, hh, i, j]] + k[[b, 0, 0, j]];
-            }
-            debug_assert!(h == 1 || h == heads);
-            out
-        }
+        // torch: attn_mask + key_padding_mask, broadcast to (N, H or 1, L, S').
+        (Some(a), Some(k)) => &a + &k,
     };
+    debug_assert!(merged.dim().1 == 1 || merged.dim().1 == heads);
+    debug_assert!(merged.dim().2 == 1 || merged.dim().2 == l);
     ScoreMask::new(merged)
 }
 

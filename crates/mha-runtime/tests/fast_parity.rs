@@ -9,7 +9,10 @@ use mha_runtime::parity::{run_dir, Tolerance};
 
 fn dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut dirs = vec![root.join("tests/fixtures/torch")];
+    let mut dirs = vec![
+        root.join("tests/fixtures/torch"),
+        root.join("tests/fixtures/torch_runtime_only"),
+    ];
     let samples = root.join("../shared/parity/samples");
     if samples.join("index.json").exists() {
         dirs.push(samples);

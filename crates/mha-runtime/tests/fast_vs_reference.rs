@@ -1,5 +1,5 @@
-//! The fast kernels against the exact reference path on random shapes, masks and flags, on
-//! every instruction-set level this CPU runs.
+//! The fast kernels against the exact reference path on random shapes, masks, flags and
+//! non-finite values, on every instruction-set level this CPU runs and on 1, 3 and 8 threads.
 
 use mha_runtime::fast::Isa;
 use mha_runtime::{
@@ -34,6 +34,11 @@ struct Case {
     average: bool,
     dropout: bool,
     seed: u64,
+    /// Threads of the pool the fast path runs in.
+    threads: usize,
+    /// A NaN or infinity put into one input: (which: 0 query, 1 key, 2 value, 3 float key
+    /// padding mask, 4 float attn_mask; value).
+    poison: Option<(u8, f32)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -60,6 +65,16 @@ fn case() -> impl Strategy<Value = Case> {
             prop::bool::weighted(0.15),
             any::<u64>(),
         ),
+        (
+            prop::sample::select(vec![1usize, 3, 8]),
+            prop::option::weighted(
+                0.25,
+                (
+                    0u8..5,
+                    prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+                ),
+            ),
+        ),
     )
         .prop_map(
             |(
@@ -67,6 +82,7 @@ fn case() -> impl Strategy<Value = Case> {
                 (bias, add_bias_kv, add_zero_attn, batch_first, batched),
                 (batch, tgt_len, src_len, self_attention),
                 (key_padding, attn_mask, need_weights, average, dropout, seed),
+                (threads, poison),
             )| {
                 let self_attention = self_attention && kdim.is_none() && vdim.is_none();
                 Case {
@@ -89,9 +105,33 @@ fn case() -> impl Strategy<Value = Case> {
                     average,
                     dropout,
                     seed,
+                    threads,
+                    // With dropout a row whose one NaN probability is dropped is exact on
+                    // neither path's terms, so non-finite values go without it.
+                    poison: poison.filter(|_| !dropout),
                 }
             },
         )
+}
+
+/// A rayon pool of `threads` threads (built once per size).
+fn pool(threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        [1, 3, 8]
+            .into_iter()
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    });
+    pools
+        .iter()
+        .find(|p| p.current_num_threads() == threads)
+        .expect("a pool of 1, 3 or 8 threads")
 }
 
 fn uniform(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f32> {
@@ -186,7 +226,7 @@ fn build(c: &Case) -> Inputs {
     } else {
         Array::from_shape_simple_fn(IxDyn(&attn_shape), || float_mask_value(&mut rng))
     };
-    Inputs {
+    let mut inputs = Inputs {
         layer,
         query,
         key,
@@ -194,7 +234,25 @@ fn build(c: &Case) -> Inputs {
         key_padding,
         attn_bool,
         attn_float,
+    };
+    if let Some((which, x)) = c.poison {
+        let at = |a: &ArrayD<f32>, rng: &mut ChaCha8Rng| rng.random_range(0..a.len());
+        let target = match which {
+            0 => Some(&mut inputs.query),
+            1 if !c.self_attention => Some(&mut inputs.key),
+            2 if !c.self_attention => Some(&mut inputs.value),
+            3 if c.key_padding == 2 => inputs.key_padding.as_mut().map(|(_, f)| f),
+            4 if matches!(c.attn_mask, 2 | 4) => Some(&mut inputs.attn_float),
+            _ => Some(&mut inputs.query),
+        };
+        if let Some(t) = target {
+            let i = at(t, &mut rng);
+            if let Some(slot) = t.as_slice_mut().and_then(|s| s.get_mut(i)) {
+                *slot = x;
+            }
+        }
     }
+    inputs
 }
 
 fn options<'a>(c: &Case, inputs: &'a Inputs) -> ForwardOptions<'a> {
@@ -235,6 +293,8 @@ fn close(got: &ArrayD<f32>, want: &ArrayD<f32>, what: &str) -> Result<(), TestCa
                 i,
                 g
             );
+        } else if w.is_infinite() {
+            prop_assert_eq!(g, w, "{} [{}]", what, i);
         } else {
             prop_assert!(
                 (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
@@ -267,10 +327,17 @@ proptest! {
     fn fast_path_matches_the_reference(c in case()) {
         let inputs = build(&c);
         let opts = options(&c, &inputs);
-        let (q, k, v) = (inputs.query.view(), inputs.key.view(), inputs.value.view());
+        // Self-attention passes one tensor three times (the fast path's one-GEMM case).
+        let (q, k, v) = if c.self_attention {
+            (inputs.query.view(), inputs.query.view(), inputs.query.view())
+        } else {
+            (inputs.query.view(), inputs.key.view(), inputs.value.view())
+        };
         let want = inputs.layer.forward_reference(q.clone(), k.clone(), v.clone(), &opts).unwrap();
         for isa in Isa::supported() {
-            let got = inputs.layer.forward_with_isa(q.clone(), k.clone(), v.clone(), &opts, isa).unwrap();
+            let got = pool(c.threads).install(|| {
+                inputs.layer.forward_with_isa(q.clone(), k.clone(), v.clone(), &opts, isa)
+            }).unwrap();
             compare(&got, &want, isa)?;
         }
         let default = inputs.layer.forward(q.clone(), k.clone(), v.clone(), &opts).unwrap();
@@ -328,4 +395,203 @@ fn repeated_calls_reuse_the_workspace_and_agree() {
         .unwrap();
     let again = layer.forward(x.view(), x.view(), x.view(), &opts).unwrap();
     assert_eq!(first, again);
+}
+
+/// A non-finite value placed in one input of batch element 1 (query row 1, key / value row
+/// `bad_key`, or a mask entry at `(1, bad_key)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Inject {
+    Query(f32),
+    Key(f32),
+    Value(f32),
+    KeyPaddingMask(f32),
+    AttnMask(f32),
+}
+
+const INJECTIONS: [Inject; 10] = [
+    Inject::Key(f32::NAN),
+    Inject::KeyPaddingMask(f32::NAN),
+    Inject::AttnMask(f32::NAN),
+    Inject::AttnMask(f32::INFINITY),
+    Inject::Key(f32::NEG_INFINITY),
+    Inject::Query(f32::INFINITY),
+    Inject::Query(f32::NAN),
+    Inject::Value(f32::NAN),
+    Inject::Key(f32::INFINITY),
+    Inject::Value(f32::NEG_INFINITY),
+];
+
+/// One shape of the non-finite grid.
+struct Grid {
+    embed_dim: usize,
+    heads: usize,
+    tgt_len: usize,
+    src_len: usize,
+    batch_first: bool,
+    average: bool,
+    /// Keys of batch element 1 masked by the key padding mask (so whole tiles are masked).
+    padded: std::ops::Range<usize>,
+    causal: bool,
+    bad_key: usize,
+}
+
+const GRIDS: [Grid; 4] = [
+    // The example: E=8, H=2, L=3, S=4, N=2, default options.
+    Grid {
+        embed_dim: 8,
+        heads: 2,
+        tgt_len: 3,
+        src_len: 4,
+        batch_first: false,
+        average: true,
+        padded: 0..0,
+        causal: false,
+        bad_key: 2,
+    },
+    // Whole vectors and several key tiles, batch-first, per-head weights.
+    Grid {
+        embed_dim: 16,
+        heads: 2,
+        tgt_len: 20,
+        src_len: 70,
+        batch_first: true,
+        average: false,
+        padded: 0..0,
+        causal: false,
+        bad_key: 67,
+    },
+    // The bad key inside a tile the key padding mask masks entirely.
+    Grid {
+        embed_dim: 16,
+        heads: 2,
+        tgt_len: 20,
+        src_len: 150,
+        batch_first: false,
+        average: true,
+        padded: 64..128,
+        causal: false,
+        bad_key: 100,
+    },
+    // Causal (`is_causal` with need_weights=False): the bad key beyond most queries' diagonal.
+    Grid {
+        embed_dim: 8,
+        heads: 2,
+        tgt_len: 140,
+        src_len: 140,
+        batch_first: true,
+        average: true,
+        padded: 0..0,
+        causal: true,
+        bad_key: 135,
+    },
+];
+
+/// Runs one grid point on every supported ISA; returns how each ISA whose result differs from
+/// the reference (NaN pattern or value) differs, ending with `(isa)`.
+fn non_finite_case(grid: &Grid, inject: Inject, need_weights: bool) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let config = MultiheadAttentionConfig::new(grid.embed_dim, grid.heads)
+        .with_batch_first(grid.batch_first);
+    let layer = MultiheadAttention::random(config, 11).unwrap();
+    let (n, l, s, e) = (2, grid.tgt_len, grid.src_len, grid.embed_dim);
+    let shape = |len: usize| {
+        if grid.batch_first {
+            vec![n, len, e]
+        } else {
+            vec![len, n, e]
+        }
+    };
+    let at = |t: usize| {
+        if grid.batch_first {
+            [1, t]
+        } else {
+            [t, 1]
+        }
+    };
+    let mut query = uniform(&shape(l), &mut rng);
+    let mut key = uniform(&shape(s), &mut rng);
+    let mut value = uniform(&shape(s), &mut rng);
+    let mut kpm = ArrayD::<f32>::zeros(IxDyn(&[n, s]));
+    for j in grid.padded.clone() {
+        kpm[[1, j]] = f32::NEG_INFINITY;
+    }
+    let mut attn = generate_square_subsequent_mask(l).into_dyn();
+    if !grid.causal {
+        attn = ArrayD::zeros(IxDyn(&[l, s]));
+    }
+    let [b, t] = at(1);
+    let [kb, kt] = at(grid.bad_key);
+    match inject {
+        Inject::Query(x) => query[[b, t, 0]] = x,
+        Inject::Key(x) => key[[kb, kt, 3]] = x,
+        Inject::Value(x) => value[[kb, kt, 5]] = x,
+        Inject::KeyPaddingMask(x) => kpm[[1, grid.bad_key]] = x,
+        Inject::AttnMask(x) => attn[[1, grid.bad_key]] = x,
+    }
+    let mut opts = ForwardOptions::default()
+        .with_need_weights(need_weights)
+        .with_average_attn_weights(grid.average);
+    let with_kpm = !grid.padded.is_empty() || matches!(inject, Inject::KeyPaddingMask(_));
+    if with_kpm {
+        opts = opts.with_key_padding_mask(Mask::Float(kpm.view()));
+    }
+    if grid.causal || matches!(inject, Inject::AttnMask(_)) {
+        opts = opts
+            .with_attn_mask(Mask::Float(attn.view()))
+            .with_is_causal(grid.causal);
+    }
+    let (q, k, v) = (query.view(), key.view(), value.view());
+    let want = layer
+        .forward_reference(q.clone(), k.clone(), v.clone(), &opts)
+        .unwrap();
+    Isa::supported()
+        .into_iter()
+        .filter_map(|isa| {
+            let got = layer
+                .forward_with_isa(q.clone(), k.clone(), v.clone(), &opts, isa)
+                .unwrap();
+            compare(&got, &want, isa)
+                .err()
+                .map(|e| format!("{e} ({isa})"))
+        })
+        .collect()
+}
+
+/// NaN and infinities in every input, on the example and on shapes that reach whole
+/// vectors, several tiles, fully masked tiles and causal tiles: every dispatch path propagates
+/// them as the reference (and torch) does.
+#[test]
+fn non_finite_inputs_propagate_as_in_the_reference() {
+    let mut failures = Vec::new();
+    for (g, grid) in GRIDS.iter().enumerate() {
+        for inject in INJECTIONS {
+            for need_weights in [true, false] {
+                for isa in non_finite_case(grid, inject, need_weights) {
+                    failures.push(format!(
+                        "grid {g} {inject:?} need_weights={need_weights}: {isa}"
+                    ));
+                }
+            }
+        }
+    }
+    let count = |grids: &[&str], isa: &str| {
+        failures
+            .iter()
+            .filter(|f| grids.iter().any(|g| f.starts_with(g)) && f.ends_with(&format!("({isa})")))
+            .count()
+    };
+    for isa in Isa::supported() {
+        let isa = isa.to_string();
+        eprintln!(
+            "{isa}: {} of 60 (grids 0-2) and {} of 20 (causal grid 3) differ",
+            count(&["grid 0", "grid 1", "grid 2"], &isa),
+            count(&["grid 3"], &isa)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differ from the reference:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -35,6 +35,24 @@ fn every_committed_torch_case_passes_on_the_reference_path() {
     assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
 }
 
+/// Torch's non-finite corners that other frameworks do not share (so the framework suite does
+/// not read them): every case passes on the default and the reference path.
+#[test]
+fn runtime_only_torch_cases_pass_on_both_paths() {
+    use mha_runtime::parity::{run_dir_with, ForwardPath};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/torch_runtime_only");
+    for path in [ForwardPath::Default, ForwardPath::Reference] {
+        let reports = run_dir_with(&dir, Tolerance::default(), path).unwrap();
+        assert!(reports.len() >= 4, "only {} cases", reports.len());
+        let failed: Vec<String> = reports
+            .iter()
+            .filter(|r| !r.passed())
+            .map(|r| format!("{path:?} {}: {}", r.name, r.failures.join("; ")))
+            .collect();
+        assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+    }
+}
+
 #[test]
 fn committed_set_covers_every_behaviour() {
     let index = load_index(fixtures()).unwrap();
@@ -58,6 +76,12 @@ fn committed_set_covers_every_behaviour() {
         &|c| c.name.contains("fully_masked") && !c.forward.need_weights
     ));
     assert!(has(&|c| c.name.contains("large_logits")));
+    // NaN and infinities in inputs and masks, with and without weights.
+    for need_weights in [true, false] {
+        assert!(has(
+            &|c| c.name.starts_with("nonfinite_") && c.forward.need_weights == need_weights
+        ));
+    }
 }
 
 /// The runner must notice a wrong number and a wrong NaN pattern.

@@ -315,3 +315,121 @@ fn empty_batch_and_empty_target_keep_their_shapes() {
     assert_eq!(out.output.shape(), &[0, 8]);
     assert_eq!(out.weights.unwrap().shape(), &[2, 0, 5]);
 }
+
+/// Same values and NaN positions (NaN == NaN).
+fn same(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+}
+
+fn mask_options<'a>(
+    attn_mask: Mask<'a>,
+    key_padding_mask: Option<Mask<'a>>,
+    need_weights: bool,
+) -> ForwardOptions<'a> {
+    ForwardOptions {
+        attn_mask: Some(attn_mask),
+        key_padding_mask,
+        need_weights,
+        ..ForwardOptions::default()
+    }
+}
+
+/// Strided mask views (transposed, reversed, stepped, broadcast; 2-D and 3-D; bool and float;
+/// with and without weights) are accepted, as torch accepts them, and give the numbers of the
+/// same call on a contiguous copy (which torch gives too).
+#[test]
+fn strided_masks_give_the_numbers_of_their_contiguous_copies() {
+    let (n, h, l, s) = (2, 2, 5, 7);
+    let l_ = layer(MultiheadAttentionConfig::new(8, h), 21);
+    let (q, k) = (randn(&[l, n, 8], 22), randn(&[s, n, 8], 23));
+    let floats = randn(&[s, l], 24).mapv(|x| if x > 0.6 { f32::NEG_INFINITY } else { x });
+    let bools = floats.mapv(|x| x == f32::NEG_INFINITY);
+    let floats_3d = randn(&[n * h, s, l], 25);
+    let bools_3d = floats_3d.mapv(|x| x > 0.5);
+    let wide = randn(&[l, 2 * s], 26);
+    let row = randn(&[1, s], 27);
+    let kpm_t = randn(&[s, n], 28).mapv(|x| x > 0.7);
+
+    // (name, view) pairs of float and bool attn_mask views, all of shape (L, S) or (N·H, L, S).
+    let float_views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> = vec![
+        ("transposed", floats.t().into_dyn()),
+        (
+            "reversed",
+            floats.t().slice_move(ndarray::s![..;-1, ..]).into_dyn(),
+        ),
+        ("stepped", wide.slice(ndarray::s![.., ..;2]).into_dyn()),
+        ("broadcast", row.broadcast((l, s)).unwrap().into_dyn()),
+        (
+            "3-D permuted",
+            floats_3d.view().permuted_axes(vec![0, 2, 1]),
+        ),
+    ];
+    let bool_views: Vec<(&str, ndarray::ArrayViewD<'_, bool>)> = vec![
+        ("transposed", bools.t().into_dyn()),
+        (
+            "reversed",
+            bools.t().slice_move(ndarray::s![..;-1, ..]).into_dyn(),
+        ),
+        ("3-D permuted", bools_3d.view().permuted_axes(vec![0, 2, 1])),
+    ];
+    let masks: Vec<(String, Mask<'_>)> = float_views
+        .iter()
+        .map(|(name, v)| (format!("float {name}"), Mask::Float(v.clone())))
+        .chain(
+            bool_views
+                .iter()
+                .map(|(name, v)| (format!("bool {name}"), Mask::Bool(v.clone()))),
+        )
+        .collect();
+    let kpm_view = kpm_t.t().into_dyn();
+    let copies: Vec<(ArrayD<f32>, ArrayD<bool>)> = masks
+        .iter()
+        .map(|(_, mask)| match mask {
+            Mask::Float(v) => (
+                v.as_standard_layout().into_owned(),
+                ArrayD::default(IxDyn(&[0])),
+            ),
+            Mask::Bool(v) => (
+                ArrayD::zeros(IxDyn(&[0])),
+                v.as_standard_layout().into_owned(),
+            ),
+        })
+        .collect();
+    for ((name, mask), (copy_f, copy_b)) in masks.iter().zip(&copies) {
+        let contiguous = match mask {
+            Mask::Float(_) => Mask::Float(copy_f.view()),
+            Mask::Bool(_) => Mask::Bool(copy_b.view()),
+        };
+        for need_weights in [true, false] {
+            for with_kpm in [false, true] {
+                let kpm = with_kpm.then(|| Mask::Bool(kpm_view.clone()));
+                let strided = mask_options(mask.clone(), kpm.clone(), need_weights);
+                let copied = mask_options(contiguous.clone(), kpm, need_weights);
+                let what = format!("{name} need_weights={need_weights} kpm={with_kpm}");
+                let got = l_.forward(q.view(), k.view(), k.view(), &strided);
+                let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+                let want = l_.forward(q.view(), k.view(), k.view(), &copied).unwrap();
+                assert!(same(&got.output, &want.output), "{what}: output");
+                assert_eq!(got.weights.is_some(), need_weights);
+                if let (Some(g), Some(w)) = (&got.weights, &want.weights) {
+                    assert!(same(g, w), "{what}: weights");
+                }
+                let reference = l_
+                    .forward_reference(q.view(), k.view(), k.view(), &strided)
+                    .unwrap();
+                assert!(
+                    same(
+                        &reference.output,
+                        &l_.forward_reference(q.view(), k.view(), k.view(), &copied)
+                            .unwrap()
+                            .output
+                    ),
+                    "{what}: reference"
+                );
+            }
+        }
+    }
+}

@@ -16,6 +16,12 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Serialize, Serializer};
 
+/// The longest expression source, in bytes.
+pub const MAX_EXPR_LEN: usize = 512;
+
+/// The deepest nesting of operations (parentheses, `not`s and chains of binary operators).
+pub const MAX_EXPR_DEPTH: usize = 32;
+
 /// The type of a value an expression yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExprType {
@@ -78,15 +84,6 @@ impl BinOp {
         }
     }
 
-    fn rust(self) -> &'static str {
-        match self {
-            BinOp::FloorDiv => "/",
-            BinOp::And => "&&",
-            BinOp::Or => "||",
-            other => other.python(),
-        }
-    }
-
     fn is_arithmetic(self) -> bool {
         matches!(self, BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::FloorDiv)
     }
@@ -109,13 +106,33 @@ pub struct Expr {
 }
 
 impl Expr {
-    /// Parses `source`; the error says what was expected where.
+    /// Parses `source`; the error says what was expected where. Expressions longer than
+    /// [`MAX_EXPR_LEN`] bytes or nested deeper than [`MAX_EXPR_DEPTH`] are refused, so that no
+    /// input can exhaust the stack of the parser or of the passes over the tree.
     pub fn parse(source: &str) -> Result<Expr, String> {
+        if source.len() > MAX_EXPR_LEN {
+            return Err(format!(
+                "the expression is {} bytes long; at most {MAX_EXPR_LEN} are allowed",
+                source.len()
+            ));
+        }
         let tokens = tokenize(source)?;
-        let mut parser = Parser { tokens, pos: 0 };
+        let mut parser = Parser {
+            tokens,
+            pos: 0,
+            depth: 0,
+        };
         let root = parser.or()?;
         if let Some(tok) = parser.tokens.get(parser.pos) {
-            return Err(format!("unexpected `{tok}` in expression `{source}`"));
+            return Err(format!(
+                "unexpected `{tok}` in expression `{}`",
+                source.trim()
+            ));
+        }
+        if depth(&root) > MAX_EXPR_DEPTH {
+            return Err(format!(
+                "the expression nests more than {MAX_EXPR_DEPTH} operations deep"
+            ));
         }
         Ok(Expr {
             source: source.trim().to_string(),
@@ -145,25 +162,36 @@ impl Expr {
         eval(&self.root, lookup)
     }
 
-    /// Python source for the expression (identifiers verbatim).
+    /// Python source for the expression (identifiers verbatim: they are ASCII identifiers).
     pub fn to_python(&self) -> String {
-        render(
-            &self.root,
-            Lang::Python,
-            &|_| None,
-            &|n: &str| n.to_string(),
-            false,
-        )
+        render_python(&self.root)
     }
 
-    /// Rust source for the expression over `usize` and `bool` values; `name` renders each
-    /// identifier (a local, a field access, a const), `lookup` gives its type.
+    /// Rust source for the expression's value, over `usize` and `bool` values, for use inside a
+    /// function that returns an `Option`: every `+ - * //` is a checked operation ended by `?`,
+    /// so an overflow, a negative size or a division by zero returns `None` instead of
+    /// panicking or wrapping. `name` renders each identifier (a field read, a method call),
+    /// `lookup` gives its type.
     pub fn to_rust(
         &self,
         lookup: &dyn Fn(&str) -> Option<ExprType>,
         name: &dyn Fn(&str) -> String,
     ) -> String {
-        render(&self.root, Lang::Rust, &|n| lookup(n), name, false)
+        RustRender { lookup, name }.value(&self.root)
+    }
+
+    /// Rust source for the expression as an `Option` (`None` on overflow, a negative size or a
+    /// division by zero); see [`Expr::to_rust`].
+    pub fn to_rust_checked(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<ExprType>,
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
+        let r = RustRender { lookup, name };
+        match &self.root {
+            Node::Binary(op, lhs, rhs) if op.is_arithmetic() => r.checked(*op, lhs, rhs),
+            other => format!("Some({})", r.value(other)),
+        }
     }
 }
 
@@ -204,68 +232,115 @@ impl<'de> serde::Deserialize<'de> for Expr {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lang {
-    Python,
-    Rust,
-}
-
-fn render(
-    node: &Node,
-    lang: Lang,
-    lookup: &dyn Fn(&str) -> Option<ExprType>,
-    name: &dyn Fn(&str) -> String,
-    in_arith: bool,
-) -> String {
+fn render_python(node: &Node) -> String {
     match node {
         Node::Int(v) => v.to_string(),
-        Node::Bool(b) => match (lang, b) {
-            (Lang::Python, true) => "True".into(),
-            (Lang::Python, false) => "False".into(),
-            (Lang::Rust, b) => b.to_string(),
-        },
-        Node::Ident(id) if lang == Lang::Rust && in_arith && lookup(id) == Some(ExprType::Bool) => {
-            format!("usize::from({})", name(id))
-        }
-        Node::Ident(id) => name(id),
-        Node::Not(inner) => {
-            let text = render(inner, lang, lookup, name, false);
-            let text = if matches!(**inner, Node::Binary(..)) {
-                format!("({text})")
-            } else {
-                text
-            };
-            match lang {
-                Lang::Python => format!("not {text}"),
-                Lang::Rust => format!("!{text}"),
-            }
-        }
+        Node::Bool(true) => "True".into(),
+        Node::Bool(false) => "False".into(),
+        Node::Ident(id) => id.clone(),
+        Node::Not(inner) => format!("not {}", parenthesized(inner, render_python(inner), 0)),
         Node::Binary(op, lhs, rhs) => {
-            let side = |child: &Node, is_rhs: bool| {
-                let text = render(child, lang, lookup, name, op.is_arithmetic());
-                match child {
-                    Node::Binary(inner, ..)
-                        if precedence(*inner) < precedence(*op)
-                            || (is_rhs && precedence(*inner) == precedence(*op)) =>
-                    {
-                        format!("({text})")
-                    }
-                    _ => text,
-                }
-            };
-            let op_text = match lang {
-                Lang::Python => op.python(),
-                Lang::Rust => op.rust(),
-            };
-            if lang == Lang::Rust && *op == BinOp::FloorDiv {
-                // A zero divisor (an invalid config) yields 0 rather than a panic.
-                return format!(
-                    "{}.checked_div({}).unwrap_or(0)",
-                    side(lhs, false),
-                    render(rhs, lang, lookup, name, true)
-                );
+            // Comparisons do not chain: `(a == b) == c` keeps its parentheses on both sides.
+            let chains = matches!(op, BinOp::Eq | BinOp::Ne);
+            format!(
+                "{} {} {}",
+                parenthesized(lhs, render_python(lhs), precedence(*op) + u8::from(chains)),
+                op.python(),
+                parenthesized(rhs, render_python(rhs), precedence(*op) + 1),
+            )
+        }
+    }
+}
+
+/// Python's precedence of `not`: between `and` and the comparisons.
+const NOT_PRECEDENCE: u8 = 3;
+
+/// `text` in parentheses when `node` binds looser than `min`; `min == 0` always parenthesizes
+/// a binary operation (the operand of `not`).
+fn parenthesized(node: &Node, text: String, min: u8) -> String {
+    match node {
+        Node::Binary(op, ..) if min == 0 || precedence(*op) < min => format!("({text})"),
+        Node::Not(_) if NOT_PRECEDENCE < min => format!("({text})"),
+        _ => text,
+    }
+}
+
+struct RustRender<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<ExprType>,
+    name: &'a dyn Fn(&str) -> String,
+}
+
+impl RustRender<'_> {
+    fn is_bool(&self, node: &Node) -> bool {
+        type_of(node, self.lookup) == Ok(ExprType::Bool)
+    }
+
+    /// The node's value in its own type (`usize` or `bool`).
+    fn value(&self, node: &Node) -> String {
+        match node {
+            Node::Int(v) => format!("{v}usize"),
+            Node::Bool(b) => b.to_string(),
+            Node::Ident(id) => (self.name)(id),
+            Node::Not(inner) => format!("!{}", self.operand(inner)),
+            Node::Binary(op, lhs, rhs) if op.is_arithmetic() => {
+                format!("{}?", self.checked(*op, lhs, rhs))
             }
-            format!("{} {} {}", side(lhs, false), op_text, side(rhs, true))
+            Node::Binary(op, lhs, rhs) => {
+                let ints = !self.is_bool(lhs) || !self.is_bool(rhs);
+                let side = |n: &Node| {
+                    if ints {
+                        self.int(n)
+                    } else {
+                        self.operand_within(n, *op)
+                    }
+                };
+                let op_text = match op {
+                    BinOp::And => "&&",
+                    BinOp::Or => "||",
+                    other => other.python(),
+                };
+                format!("{} {op_text} {}", side(lhs), side(rhs))
+            }
+        }
+    }
+
+    /// `lhs.checked_op(rhs)`, an `Option<usize>`.
+    fn checked(&self, op: BinOp, lhs: &Node, rhs: &Node) -> String {
+        let method = match op {
+            BinOp::Add => "checked_add",
+            BinOp::Sub => "checked_sub",
+            BinOp::Mul => "checked_mul",
+            _ => "checked_div",
+        };
+        format!("{}.{method}({})", self.int(lhs), self.int(rhs))
+    }
+
+    /// The node as a `usize` (a bool counts 0 or 1, as in Python).
+    fn int(&self, node: &Node) -> String {
+        if self.is_bool(node) {
+            format!("usize::from({})", self.value(node))
+        } else {
+            self.value(node)
+        }
+    }
+
+    /// The node where a unary operator applies: parenthesized if it is a binary operation.
+    fn operand(&self, node: &Node) -> String {
+        match node {
+            Node::Binary(op, ..) if !op.is_arithmetic() => format!("({})", self.value(node)),
+            _ => self.value(node),
+        }
+    }
+
+    /// The node as an operand of the boolean operator `parent`.
+    fn operand_within(&self, node: &Node, parent: BinOp) -> String {
+        match node {
+            Node::Binary(op, ..)
+                if !op.is_arithmetic() && precedence(*op) <= precedence(parent) =>
+            {
+                format!("({})", self.value(node))
+            }
+            _ => self.value(node),
         }
     }
 }
@@ -274,10 +349,28 @@ fn precedence(op: BinOp) -> u8 {
     match op {
         BinOp::Or => 1,
         BinOp::And => 2,
-        BinOp::Eq | BinOp::Ne => 3,
-        BinOp::Add | BinOp::Sub => 4,
-        BinOp::Mul | BinOp::FloorDiv => 5,
+        BinOp::Eq | BinOp::Ne => 4,
+        BinOp::Add | BinOp::Sub => 5,
+        BinOp::Mul | BinOp::FloorDiv => 6,
     }
+}
+
+/// The depth of the tree (a leaf is 1). Iterative, so that it is safe on any tree.
+fn depth(root: &Node) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(root, 1)];
+    while let Some((node, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match node {
+            Node::Not(inner) => stack.push((inner, d + 1)),
+            Node::Binary(_, lhs, rhs) => {
+                stack.push((lhs, d + 1));
+                stack.push((rhs, d + 1));
+            }
+            Node::Int(_) | Node::Bool(_) | Node::Ident(_) => {}
+        }
+    }
+    deepest
 }
 
 fn collect_idents<'a>(node: &'a Node, out: &mut BTreeSet<&'a str>) {
@@ -412,9 +505,24 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Current recursion depth of `not` and parentheses.
+    depth: usize,
 }
 
 impl Parser {
+    /// Runs `f` one level deeper; refuses past [`MAX_EXPR_DEPTH`].
+    fn nested(&mut self, f: fn(&mut Self) -> Result<Node, String>) -> Result<Node, String> {
+        if self.depth >= MAX_EXPR_DEPTH {
+            return Err(format!(
+                "the expression nests more than {MAX_EXPR_DEPTH} operations deep"
+            ));
+        }
+        self.depth += 1;
+        let node = f(self);
+        self.depth -= 1;
+        node
+    }
+
     fn eat_sym(&mut self, sym: &str) -> bool {
         self.eat(|t| matches!(t, Token::Sym(s) if *s == sym))
     }
@@ -463,7 +571,7 @@ impl Parser {
 
     fn not(&mut self) -> Result<Node, String> {
         if self.eat_word("not") {
-            Ok(Node::Not(Box::new(self.not()?)))
+            Ok(Node::Not(Box::new(self.nested(Self::not)?)))
         } else {
             self.cmp()
         }
@@ -498,7 +606,7 @@ impl Parser {
                 Ok(Node::Ident(w))
             }
             Some(Token::Sym("(")) => {
-                let inner = self.or()?;
+                let inner = self.nested(Self::or)?;
                 if self.eat_sym(")") {
                     Ok(inner)
                 } else {
@@ -527,24 +635,81 @@ mod tests {
 
     #[test]
     fn renders_python_and_rust() {
+        let rust = |src: &str| {
+            Expr::parse(src)
+                .unwrap()
+                .to_rust(&types, &|n| n.to_string())
+        };
+        let checked = |src: &str| {
+            Expr::parse(src)
+                .unwrap()
+                .to_rust_checked(&types, &|n| n.to_string())
+        };
         let e = Expr::parse("add_bias_kv + add_zero_attn").unwrap();
         assert_eq!(e.to_python(), "add_bias_kv + add_zero_attn");
         assert_eq!(
-            e.to_rust(&types, &|n| n.to_string()),
-            "usize::from(add_bias_kv) + usize::from(add_zero_attn)"
+            rust("add_bias_kv + add_zero_attn"),
+            "usize::from(add_bias_kv).checked_add(usize::from(add_zero_attn))?"
+        );
+        assert_eq!(
+            checked("add_bias_kv + add_zero_attn"),
+            "usize::from(add_bias_kv).checked_add(usize::from(add_zero_attn))"
         );
         let e = Expr::parse("kdim == embed_dim and not bias").unwrap();
         assert_eq!(
-            e.to_rust(&types, &|n| n.to_string()),
+            rust("kdim == embed_dim and not bias"),
             "kdim == embed_dim && !bias"
         );
         assert_eq!(e.to_python(), "kdim == embed_dim and not bias");
         let e = Expr::parse("embed_dim // (num_heads * 2)").unwrap();
         assert_eq!(
-            e.to_rust(&types, &|n| n.to_string()),
-            "embed_dim.checked_div(num_heads * 2).unwrap_or(0)"
+            checked("embed_dim // (num_heads * 2)"),
+            "embed_dim.checked_div(num_heads.checked_mul(2usize)?)"
         );
+        assert_eq!(e.to_python(), "embed_dim // (num_heads * 2)");
         assert_eq!(e.type_of(&types), Ok(ExprType::Int));
+        // Bool literals and comparisons count 0 or 1 in arithmetic, as in Python.
+        assert_eq!(
+            checked("true + true"),
+            "usize::from(true).checked_add(usize::from(true))"
+        );
+        assert_eq!(
+            rust("(kdim == 1) + 1"),
+            "usize::from(kdim == 1usize).checked_add(1usize)?"
+        );
+        assert_eq!(checked("0 - 1"), "0usize.checked_sub(1usize)");
+        // Comparisons do not chain; `not` keeps its operand.
+        let e = Expr::parse("(bias == add_bias_kv) == add_zero_attn").unwrap();
+        assert_eq!(e.to_python(), "(bias == add_bias_kv) == add_zero_attn");
+        assert_eq!(
+            rust("(bias == add_bias_kv) == add_zero_attn"),
+            "(bias == add_bias_kv) == add_zero_attn"
+        );
+        assert_eq!(
+            Expr::parse("(not bias) == bias").unwrap().to_python(),
+            "(not bias) == bias"
+        );
+        assert_eq!(
+            rust("not (bias or bias) and bias"),
+            "!(bias || bias) && bias"
+        );
+        assert_eq!(checked("bias"), "Some(bias)");
+    }
+
+    #[test]
+    fn bounded() {
+        let deep = format!("{}1{}", "(".repeat(1500), ")".repeat(1500));
+        assert!(Expr::parse(&deep).unwrap_err().contains("bytes long"));
+        let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+        assert!(Expr::parse(&deep).unwrap_err().contains("nests more than"));
+        assert!(Expr::parse(&"not ".repeat(40))
+            .unwrap_err()
+            .contains("nests"));
+        let sum = vec!["1"; 100].join("+");
+        assert!(Expr::parse(&sum).unwrap_err().contains("nests"));
+        let ok = vec!["1"; 20].join("+");
+        assert!(Expr::parse(&ok).is_ok());
+        assert!(Expr::parse(&"not ".repeat(37000)).is_err());
     }
 
     #[test]

@@ -18,15 +18,20 @@ mod expr;
 mod load;
 mod locate;
 mod model;
+mod names;
 mod validate;
 
 use std::collections::HashMap;
 
 pub use error::{did_you_mean, suggest, SpecError, SpecErrors};
-pub use expr::{Expr, ExprType, ExprValue};
-pub use load::{load_dir, load_file, load_str};
+pub use expr::{Expr, ExprType, ExprValue, MAX_EXPR_DEPTH, MAX_EXPR_LEN};
+pub use load::{load_dir, load_file, load_str, MAX_SPEC_BYTES, MAX_YAML_DEPTH};
 pub use locate::{Locator, Position};
 pub use model::*;
+pub use names::{
+    check_dotted, check_identifier, check_line, check_op_name, check_snake_name, check_url,
+    is_hidden, MAX_NAME_LEN, MAX_TEXT_LEN, PYTHON_KEYWORDS, RUST_KEYWORDS,
+};
 pub use validate::KNOWN_PLUGINS;
 
 /// The specs shipped in the repository's `specs/` folder, as (file name, text).
@@ -34,6 +39,27 @@ pub const BUNDLED: &[(&str, &str)] = &[(
     "specs/multihead_attention.yaml",
     include_str!("../../../specs/multihead_attention.yaml"),
 )];
+
+/// Checks a spec that did not come through the loader (one built or changed in code) with the
+/// loader's rules. Errors have no position (line 1, column 1); the file is `<spec>`.
+pub fn check(spec: &Spec) -> Result<(), SpecErrors> {
+    let findings = validate::validate(spec, &std::collections::BTreeSet::new());
+    if findings.is_empty() {
+        return Ok(());
+    }
+    Err(SpecErrors(
+        findings
+            .into_iter()
+            .map(|(path, message)| SpecError {
+                file: "<spec>".into(),
+                line: 1,
+                column: 1,
+                path,
+                message,
+            })
+            .collect(),
+    ))
+}
 
 /// Loads the bundled specs.
 pub fn bundled() -> Result<Vec<Spec>, SpecErrors> {

@@ -21,15 +21,26 @@ const MAX_ERRORS: usize = 64;
 /// Reads and validates the spec file at `path`.
 pub fn load_file(path: &Path) -> Result<Spec, SpecErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let error = |message: String| {
         SpecErrors(vec![SpecError {
             file: file.clone(),
             line: 1,
             column: 1,
             path: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }])
-    })?;
+    };
+    // Read at most one byte past the limit, so that no file (or device) is read without end.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, MAX_SPEC_BYTES as u64 + 1),
+                &mut bytes,
+            )
+        })
+        .map_err(|e| error(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| error("the file is not UTF-8 text".into()))?;
     load_str(&file, &text)
 }
 
@@ -80,8 +91,88 @@ fn check_unique_ops(specs: &[Spec]) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest spec file, in bytes (the bundled one is about 20 KB).
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of YAML mappings and sequences in a spec (the bundled one needs 6).
+pub const MAX_YAML_DEPTH: usize = 24;
+
+/// Refuses, before the YAML is parsed into values, a document too large or nested too deep:
+/// one streaming pass over its events, stopped at the first collection past the limit.
+fn check_bounds(file: &str, text: &str) -> Result<(), SpecErrors> {
+    let error = |line: usize, column: usize, message: String| {
+        SpecErrors(vec![SpecError {
+            file: file.into(),
+            line,
+            column,
+            path: String::new(),
+            message,
+        }])
+    };
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(error(
+            1,
+            1,
+            format!(
+                "the spec is {} bytes long; at most {MAX_SPEC_BYTES} are allowed",
+                text.len()
+            ),
+        ));
+    }
+    // Flow collections first, by a plain count of brackets (quotes and comments included, so
+    // nothing can hide one): a YAML scanner looks ahead to the end of a flow collection that
+    // may be a key, which takes quadratic time on deep nesting.
+    let mut brackets = 0usize;
+    for (line_index, line) in text.lines().enumerate() {
+        for (column, c) in line.chars().enumerate() {
+            match c {
+                '[' | '{' => {
+                    brackets += 1;
+                    if brackets > MAX_YAML_DEPTH {
+                        return Err(error(
+                            line_index + 1,
+                            column + 1,
+                            format!(
+                                "brackets nest deeper than {MAX_YAML_DEPTH} levels (flow collections, or brackets in text)"
+                            ),
+                        ));
+                    }
+                }
+                ']' | '}' => brackets = brackets.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        // A syntax error is left to the full parse below, which explains it.
+        let Ok((event, mark)) = parser.next_token() else {
+            return Ok(());
+        };
+        match event {
+            yaml_rust2::Event::StreamEnd => return Ok(()),
+            yaml_rust2::Event::MappingStart(..) | yaml_rust2::Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(error(
+                        mark.line(),
+                        mark.col() + 1,
+                        format!("the YAML nests deeper than {MAX_YAML_DEPTH} levels"),
+                    ));
+                }
+            }
+            yaml_rust2::Event::MappingEnd | yaml_rust2::Event::SequenceEnd => {
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Parses and validates spec text; `file` names it in errors.
 pub fn load_str(file: &str, text: &str) -> Result<Spec, SpecErrors> {
+    check_bounds(file, text)?;
     let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         SpecErrors(vec![SpecError {
@@ -167,7 +258,7 @@ fn deserialize(value: Value) -> Result<Spec, (Vec<Segment>, String)> {
 /// serde_yaml appends ` at line L column C` to some messages; positions are reported separately.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
+        Some(i) => message.get(..i).unwrap_or(message).to_string(),
         None => message.to_string(),
     }
 }

@@ -4,7 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::did_you_mean;
 use crate::expr::{Expr, ExprType};
-use crate::model::{ArgMapping, Literal, ParamType, Spec, Step};
+use crate::model::{ArgMapping, Constraint, Literal, ParamType, Spec, Step};
+use crate::names;
 
 /// Plugins the generators implement; a framework's `strategy: {plugin: NAME}` must name one.
 pub const KNOWN_PLUGINS: &[&str] = &["repack_attn_keras", "repack_attn_flax"];
@@ -17,6 +18,7 @@ pub fn validate(spec: &Spec, pruned: &BTreeSet<String>) -> Vec<(String, String)>
         pruned: pruned.clone(),
         findings: Vec::new(),
     };
+    v.names();
     v.signature();
     v.derived();
     v.call();
@@ -75,7 +77,11 @@ impl Validator<'_> {
             return;
         }
         match expr.type_of(scope) {
-            Ok(got) if got == want => {}
+            Ok(got) if got == want => {
+                if let Some(problem) = constant_problem(expr) {
+                    self.report(path, problem);
+                }
+            }
             Ok(got) => self.report(path, format!("`{expr}` is {got}, expected {want}")),
             Err(message) => {
                 let names = self.spec.scope_names();
@@ -86,6 +92,129 @@ impl Validator<'_> {
                     .map(|n| did_you_mean(n, names.iter().map(String::as_str)))
                     .unwrap_or_default();
                 self.report(path, format!("in `{expr}`: {message}{hint}"));
+            }
+        }
+    }
+
+    /// Reports `problem` (from a [`names`] rule) at `path`.
+    fn rule(&mut self, path: String, problem: Option<String>) {
+        if let Some(message) = problem {
+            self.report(path, message);
+        }
+    }
+
+    /// Every name and line of text, checked for every language and path it reaches.
+    fn names(&mut self) {
+        let spec = self.spec;
+        self.rule("op".into(), names::check_op_name(&spec.op));
+        self.rule("summary".into(), names::check_line(&spec.summary));
+        for (i, p) in spec.signature.iter().enumerate() {
+            self.rule(
+                format!("signature[{i}].name"),
+                names::check_snake_name(&p.name),
+            );
+            self.rule(format!("signature[{i}].doc"), names::check_line(&p.doc));
+        }
+        for (i, d) in spec.derived.iter().enumerate() {
+            self.rule(
+                format!("derived[{i}].name"),
+                names::check_snake_name(&d.name),
+            );
+            self.rule(format!("derived[{i}].doc"), names::check_line(&d.doc));
+        }
+        self.rule("call.name".into(), names::check_snake_name(&spec.call.name));
+        for (i, a) in spec.call.args.iter().enumerate() {
+            self.rule(
+                format!("call.args[{i}].name"),
+                names::check_snake_name(&a.name),
+            );
+            self.rule(format!("call.args[{i}].doc"), names::check_line(&a.doc));
+        }
+        for (i, r) in spec.call.returns.iter().enumerate() {
+            self.rule(
+                format!("call.returns[{i}].name"),
+                names::check_snake_name(&r.name),
+            );
+            self.rule(format!("call.returns[{i}].doc"), names::check_line(&r.doc));
+        }
+        let c = &spec.conventions;
+        for (field, text) in [
+            ("float_masks", &c.float_masks),
+            ("scaling", &c.scaling),
+            ("mask_merging", &c.mask_merging),
+            ("fully_masked_rows", &c.fully_masked_rows),
+        ] {
+            self.rule(format!("conventions.{field}"), names::check_line(text));
+        }
+        for (i, t) in spec.weights.tensors.iter().enumerate() {
+            self.rule(
+                format!("weights.tensors[{i}].name"),
+                names::check_dotted(&t.name, true),
+            );
+            self.rule(
+                format!("weights.tensors[{i}].doc"),
+                names::check_line(&t.doc),
+            );
+        }
+        for (i, l) in spec.weights.logical.iter().enumerate() {
+            self.rule(
+                format!("weights.logical[{i}].name"),
+                names::check_dotted(&l.name, true),
+            );
+        }
+        for (i, f) in spec.features.iter().enumerate() {
+            self.rule(
+                format!("features[{i}].name"),
+                names::check_snake_name(&f.name),
+            );
+            self.rule(format!("features[{i}].doc"), names::check_line(&f.doc));
+        }
+        for (key, fw) in &spec.frameworks {
+            let base = format!("frameworks.{key}");
+            if let Some(problem) = names::check_snake_name(key) {
+                self.report(base.clone(), format!("framework key: {problem}"));
+            }
+            self.rule(
+                format!("{base}.display_name"),
+                names::check_line(&fw.display_name),
+            );
+            self.rule(format!("{base}.api"), names::check_dotted(&fw.api, false));
+            self.rule(
+                format!("{base}.package"),
+                names::check_dotted(&fw.package, false),
+            );
+            if let Some(url) = &fw.docs_url {
+                self.rule(format!("{base}.docs_url"), names::check_url(url));
+            }
+            if let Some(backend) = &fw.backend {
+                self.rule(format!("{base}.backend"), names::check_identifier(backend));
+            }
+            for (i, arg) in fw.args.iter().enumerate() {
+                match arg {
+                    ArgMapping::Dropped { reason, .. } => self.rule(
+                        format!("{base}.args[{i}].reason"),
+                        names::check_line(reason),
+                    ),
+                    other => {
+                        let native = other.native().unwrap_or_default();
+                        self.rule(
+                            format!("{base}.args[{i}].native"),
+                            names::check_identifier(native),
+                        );
+                    }
+                }
+            }
+            for (i, w) in fw.weights.iter().enumerate() {
+                self.rule(
+                    format!("{base}.weights[{i}].native"),
+                    names::check_dotted(&w.native, true),
+                );
+            }
+            for (feature, support) in &fw.support {
+                self.rule(
+                    format!("{base}.support.{feature}.note"),
+                    names::check_line(&support.note),
+                );
             }
         }
     }
@@ -103,13 +232,11 @@ impl Validator<'_> {
         for (i, param) in spec.signature.iter().enumerate() {
             let path = format!("signature[{i}]");
             if let Some(default) = &param.default {
-                if !literal_fits(default, param.ty) {
-                    self.report(
-                        format!("{path}.default"),
-                        format!("default {} does not fit type {:?}", show(default), param.ty),
-                    );
+                if let Some(problem) = literal_problem(default, param.ty) {
+                    self.report(format!("{path}.default"), problem);
                 }
             }
+            let int_param = |name: &str| spec.param(name).is_none_or(|p| p.ty == ParamType::Int);
             if let Some(target) = &param.when_null {
                 if param.ty != ParamType::OptionalInt {
                     self.report(
@@ -117,16 +244,53 @@ impl Validator<'_> {
                         "`when_null` applies to optional_int parameters only",
                     );
                 }
-                self.known(format!("{path}.when_null"), "parameter", target, &names);
+                if self.known(format!("{path}.when_null"), "parameter", target, &names)
+                    && !int_param(target)
+                {
+                    self.report(
+                        format!("{path}.when_null"),
+                        format!("`{target}` stands for null, so it must be an int parameter"),
+                    );
+                }
             }
             for (j, constraint) in param.constraints.iter().enumerate() {
-                if let crate::model::Constraint::Divides(other) = constraint {
-                    self.known(
-                        format!("{path}.constraints[{j}].divides"),
-                        "parameter",
-                        other,
-                        &names,
+                let at = format!("{path}.constraints[{j}]");
+                let applies = match constraint {
+                    Constraint::Positive => param.ty != ParamType::Bool,
+                    Constraint::Divides(_) => {
+                        matches!(param.ty, ParamType::Int | ParamType::OptionalInt)
+                    }
+                    Constraint::AtLeast(_) | Constraint::Below(_) => param.ty == ParamType::Float,
+                };
+                if !applies {
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "{} does not apply to a {} parameter ({})",
+                            constraint_name(constraint),
+                            type_name(param.ty),
+                            constraint_rule(constraint)
+                        ),
                     );
+                }
+                match constraint {
+                    Constraint::Divides(other) => {
+                        let at = format!("{at}.divides");
+                        if self.known(at.clone(), "parameter", other, &names) {
+                            if !int_param(other) {
+                                self.report(at, format!("`{other}` must be an int parameter"));
+                            } else if *other == param.name {
+                                self.report(at, "a parameter always divides itself");
+                            }
+                        }
+                    }
+                    Constraint::AtLeast(bound) | Constraint::Below(bound) if !bound.is_finite() => {
+                        self.report(
+                            at,
+                            format!("the bound must be a finite number, got {bound}"),
+                        );
+                    }
+                    _ => {}
                 }
             }
             // A default must satisfy its own constraints (checked where every name it needs has a default).
@@ -178,7 +342,15 @@ impl Validator<'_> {
                 })
                 .collect();
             let scope = |n: &str| spec.param_type(n).or_else(|| earlier.get(n).copied());
-            if let Err(message) = derived.expr.type_of(&scope) {
+            let typed = derived.expr.type_of(&scope);
+            if let Some(problem) = typed
+                .as_ref()
+                .ok()
+                .and_then(|_| constant_problem(&derived.expr))
+            {
+                self.report(format!("derived[{i}].expr"), problem);
+            }
+            if let Err(message) = typed {
                 if !derived
                     .expr
                     .identifiers()
@@ -400,8 +572,24 @@ impl Validator<'_> {
     }
 }
 
-fn literal_fits(value: &Literal, ty: ParamType) -> bool {
-    matches!(
+/// Why a constant expression (one without names) cannot be a size: it overflows, divides by
+/// zero or is negative. Expressions with names are checked per config by the generated code.
+fn constant_problem(expr: &Expr) -> Option<String> {
+    if !expr.identifiers().is_empty() {
+        return None;
+    }
+    match expr.eval(&|_| None) {
+        Err(message) => Some(format!("`{expr}`: {message}")),
+        Ok(crate::expr::ExprValue::Int(v)) if v < 0 => {
+            Some(format!("`{expr}` is {v}: a size cannot be negative"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Why `value` cannot be a default of type `ty`, if it cannot.
+fn literal_problem(value: &Literal, ty: ParamType) -> Option<String> {
+    let fits = matches!(
         (value, ty),
         (
             Literal::Int(_),
@@ -409,7 +597,49 @@ fn literal_fits(value: &Literal, ty: ParamType) -> bool {
         ) | (Literal::Float(_), ParamType::Float)
             | (Literal::Bool(_), ParamType::Bool)
             | (Literal::Null(()), ParamType::OptionalInt)
-    )
+    );
+    match value {
+        _ if !fits => Some(format!(
+            "default {} does not fit type {:?}",
+            show(value),
+            ty
+        )),
+        Literal::Float(f) if !f.is_finite() => Some(format!(
+            "default {} is not a finite number; a float parameter's default must be one",
+            show(value)
+        )),
+        Literal::Int(i) if *i < 0 && ty != ParamType::Float => Some(format!(
+            "default {i} is negative; an {} parameter is a size (0 or more)",
+            type_name(ty)
+        )),
+        _ => None,
+    }
+}
+
+fn type_name(ty: ParamType) -> &'static str {
+    match ty {
+        ParamType::Int => "int",
+        ParamType::Float => "float",
+        ParamType::Bool => "bool",
+        ParamType::OptionalInt => "optional_int",
+    }
+}
+
+fn constraint_name(c: &Constraint) -> &'static str {
+    match c {
+        Constraint::Positive => "`positive`",
+        Constraint::Divides(_) => "`divides`",
+        Constraint::AtLeast(_) => "`at_least`",
+        Constraint::Below(_) => "`below`",
+    }
+}
+
+fn constraint_rule(c: &Constraint) -> &'static str {
+    match c {
+        Constraint::Positive => "it applies to int, optional_int and float",
+        Constraint::Divides(_) => "it applies to int and optional_int",
+        Constraint::AtLeast(_) | Constraint::Below(_) => "it applies to float",
+    }
 }
 
 pub(crate) fn show(value: &Literal) -> String {

@@ -2,21 +2,23 @@
 //! materialises the `L × S'` scores, and a weights-returning kernel that writes the
 //! probabilities it must return.
 //!
-//! Work is split with rayon over `(batch, head, query block)` (flash) or `(batch, query block)`
-//! (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
+//! Work is split with rayon over `(batch, head, query block)` (flash; with a causal mask, block
+//! `b` and block `blocks - 1 - b` of a head form one unit, so units cost the same) or
+//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
 //! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
 //! buffer, so steady-state calls allocate nothing here.
 
 use std::cell::RefCell;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
-use super::simd::{Portable, Simd};
+use super::isa::Level;
+use super::phases::{Phase, Region};
+use super::simd::{Simd, WithSimd};
 use super::Isa;
+use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 
 /// Queries per work item / tile.
 pub(crate) const BLOCK_Q: usize = 128;
@@ -58,34 +60,6 @@ impl SeqRef<'_> {
     }
 }
 
-/// The merged additive mask: row `(n, h, i)` starts at `n * batch_stride + h * head_stride +
-/// i * row_stride` and holds `S'` contiguous values (a stride of 0 broadcasts).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MaskRef<'a> {
-    pub data: &'a [f32],
-    pub batch_stride: usize,
-    pub head_stride: usize,
-    pub row_stride: usize,
-}
-
-impl MaskRef<'_> {
-    #[inline(always)]
-    fn row(&self, n: usize, h: usize, i: usize) -> *const f32 {
-        self.data
-            .as_ptr()
-            .wrapping_add(n * self.batch_stride + h * self.head_stride + i * self.row_stride)
-    }
-}
-
-/// What a query row whose keys are all masked gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FullyMasked {
-    /// Output (and weights) NaN, as torch's explicit softmax gives.
-    Nan,
-    /// Zero attention, as `scaled_dot_product_attention` gives.
-    Zero,
-}
-
 /// One attention problem on projected inputs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Problem<'a> {
@@ -103,51 +77,35 @@ pub(crate) struct Problem<'a> {
     pub extra_k: &'a [f32],
     /// Values appended likewise, `extra × E`.
     pub extra_v: &'a [f32],
-    pub mask: Option<MaskRef<'a>>,
+    pub mask: Option<MaskRows<'a>>,
     /// Mask key `j > i` for query `i`.
     pub causal: bool,
     pub scale: f32,
-    pub fully_masked: FullyMasked,
+    pub fully_masked: FullyMaskedRows,
     /// Training-mode dropout on the probabilities.
-    pub dropout: Option<DropoutRef>,
+    pub dropout: Option<DropoutPlan>,
 }
 
-/// Dropout with the reference path's draws: ChaCha8 seeded with `seed`, stream
-/// `n * heads + h`, one `f32` per probability of the `(L, S')` matrix in row-major order; kept
-/// when the draw is `>= p`, then scaled by `1 / (1 - p)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DropoutRef {
-    pub p: f32,
-    pub seed: u64,
-}
-
-impl DropoutRef {
-    fn generator(&self, n: usize, h: usize, heads: usize) -> ChaCha8Rng {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream((n * heads + h) as u64);
-        rng
-    }
-
-    /// Applies the draws from word `word_pos` on (element `(i, k0)` of the `(L, S')` matrix
-    /// is word `i * S' + k0`) to `row[0], row[stride], ...`, `count` of them.
-    fn apply(
-        &self,
-        rng: &mut ChaCha8Rng,
-        word_pos: usize,
-        row: &mut [f32],
-        stride: usize,
-        count: usize,
-    ) {
-        rng.set_word_pos(word_pos as u128);
-        let scale = 1.0 / (1.0 - self.p);
-        for j in 0..count {
-            let x = &mut row[j * stride];
-            *x = if rng.random::<f32>() >= self.p {
-                *x * scale
-            } else {
-                0.0
-            };
-        }
+/// Applies `plan`'s draws from word `word_pos` on (element `(i, k0)` of the `(L, S')` matrix is
+/// word `i * S' + k0`) to `row[0], row[stride], ...`, `count` of them: kept when the draw is
+/// `>= p`, then scaled by `1 / (1 - p)`.
+fn apply_dropout(
+    plan: &DropoutPlan,
+    rng: &mut ChaCha8Rng,
+    word_pos: usize,
+    row: &mut [f32],
+    stride: usize,
+    count: usize,
+) {
+    rng.set_word_pos(word_pos as u128);
+    let scale = 1.0 / (1.0 - plan.p);
+    for j in 0..count {
+        let x = &mut row[j * stride];
+        *x = if rng.random::<f32>() >= plan.p {
+            *x * scale
+        } else {
+            0.0
+        };
     }
 }
 
@@ -190,10 +148,7 @@ impl Problem<'_> {
         assert_eq!(self.extra_k.len(), self.extra_v.len());
         assert_eq!(self.extra_k.len() % e, 0);
         if let Some(m) = &self.mask {
-            let last = (self.batch - 1) * m.batch_stride
-                + (self.heads - 1) * m.head_stride
-                + (self.q_len - 1) * m.row_stride
-                + self.total_keys();
+            let last = m.start(self.batch - 1, self.heads - 1, self.q_len - 1) + self.total_keys();
             assert!(last <= m.data.len());
         }
     }
@@ -239,8 +194,10 @@ impl SeqOut {
     }
 }
 
-// SAFETY: work items write disjoint rows / head columns of the destination.
+// SAFETY: a `SeqOut` is only written through by work items, which write disjoint rows / head
+// columns of the destination (`FlashItem::run`, `WeightsItem::run`).
 unsafe impl Send for SeqOut {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for SeqOut {}
 
 /// Where the weights kernel writes the probabilities: `(N, H, L, S')` or `(N, L, S')`.
@@ -250,8 +207,9 @@ struct WeightsOut {
     per_head: bool,
 }
 
-// SAFETY: work items write disjoint `(n, query block)` rows.
+// SAFETY: work items write disjoint `(n, query block)` rows through it.
 unsafe impl Send for WeightsOut {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for WeightsOut {}
 
 fn out_for(
@@ -302,9 +260,6 @@ fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
         + BLOCK_Q * dp
 }
 
-type FlashItem = unsafe fn(&Problem<'_>, SeqOut, usize, &mut [f32]);
-type WeightsItem = unsafe fn(&Problem<'_>, SeqOut, WeightsOut, usize, &mut [f32]);
-
 /// The flash kernel: `out` gets softmax(q kᵀ · scale + mask) v for every `(n, i, h)`.
 /// `HEAD_DIM = 0` reads the head dimension from the problem; otherwise it must equal it.
 pub(crate) fn flash<const HEAD_DIM: usize>(
@@ -317,15 +272,35 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
     let out = out_for(problem, out, out_batch_stride, out_row_stride);
-    let item: FlashItem = flash_item_for::<HEAD_DIM>(isa);
+    let item = FlashItem::<HEAD_DIM>::for_isa(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
-    (0..items).into_par_iter().for_each(|index| {
-        // SAFETY: `item` runs on an ISA this CPU supports (checked by `Isa::is_supported` when
-        // it was selected), the problem passed `check`, items write disjoint outputs.
-        with_scratch(scratch, |buf| unsafe { item(problem, out, index, buf) });
-    });
+    let region = Region::start();
+    let run = |index: usize| {
+        // SAFETY: the problem passed `check`, `out` came from `out_for`, and each index is
+        // run once, so items write disjoint outputs.
+        region.item(|| with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) }));
+    };
+    let units = if problem.causal && blocks > 1 {
+        // Causal: query block `b` reads `b + 1` key blocks, so block `b` and block
+        // `blocks - 1 - b` of the same head make one unit of `blocks + 1` (the middle block
+        // alone when `blocks` is odd): units of equal cost, whatever the thread count.
+        let pairs = blocks.div_ceil(2);
+        let units = problem.batch * problem.heads * pairs;
+        (0..units).into_par_iter().for_each(|unit| {
+            let (head, j) = (unit / pairs, unit % pairs);
+            run(head * blocks + j);
+            if blocks - 1 - j != j {
+                run(head * blocks + blocks - 1 - j);
+            }
+        });
+        units
+    } else {
+        (0..items).into_par_iter().for_each(run);
+        items
+    };
+    region.finish(Phase::Attention, rayon::current_num_threads().min(units));
 }
 
 /// The weights kernel: like [`flash`], and writes the probabilities into `weights`,
@@ -351,102 +326,172 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
         ptr: weights.as_mut_ptr(),
         per_head,
     };
-    let item: WeightsItem = weights_item_for::<HEAD_DIM>(isa);
+    let item = WeightsItem::<HEAD_DIM>::for_isa(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * blocks;
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
+    let region = Region::start();
     (0..items).into_par_iter().for_each(|index| {
-        // SAFETY: as in `flash`.
-        with_scratch(scratch, |buf| unsafe {
-            item(problem, out, weights, index, buf)
+        region.item(|| {
+            // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
+            with_scratch(scratch, |buf| unsafe {
+                item.run(problem, out, weights, index, buf)
+            })
         });
     });
+    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
-fn flash_item_for<const D: usize>(isa: Isa) -> FlashItem {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_supported() => avx512_flash_item::<D>,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if isa.is_supported() => avx2_flash_item::<D>,
-        _ => portable_flash_item::<D>,
+/// The flash work item of one level's capability token, with that level's register blocking
+/// (QK rows, QK vectors, PV rows, PV vectors).
+#[derive(Debug, Clone, Copy)]
+struct FlashItem<const D: usize> {
+    level: Level,
+}
+
+impl<const D: usize> FlashItem<D> {
+    /// The item for `isa`, or the portable one when this CPU cannot run `isa`.
+    fn for_isa(isa: Isa) -> Self {
+        Self {
+            level: Level::or_portable(isa),
+        }
+    }
+
+    /// Runs work item `index` (see [`flash_item`]).
+    ///
+    /// # Safety
+    /// `p` passed [`Problem::check`], `out` came from [`out_for`] for `p`, and no other thread
+    /// runs item `index` of this call at the same time.
+    unsafe fn run(self, p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(simd) => simd.vectorize(FlashOp::<D, 8, 2, 4, 4> { p, out, index, buf }),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(simd) => simd.vectorize(FlashOp::<D, 6, 2, 6, 2> { p, out, index, buf }),
+            Level::Portable(simd) => {
+                simd.vectorize(FlashOp::<D, 4, 1, 4, 1> { p, out, index, buf })
+            }
+        }
     }
 }
 
-fn weights_item_for<const D: usize>(isa: Isa) -> WeightsItem {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.is_supported() => avx512_weights_item::<D>,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma if isa.is_supported() => avx2_weights_item::<D>,
-        _ => portable_weights_item::<D>,
+/// [`flash_item`] as an operation for [`Simd::vectorize`]. Built only by [`FlashItem::run`],
+/// whose contract makes running it sound.
+struct FlashOp<
+    'a,
+    'p,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+> {
+    p: &'a Problem<'p>,
+    out: SeqOut,
+    index: usize,
+    buf: &'a mut [f32],
+}
+
+impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
+    WithSimd for FlashOp<'_, '_, D, QMR, QNV, PMR, PNV>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: the contract of `FlashItem::run`, the only place this op is built.
+        unsafe {
+            flash_item::<S, D, QMR, QNV, PMR, PNV>(simd, self.p, self.out, self.index, self.buf)
+        }
     }
 }
 
-// Register blocking per ISA: (QK rows, QK vectors, PV rows, PV vectors).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Avx512, D, 8, 2, 4, 4>(p, out, index, buf) }
+/// The weights work item of one level's capability token (blocking as in [`FlashItem`]).
+#[derive(Debug, Clone, Copy)]
+struct WeightsItem<const D: usize> {
+    level: Level,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Avx2, D, 6, 2, 6, 2>(p, out, index, buf) }
+impl<const D: usize> WeightsItem<D> {
+    /// The item for `isa`, or the portable one when this CPU cannot run `isa`.
+    fn for_isa(isa: Isa) -> Self {
+        Self {
+            level: Level::or_portable(isa),
+        }
+    }
+
+    /// Runs work item `index` (see [`weights_item`]).
+    ///
+    /// # Safety
+    /// As [`FlashItem::run`], and `w` points to `N · (H or 1) · L · S'` writable floats.
+    unsafe fn run(
+        self,
+        p: &Problem<'_>,
+        out: SeqOut,
+        w: WeightsOut,
+        index: usize,
+        buf: &mut [f32],
+    ) {
+        match self.level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512(simd) => simd.vectorize(WeightsOp::<D, 8, 2, 4, 4> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2(simd) => simd.vectorize(WeightsOp::<D, 6, 2, 6, 2> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+            Level::Portable(simd) => simd.vectorize(WeightsOp::<D, 4, 1, 4, 1> {
+                p,
+                out,
+                w,
+                index,
+                buf,
+            }),
+        }
+    }
 }
 
-unsafe fn portable_flash_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { flash_item::<Portable, D, 4, 1, 4, 1>(p, out, index, buf) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_weights_item<const D: usize>(
-    p: &Problem<'_>,
+/// [`weights_item`] as an operation for [`Simd::vectorize`]. Built only by
+/// [`WeightsItem::run`], whose contract makes running it sound.
+struct WeightsOp<
+    'a,
+    'p,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+> {
+    p: &'a Problem<'p>,
     out: SeqOut,
     w: WeightsOut,
     index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Avx512, D, 8, 2, 4, 4>(p, out, w, index, buf) }
+    buf: &'a mut [f32],
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_weights_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    w: WeightsOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Avx2, D, 6, 2, 6, 2>(p, out, w, index, buf) }
-}
+impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
+    WithSimd for WeightsOp<'_, '_, D, QMR, QNV, PMR, PNV>
+{
+    type Output = ();
 
-unsafe fn portable_weights_item<const D: usize>(
-    p: &Problem<'_>,
-    out: SeqOut,
-    w: WeightsOut,
-    index: usize,
-    buf: &mut [f32],
-) {
-    unsafe { weights_item::<Portable, D, 4, 1, 4, 1>(p, out, w, index, buf) }
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // SAFETY: the contract of `WeightsItem::run`, the only place this op is built.
+        unsafe {
+            weights_item::<S, D, QMR, QNV, PMR, PNV>(
+                simd, self.p, self.out, self.w, self.index, self.buf,
+            )
+        }
+    }
 }
 
 /// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
@@ -505,9 +550,15 @@ fn tile_values(
 
 /// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
 /// keys; score row `i` starts at `scores + i * ld`.
+///
+/// # Safety
+/// Each query row holds `d` readable floats, `kt` holds `d` rows of `cols_padded` readable
+/// floats `ld_kt` apart (`cols_padded` a multiple of `S::LANES`), and `scores` holds
+/// `q_rows.len()` rows of `cols_padded` writable floats `ld` apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q_rows: &[*const f32],
     d: usize,
     kt: *const f32,
@@ -521,12 +572,17 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     while i + MR <= rows {
         let mut q = [std::ptr::null::<f32>(); MR];
         q.copy_from_slice(&q_rows[i..i + MR]);
-        unsafe { qk_rows::<S, D, MR, NV>(q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
+        // SAFETY: rows `i..i + MR` of what the caller guarantees.
+        unsafe {
+            qk_rows::<S, D, MR, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld)
+        };
         i += MR;
     }
     while i < rows {
+        // SAFETY: row `i` of what the caller guarantees.
         unsafe {
             qk_rows::<S, D, 1, NV>(
+                simd,
                 [q_rows[i]],
                 d,
                 kt,
@@ -540,8 +596,14 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
+/// [`qk_tile`] for `MR` query rows.
+///
+/// # Safety
+/// As [`qk_tile`] for these rows.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
@@ -552,19 +614,27 @@ unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
 ) {
     let mut j = 0;
     while j + NV * S::LANES <= cols_padded {
-        unsafe { qk_block::<S, D, MR, NV>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
+        unsafe { qk_block::<S, D, MR, NV>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += NV * S::LANES;
     }
     while j < cols_padded {
-        unsafe { qk_block::<S, D, MR, 1>(q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        // SAFETY: columns `j..j + LANES <= cols_padded` (a multiple of LANES).
+        unsafe { qk_block::<S, D, MR, 1>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
         j += S::LANES;
     }
 }
 
 /// The QKᵀ micro-kernel: `MR` query rows × `NV` vectors of keys, accumulated over `d`.
+///
+/// # Safety
+/// Each `q[r]` holds `d` readable floats (`D` when `D > 0`), `kt` holds `d` rows of
+/// `NV * LANES` readable floats `ld_kt` apart, `scores` `MR` rows of `NV * LANES` writable
+/// floats `ld` apart.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
     q: [*const f32; MR],
     d: usize,
     kt: *const f32,
@@ -573,31 +643,40 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     ld: usize,
 ) {
     let d = if D > 0 { D } else { d };
-    let mut acc = [[S::splat(0.0); NV]; MR];
+    let mut acc = [[simd.splat(0.0); NV]; MR];
     for c in 0..d {
-        let mut kv = [S::splat(0.0); NV];
+        let mut kv = [simd.splat(0.0); NV];
         for (v, slot) in kv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(kt.add(c * ld_kt + v * S::LANES)) };
+            // SAFETY: row `c < d` of `kt`, vector `v < NV`.
+            *slot = unsafe { simd.load(kt.add(c * ld_kt + v * S::LANES)) };
         }
         for r in 0..MR {
-            let qb = S::splat(unsafe { *q[r].add(c) });
+            // SAFETY: `c < d`.
+            let qb = simd.splat(unsafe { *q[r].add(c) });
             for v in 0..NV {
-                acc[r][v] = S::mul_add(qb, kv[v], acc[r][v]);
+                acc[r][v] = simd.mul_add(qb, kv[v], acc[r][v]);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            unsafe { S::store(scores.add(r * ld + v * S::LANES), x) };
+            // SAFETY: row `r < MR` of `scores`, vector `v < NV`.
+            unsafe { simd.store(scores.add(r * ld + v * S::LANES), x) };
         }
     }
 }
 
 /// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
 /// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
+///
+/// # Safety
+/// Those `p(i, j)` for `i < rows`, `j < cols` are readable, `v` holds `cols` rows of `dp`
+/// readable floats, `o` holds `rows` rows of `dp` readable and writable floats (`dp` a
+/// multiple of `S::LANES`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -610,8 +689,10 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let mut i = 0;
     while i + MR <= rows {
+        // SAFETY: rows `i..i + MR` of what the caller guarantees.
         unsafe {
             pv_rows::<S, MR, NV>(
+                simd,
                 p.add(i * p_rs),
                 p_rs,
                 p_cs,
@@ -625,8 +706,10 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
         i += MR;
     }
     while i < rows {
+        // SAFETY: row `i` of what the caller guarantees.
         unsafe {
             pv_rows::<S, 1, NV>(
+                simd,
                 p.add(i * p_rs),
                 p_rs,
                 p_cs,
@@ -641,9 +724,14 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// [`pv_tile`] for `MR` rows.
+///
+/// # Safety
+/// As [`pv_tile`] for these rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -655,19 +743,25 @@ unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let mut c = 0;
     while c + NV * S::LANES <= dp {
-        unsafe { pv_block::<S, MR, NV>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        // SAFETY: columns `c..c + NV * LANES <= dp` of the caller's buffers.
+        unsafe { pv_block::<S, MR, NV>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += NV * S::LANES;
     }
     while c < dp {
-        unsafe { pv_block::<S, MR, 1>(p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        // SAFETY: columns `c..c + LANES <= dp` (a multiple of LANES).
+        unsafe { pv_block::<S, MR, 1>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
         c += S::LANES;
     }
 }
 
 /// The PV micro-kernel: `MR` rows × `NV` vectors of output columns, accumulated over keys.
+///
+/// # Safety
+/// As [`pv_tile`] for `MR` rows and `NV * LANES` columns.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
     p: *const f32,
     p_rs: usize,
     p_cs: usize,
@@ -677,27 +771,31 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
     dp: usize,
     o: *mut f32,
 ) {
-    let mut acc = [[S::splat(0.0); NV]; MR];
+    let mut acc = [[simd.splat(0.0); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         for (k, slot) in row.iter_mut().enumerate() {
-            *slot = unsafe { S::load(o.add(r * dp + k * S::LANES)) };
+            // SAFETY: row `r < MR` of `o`, vector `k < NV`.
+            *slot = unsafe { simd.load(o.add(r * dp + k * S::LANES)) };
         }
     }
     for j in 0..cols {
-        let mut vv = [S::splat(0.0); NV];
+        let mut vv = [simd.splat(0.0); NV];
         for (k, slot) in vv.iter_mut().enumerate() {
-            *slot = unsafe { S::load(v.add(j * ld_v + k * S::LANES)) };
+            // SAFETY: value row `j < cols`, vector `k < NV`.
+            *slot = unsafe { simd.load(v.add(j * ld_v + k * S::LANES)) };
         }
         for r in 0..MR {
-            let pb = S::splat(unsafe { *p.add(r * p_rs + j * p_cs) });
+            // SAFETY: `p(r, j)` with `r < MR`, `j < cols`.
+            let pb = simd.splat(unsafe { *p.add(r * p_rs + j * p_cs) });
             for k in 0..NV {
-                acc[r][k] = S::mul_add(pb, vv[k], acc[r][k]);
+                acc[r][k] = simd.mul_add(pb, vv[k], acc[r][k]);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (k, &x) in row.iter().enumerate() {
-            unsafe { S::store(o.add(r * dp + k * S::LANES), x) };
+            // SAFETY: row `r < MR` of `o`, vector `k < NV`.
+            unsafe { simd.store(o.add(r * dp + k * S::LANES), x) };
         }
     }
 }
@@ -706,6 +804,7 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
 /// masked, scaled scores: `-inf` for padding and causally hidden keys.
 #[inline(always)]
 fn mask_scores<S: Simd>(
+    simd: S,
     p: &Problem<'_>,
     row: &mut [f32],
     mask_row: Option<*const f32>,
@@ -713,10 +812,15 @@ fn mask_scores<S: Simd>(
     k0: usize,
     cols: usize,
 ) {
-    let scale = S::splat(p.scale);
+    let scale = simd.splat(p.scale);
     for chunk in row.chunks_exact_mut(S::LANES) {
         // SAFETY: the chunk holds LANES floats.
-        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), scale)) };
+        unsafe {
+            simd.store(
+                chunk.as_mut_ptr(),
+                simd.mul(simd.load(chunk.as_ptr()), scale),
+            )
+        };
     }
     if let Some(m) = mask_row {
         // SAFETY: the mask row holds S' >= k0 + cols values (`Problem::check`).
@@ -732,39 +836,49 @@ fn mask_scores<S: Simd>(
     row[cols..].fill(f32::NEG_INFINITY);
 }
 
+/// The largest score of `row`, NaN ignored (`-inf` when there is none).
 #[inline(always)]
-fn row_max<S: Simd>(row: &[f32]) -> f32 {
-    let mut m = S::splat(f32::NEG_INFINITY);
+fn row_max<S: Simd>(simd: S, row: &[f32]) -> f32 {
+    let mut m = simd.splat(f32::NEG_INFINITY);
     for chunk in row.chunks_exact(S::LANES) {
-        m = S::max(m, unsafe { S::load(chunk.as_ptr()) });
+        // SAFETY: the chunk holds LANES floats.
+        m = simd.max(unsafe { simd.load(chunk.as_ptr()) }, m);
     }
-    S::reduce_max(m)
+    simd.reduce_max(m)
 }
 
 /// `row[j] = exp(row[j] - max)`; returns the sum.
 #[inline(always)]
-fn exp_row<S: Simd>(row: &mut [f32], max: f32) -> f32 {
-    let m = S::splat(max);
-    let mut sum = S::splat(0.0);
+fn exp_row<S: Simd>(simd: S, row: &mut [f32], max: f32) -> f32 {
+    let m = simd.splat(max);
+    let mut sum = simd.splat(0.0);
     for chunk in row.chunks_exact_mut(S::LANES) {
-        let e = S::exp(S::sub(unsafe { S::load(chunk.as_ptr()) }, m));
-        unsafe { S::store(chunk.as_mut_ptr(), e) };
-        sum = S::add(sum, e);
+        // SAFETY: the chunk holds LANES floats.
+        let e = simd.exp(simd.sub(unsafe { simd.load(chunk.as_ptr()) }, m));
+        // SAFETY: as above.
+        unsafe { simd.store(chunk.as_mut_ptr(), e) };
+        sum = simd.add(sum, e);
     }
-    S::reduce_add(sum)
+    simd.reduce_add(sum)
 }
 
+/// `row[j] *= factor`.
 #[inline(always)]
-fn scale_row<S: Simd>(row: &mut [f32], factor: f32) {
-    let f = S::splat(factor);
+fn scale_row<S: Simd>(simd: S, row: &mut [f32], factor: f32) {
+    let f = simd.splat(factor);
     for chunk in row.chunks_exact_mut(S::LANES) {
-        unsafe { S::store(chunk.as_mut_ptr(), S::mul(S::load(chunk.as_ptr()), f)) };
+        // SAFETY: the chunk holds LANES floats.
+        unsafe { simd.store(chunk.as_mut_ptr(), simd.mul(simd.load(chunk.as_ptr()), f)) };
     }
 }
 
-/// Whether every score of the tile is masked by the additive mask (all `-inf`).
+/// Whether the tile can be skipped: the additive mask is `-inf` at every score and its keys
+/// and values are finite. (A score `NaN + -inf` or `±inf + -inf` is not masked, and a masked
+/// key's value still enters the output as `0 · v`, which is NaN for a non-finite `v`.)
 #[inline(always)]
-fn tile_fully_masked(
+#[allow(clippy::too_many_arguments)]
+fn tile_skippable<S: Simd>(
+    simd: S,
     p: &Problem<'_>,
     n: usize,
     h: usize,
@@ -772,14 +886,54 @@ fn tile_fully_masked(
     rows: usize,
     k0: usize,
     cols: usize,
+    d: usize,
 ) -> bool {
     let Some(mask) = &p.mask else { return false };
     let rows = if mask.row_stride == 0 { 1 } else { rows };
-    (0..rows).all(|i| {
+    let masked = (0..rows).all(|i| {
         // SAFETY: in bounds by `Problem::check`.
-        let m = unsafe { std::slice::from_raw_parts(mask.row(n, h, q0 + i).add(k0), cols) };
+        let m = unsafe { std::slice::from_raw_parts(mask.row_ptr(n, h, q0 + i).add(k0), cols) };
         m.iter().all(|&x| x == f32::NEG_INFINITY)
-    })
+    });
+    masked
+        && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.key(n, j, h)), d)
+        && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.value(n, j, h)), d)
+}
+
+/// Whether every one of the `d` floats at each pointer is finite: sums `0 · x` (0 for a finite
+/// `x`, NaN otherwise) without a branch per element.
+#[inline(always)]
+fn rows_finite<S: Simd>(simd: S, rows: impl Iterator<Item = *const f32>, d: usize) -> bool {
+    let whole = d - d % S::LANES;
+    let zero = simd.splat(0.0);
+    let mut acc = zero;
+    let mut tail = 0.0f32;
+    for row in rows {
+        // SAFETY: the callers pass rows of `d` floats in bounds by `Problem::check`.
+        let row = unsafe { std::slice::from_raw_parts(row, d) };
+        for chunk in row[..whole].chunks_exact(S::LANES) {
+            // SAFETY: the chunk holds LANES floats.
+            let x = unsafe { simd.load(chunk.as_ptr()) };
+            acc = simd.mul_add(x, zero, acc);
+        }
+        for &x in &row[whole..] {
+            tail += 0.0 * x;
+        }
+    }
+    simd.reduce_add(acc) + tail == 0.0
+}
+
+/// Head `h` of what a fully masked row gives when torch zeroes it (`need_weights=False`): the
+/// probabilities are 0 and the output is `Σ_j 0 · v_j`, which is 0 unless a value is not finite.
+fn zero_attention(p: &Problem<'_>, n: usize, h: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    for j in 0..p.total_keys() {
+        // SAFETY: value rows are in bounds by `Problem::check`.
+        let v = unsafe { std::slice::from_raw_parts(p.value(n, j, h), dst.len()) };
+        for (x, &y) in dst.iter_mut().zip(v) {
+            *x += 0.0 * y;
+        }
+    }
 }
 
 /// A work item's block of queries and the sizes both kernels use.
@@ -820,6 +974,9 @@ fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryB
 /// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
 /// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
 /// online softmax runs along the vector lanes (16 or 8 queries at a time).
+///
+/// # Safety
+/// As [`FlashItem::run`]; `buf` holds at least `flash_scratch_len(head_dim)` floats.
 #[inline(always)]
 unsafe fn flash_item<
     S: Simd,
@@ -829,6 +986,7 @@ unsafe fn flash_item<
     const PMR: usize,
     const PNV: usize,
 >(
+    simd: S,
     p: &Problem<'_>,
     out: SeqOut,
     index: usize,
@@ -844,7 +1002,14 @@ unsafe fn flash_item<
     } = query_block::<S, D>(p, index);
     let (n, h) = (nh / p.heads, nh % p.heads);
     let rows_padded = round_up(rows, S::LANES);
-    let kv_end = if p.causal {
+    // Causally hidden keys get probability 0; they are skipped unless a value is not finite
+    // (`0 · v` is then NaN, as in torch's explicit product).
+    let kv_end = if p.causal
+        && rows_finite::<S>(
+            simd,
+            (q0 + rows..total).map(|j| p.value(n, j, h)),
+            p.head_dim,
+        ) {
         total.min(q0 + rows)
     } else {
         total
@@ -873,13 +1038,17 @@ unsafe fn flash_item<
         qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
     }
 
-    let floor = S::splat(f32::MIN);
+    // `m` holds each query's running maximum score, NaN ignored (`-inf` while every key is
+    // masked); the exponents are taken against `max(m, floor)`, so a fully masked lane computes
+    // exp(-inf - floor) = 0 rather than exp(-inf + inf) = NaN, and a row of f32::MIN scores
+    // still gives exp(0) = 1 as torch does. A NaN score stays NaN through `exp` and the sum `l`.
+    let floor = simd.splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
     let mut k0 = 0;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
-        if tile_fully_masked(p, n, h, q0, rows, k0, cols) {
+        if tile_skippable::<S>(simd, p, n, h, q0, rows, k0, cols, d) {
             k0 += BLOCK_K;
             continue;
         }
@@ -887,8 +1056,11 @@ unsafe fn flash_item<
             *slot = p.key(n, k0 + j, h);
         }
         // sᵀ[j][i] = k_j · q_i
+        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × BLOCK_Q` and `st`
+        // `BLOCK_K × BLOCK_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
         unsafe {
             qk_tile::<S, D, QMR, QNV>(
+                simd,
                 &k_rows[..cols],
                 d,
                 qt.as_ptr(),
@@ -904,12 +1076,12 @@ unsafe fn flash_item<
             if let Some(mask) = &p.mask {
                 if mask.row_stride == 0 {
                     // SAFETY: in bounds by `Problem::check`.
-                    let add = unsafe { *mask.row(n, h, 0).add(k0 + j) };
+                    let add = unsafe { *mask.row_ptr(n, h, 0).add(k0 + j) };
                     row[..rows].iter_mut().for_each(|x| *x += add);
                 } else {
                     for (i, x) in row[..rows].iter_mut().enumerate() {
                         // SAFETY: in bounds by `Problem::check`.
-                        *x += unsafe { *mask.row(n, h, q0 + i).add(k0 + j) };
+                        *x += unsafe { *mask.row_ptr(n, h, q0 + i).add(k0 + j) };
                     }
                 }
             }
@@ -921,46 +1093,54 @@ unsafe fn flash_item<
         }
         // Online softmax along the queries (vector lanes).
         let mut iv = 0;
+        // SAFETY (the loads and stores below): `iv + LANES <= rows_padded <= BLOCK_Q`, the
+        // length of `m`, `l` and `alpha` and of each of the `cols` rows of `st`.
         while iv < rows_padded {
-            let mut tile_max = S::splat(f32::NEG_INFINITY);
+            // SAFETY: see above.
+            let mut m_new = unsafe { simd.load(m.as_ptr().add(iv)) };
+            let base_old = simd.max(m_new, floor);
             for j in 0..cols {
-                tile_max = S::max(tile_max, unsafe {
-                    S::load(st.as_ptr().add(j * BLOCK_Q + iv))
-                });
+                // SAFETY: see above.
+                let x = unsafe { simd.load(st.as_ptr().add(j * BLOCK_Q + iv)) };
+                m_new = simd.max(x, m_new);
             }
-            let m_old = unsafe { S::load(m.as_ptr().add(iv)) };
-            // A lane with every key masked so far keeps a finite floor: its p and alpha are
-            // exp(-inf) = 0 (and a row of f32::MIN masks still gives exp(0) = 1 as torch does).
-            let m_new = S::max(S::max(m_old, tile_max), floor);
-            let a = S::exp(S::sub(m_old, m_new));
-            let mut sum = S::splat(0.0);
+            let base = simd.max(m_new, floor);
+            let a = simd.exp(simd.sub(base_old, base));
+            let mut sum = simd.splat(0.0);
             for j in 0..cols {
-                let at = unsafe { st.as_mut_ptr().add(j * BLOCK_Q + iv) };
-                let e = S::exp(S::sub(unsafe { S::load(at) }, m_new));
-                unsafe { S::store(at, e) };
-                sum = S::add(sum, e);
+                let at = st[j * BLOCK_Q + iv..].as_mut_ptr();
+                // SAFETY: see above.
+                let e = simd.exp(simd.sub(unsafe { simd.load(at) }, base));
+                // SAFETY: see above.
+                unsafe { simd.store(at, e) };
+                sum = simd.add(sum, e);
             }
-            let l_old = unsafe { S::load(l.as_ptr().add(iv)) };
+            // SAFETY: see above.
+            let l_old = unsafe { simd.load(l.as_ptr().add(iv)) };
+            // SAFETY: see above.
             unsafe {
-                S::store(l.as_mut_ptr().add(iv), S::mul_add(l_old, a, sum));
-                S::store(m.as_mut_ptr().add(iv), m_new);
-                S::store(alpha.as_mut_ptr().add(iv), a);
+                simd.store(l.as_mut_ptr().add(iv), simd.mul_add(l_old, a, sum));
+                simd.store(m.as_mut_ptr().add(iv), m_new);
+                simd.store(alpha.as_mut_ptr().add(iv), a);
             }
             iv += S::LANES;
         }
         if let (Some(dr), Some(rng)) = (&p.dropout, rng.as_mut()) {
             for i in 0..rows {
-                dr.apply(rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
+                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
             }
         }
         for i in 0..rows {
             if alpha[i] != 1.0 {
-                scale_row::<S>(&mut o[i * dp..(i + 1) * dp], alpha[i]);
+                scale_row::<S>(simd, &mut o[i * dp..(i + 1) * dp], alpha[i]);
             }
         }
         let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+        // SAFETY: `st` holds p(i, j) at `i + j * BLOCK_Q` for `i < rows`, `j < cols`;
+        // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
             pv_tile::<S, PMR, PNV>(
+                simd,
                 st.as_ptr(),
                 1,
                 BLOCK_Q,
@@ -976,16 +1156,18 @@ unsafe fn flash_item<
     }
 
     for i in 0..rows {
-        let inv = if l[i] > 0.0 {
-            1.0 / l[i]
-        } else {
-            match p.fully_masked {
-                FullyMasked::Zero => 0.0,
-                FullyMasked::Nan => f32::NAN,
-            }
-        };
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
         let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
+        // A row with no unmasked score (m = -inf) is fully masked: NaN scores do not rescue it.
+        // Otherwise a NaN or +inf score has made `l` NaN, and the row NaN with it.
+        let inv = match (m[i] == f32::NEG_INFINITY, p.fully_masked) {
+            (false, _) => 1.0 / l[i],
+            (true, FullyMaskedRows::Nan) => f32::NAN,
+            (true, FullyMaskedRows::Zero) => {
+                zero_attention(p, n, h, dst);
+                continue;
+            }
+        };
         for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
             *x = acc * inv;
         }
@@ -994,6 +1176,9 @@ unsafe fn flash_item<
 
 /// One weights work item: query block `index % blocks` of batch element `index / blocks`, all
 /// heads.
+///
+/// # Safety
+/// As [`WeightsItem::run`]; `buf` holds at least `weights_scratch_len(head_dim, S')` floats.
 #[inline(always)]
 unsafe fn weights_item<
     S: Simd,
@@ -1003,6 +1188,7 @@ unsafe fn weights_item<
     const PMR: usize,
     const PNV: usize,
 >(
+    simd: S,
     p: &Problem<'_>,
     out: SeqOut,
     weights: WeightsOut,
@@ -1036,8 +1222,11 @@ unsafe fn weights_item<
             let cols = BLOCK_K.min(total - k0);
             let cols_padded = round_up(cols, S::LANES);
             pack_keys(p, n, h, k0, cols, cols_padded, d, kt);
+            // SAFETY: `rows` query rows of `d` floats (`Problem::check`); `kt` is
+            // `d × BLOCK_K`; `scores` has `rows` rows of `ld >= k0 + cols_padded` floats.
             unsafe {
                 qk_tile::<S, D, QMR, QNV>(
+                    simd,
                     &q_rows[..rows],
                     d,
                     kt.as_ptr(),
@@ -1052,23 +1241,25 @@ unsafe fn weights_item<
         let total_padded = round_up(total, S::LANES);
         for i in 0..rows {
             let row = &mut scores[i * ld..i * ld + total_padded];
-            let mask_row = p.mask.as_ref().map(|mask| mask.row(n, h, q0 + i));
-            mask_scores::<S>(p, row, mask_row, q0 + i, 0, total);
-            let max = row_max::<S>(row);
-            if max == f32::NEG_INFINITY || max.is_nan() {
+            let mask_row = p.mask.as_ref().map(|mask| mask.row_ptr(n, h, q0 + i));
+            mask_scores::<S>(simd, p, row, mask_row, q0 + i, 0, total);
+            // NaN ignored: a row whose other scores are all -inf is fully masked; otherwise a
+            // NaN (or a +inf, through exp(inf - inf)) makes the sum, and so every
+            // probability, NaN, as torch's softmax does.
+            let max = row_max::<S>(simd, row);
+            if max == f32::NEG_INFINITY {
                 let fill = match p.fully_masked {
-                    FullyMasked::Nan => f32::NAN,
-                    FullyMasked::Zero if max.is_nan() => f32::NAN,
-                    FullyMasked::Zero => 0.0,
+                    FullyMaskedRows::Nan => f32::NAN,
+                    FullyMaskedRows::Zero => 0.0,
                 };
                 row[..total].fill(fill);
                 row[total..].fill(0.0);
             } else {
-                let sum = exp_row::<S>(row, max);
-                scale_row::<S>(row, 1.0 / sum);
+                let sum = exp_row::<S>(simd, row, max);
+                scale_row::<S>(simd, row, 1.0 / sum);
             }
-            if let (Some(d), Some(rng)) = (&p.dropout, rng.as_mut()) {
-                d.apply(rng, (q0 + i) * total, row, 1, total);
+            if let (Some(plan), Some(rng)) = (&p.dropout, rng.as_mut()) {
+                apply_dropout(plan, rng, (q0 + i) * total, row, 1, total);
             }
             let row = &row[..total];
             let qi = q0 + i;
@@ -1079,6 +1270,7 @@ unsafe fn weights_item<
                 dst.copy_from_slice(row);
             } else {
                 let at = (n * p.q_len + qi) * total;
+                // SAFETY: as above, for the averaged `(N, L, S')` weights.
                 let dst = unsafe { std::slice::from_raw_parts_mut(weights.ptr.add(at), total) };
                 if h == 0 {
                     dst.copy_from_slice(row);
@@ -1100,8 +1292,11 @@ unsafe fn weights_item<
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
             let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+            // SAFETY: `scores` holds p(i, j) at `i * ld + k0 + j` for `i < rows`, `j < cols`;
+            // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
             unsafe {
                 pv_tile::<S, PMR, PNV>(
+                    simd,
                     scores.as_ptr().add(k0),
                     ld,
                     1,

@@ -7,10 +7,11 @@ use std::sync::{Mutex, OnceLock};
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 
-use super::attention::{self, DropoutRef, FullyMasked, MaskRef, Problem, SeqRef};
-use super::projection::PackedLinear;
+use super::attention::{self, Problem, SeqRef};
+use super::phases::{timed, Phase};
+use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
-use crate::prepare::{FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode};
+use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
 use crate::{InProjection, MultiheadAttentionConfig, Weights};
 
 /// The layer's weights packed for the fast path (built once, on first use) and a reusable
@@ -179,7 +180,7 @@ fn same_tensor(a: &ArrayView3<'_, f32>, b: &ArrayView3<'_, f32>) -> bool {
 }
 
 /// A projected operand: the buffer slot, its row width and column offset.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     start: usize,
     width: usize,
@@ -228,10 +229,279 @@ const ROW_PAD: usize = 16;
 /// value tile) make copying keys and values head-major pay off.
 const HEAD_MAJOR_MIN_QUERIES: usize = 1024;
 
+/// Which input tensors are the same, and so how many projection GEMMs a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// `query`, `key` and `value` are one tensor: one `E × 3E` GEMM.
+    SelfAttention,
+    /// `key` and `value` are one tensor: a query GEMM and one `E × 2E` GEMM.
+    SharedKeyValue,
+    /// Three GEMMs.
+    Separate,
+}
+
+/// The call's inputs as projection rows.
+struct Inputs<'a> {
+    sharing: Sharing,
+    query: Rows<'a>,
+    /// `None` when it is the query's rows.
+    key: Option<Rows<'a>>,
+    /// `None` when it is the key's (or the query's) rows.
+    value: Option<Rows<'a>>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(prepared: &PreparedForward<'a>, packed: &PackedWeights) -> Self {
+        let (query, key, value) = (prepared.query(), prepared.key(), prepared.value());
+        let packed_in = matches!(packed.input, InputProjections::Packed(_));
+        let sharing = if packed_in && same_tensor(&query, &key) && same_tensor(&key, &value) {
+            Sharing::SelfAttention
+        } else if packed_in && same_tensor(&key, &value) {
+            Sharing::SharedKeyValue
+        } else {
+            Sharing::Separate
+        };
+        let (key, value) = match sharing {
+            Sharing::SelfAttention => (None, None),
+            Sharing::SharedKeyValue => (Some(Rows::new(key)), None),
+            Sharing::Separate => (Some(Rows::new(key)), Some(Rows::new(value))),
+        };
+        Self {
+            sharing,
+            query: Rows::new(query),
+            key,
+            value,
+        }
+    }
+
+    /// `(batch_rows, seq_rows)` of the query, key and value rows.
+    fn layouts(&self) -> [(usize, usize); 3] {
+        let of = |r: &Rows<'_>| (r.batch_rows, r.seq_rows);
+        let q = of(&self.query);
+        let k = self.key.as_ref().map_or(q, of);
+        let v = self.value.as_ref().map_or(k, of);
+        [q, k, v]
+    }
+}
+
+/// Where a call's projected query, key and value live in the workspace, and its size.
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    q: Slot,
+    k: Slot,
+    v: Slot,
+    /// Floats of the projection region.
+    len: usize,
+}
+
+impl Slots {
+    /// Self-attention: one row of `[q | k | v]`; shared key / value: rows of `q` then rows of
+    /// `[k | v]`; else three regions. Rows are padded by [`ROW_PAD`].
+    fn new(sharing: Sharing, e: usize, mq: usize, mk: usize) -> Self {
+        let slot = |start, width, offset| Slot {
+            start,
+            width,
+            offset,
+        };
+        match sharing {
+            Sharing::SelfAttention => {
+                let w = 3 * e + ROW_PAD;
+                Self {
+                    q: slot(0, w, 0),
+                    k: slot(0, w, e),
+                    v: slot(0, w, 2 * e),
+                    len: mq * w,
+                }
+            }
+            Sharing::SharedKeyValue => {
+                let (qw, kvw) = (e + ROW_PAD, 2 * e + ROW_PAD);
+                Self {
+                    q: slot(0, qw, 0),
+                    k: slot(mq * qw, kvw, 0),
+                    v: slot(mq * qw, kvw, e),
+                    len: mq * qw + mk * kvw,
+                }
+            }
+            Sharing::Separate => {
+                let w = e + ROW_PAD;
+                Self {
+                    q: slot(0, w, 0),
+                    k: slot(mq * w, w, 0),
+                    v: slot((mq + mk) * w, w, 0),
+                    len: (mq + 2 * mk) * w,
+                }
+            }
+        }
+    }
+}
+
+/// One call's plan: its sizes, inputs and workspace slots.
+struct Plan<'a> {
+    batch: usize,
+    /// `L`.
+    q_len: usize,
+    /// `S`.
+    src_len: usize,
+    embed_dim: usize,
+    heads: usize,
+    head_dim: usize,
+    inputs: Inputs<'a>,
+    slots: Slots,
+    /// Keys and values copied head-major before attention.
+    head_major: bool,
+    /// The output in torch's sequence-first layout `(L, N, E)`.
+    seq_first: bool,
+}
+
+impl<'a> Plan<'a> {
+    /// `None` for what the fast path does not cover (empty inputs or no keys at all).
+    fn new(
+        config: &MultiheadAttentionConfig,
+        prepared: &PreparedForward<'a>,
+        packed: &PackedWeights,
+    ) -> Option<Self> {
+        let (e, heads) = (config.embed_dim, config.num_heads);
+        let head_dim = e / heads.max(1);
+        let (n, l, s) = (
+            prepared.batch_size(),
+            prepared.tgt_len(),
+            prepared.src_len(),
+        );
+        if n == 0 || l == 0 || prepared.total_src_len() == 0 || head_dim == 0 {
+            return None;
+        }
+        let inputs = timed(Phase::Pack, || Inputs::new(prepared, packed));
+        let slots = Slots::new(inputs.sharing, e, n * l, n * s);
+        Some(Self {
+            batch: n,
+            q_len: l,
+            src_len: s,
+            embed_dim: e,
+            heads,
+            head_dim,
+            inputs,
+            slots,
+            head_major: s > 0 && l >= HEAD_MAJOR_MIN_QUERIES,
+            seq_first: prepared.batched() && !config.batch_first,
+        })
+    }
+
+    /// Query rows `N · L`.
+    fn query_rows(&self) -> usize {
+        self.batch * self.q_len
+    }
+
+    /// Key rows `N · S`.
+    fn key_rows(&self) -> usize {
+        self.batch * self.src_len
+    }
+
+    /// Floats of workspace: projections, attention output, head-major keys and values.
+    fn workspace_len(&self) -> usize {
+        let head_major = if self.head_major {
+            2 * self.key_rows() * self.embed_dim
+        } else {
+            0
+        };
+        self.slots.len + self.query_rows() * self.embed_dim + head_major
+    }
+
+    /// The input projections into the projection region.
+    fn project(&self, packed: &PackedWeights, proj: &mut [f32]) {
+        let e = self.embed_dim;
+        let run = |rows: &Rows<'_>, which: usize, slot: Slot, width: usize, proj: &mut [f32]| {
+            let (linear, cols) = packed.projection(which, e);
+            linear.apply(
+                &LinearInput {
+                    data: &rows.data,
+                    rows: rows.count,
+                    stride: linear.in_dim(),
+                },
+                cols.start..cols.start + width,
+                &mut LinearOutput {
+                    data: &mut proj[slot.start..],
+                    stride: slot.width,
+                    col: slot.offset,
+                },
+                Phase::QkvProjection,
+            );
+        };
+        let Inputs {
+            sharing,
+            query,
+            key,
+            value,
+        } = &self.inputs;
+        let slots = &self.slots;
+        match (sharing, key, value) {
+            (Sharing::SelfAttention, _, _) => run(query, 0, slots.q, 3 * e, proj),
+            (Sharing::SharedKeyValue, Some(key), _) => {
+                run(query, 0, slots.q, e, proj);
+                run(key, 1, slots.k, 2 * e, proj);
+            }
+            (Sharing::Separate, Some(key), Some(value)) => {
+                run(query, 0, slots.q, e, proj);
+                run(key, 1, slots.k, e, proj);
+                run(value, 2, slots.v, e, proj);
+            }
+            _ => unreachable!("Inputs::new gives separate rows for every unshared input"),
+        }
+    }
+
+    /// The projected operand in `slot`, rows laid out as `(batch_rows, seq_rows)`.
+    fn operand<'p>(&self, proj: &'p [f32], slot: Slot, layout: (usize, usize)) -> SeqRef<'p> {
+        SeqRef {
+            data: &proj[slot.start..],
+            offset: slot.offset,
+            batch_stride: layout.0 * slot.width,
+            row_stride: layout.1 * slot.width,
+            head_stride: self.head_dim,
+        }
+    }
+
+    /// The attention output's rows in torch's layout: `(batch_rows, seq_rows)` in rows of `E`.
+    fn out_layout(&self) -> (usize, usize) {
+        if self.seq_first {
+            (1, self.batch)
+        } else {
+            (self.q_len, 1)
+        }
+    }
+}
+
+/// The call's workspace, split into its regions.
+struct Regions<'w> {
+    proj: &'w mut [f32],
+    attn_out: &'w mut [f32],
+    k_heads: &'w mut [f32],
+    v_heads: &'w mut [f32],
+}
+
+impl<'w> Regions<'w> {
+    fn new(buf: &'w mut [f32], plan: &Plan<'_>) -> Self {
+        let heads_len = if plan.head_major {
+            plan.key_rows() * plan.embed_dim
+        } else {
+            0
+        };
+        let (proj, rest) = buf.split_at_mut(plan.slots.len);
+        let (attn_out, rest) = rest.split_at_mut(plan.query_rows() * plan.embed_dim);
+        let (k_heads, rest) = rest.split_at_mut(heads_len);
+        Self {
+            proj,
+            attn_out,
+            k_heads,
+            v_heads: &mut rest[..heads_len],
+        }
+    }
+}
+
 /// Runs the fast path, or `None` for what it does not cover (empty inputs or no keys at all),
 /// which the caller sends to the reference path. `HEAD_DIM` is a compile-time head
 /// dimension for the kernels' inner loops; 0, or a value that is not the layer's head
-/// dimension, uses the dynamic kernels.
+/// dimension, uses the dynamic kernels (64 gets its own).
+///
+/// A plan (inputs, workspace slots), then three phases: project, attend, out-project.
 pub(crate) fn run<const HEAD_DIM: usize>(
     cache: &FastCache,
     config: &MultiheadAttentionConfig,
@@ -239,228 +509,44 @@ pub(crate) fn run<const HEAD_DIM: usize>(
     prepared: &PreparedForward<'_>,
     isa: Isa,
 ) -> Option<KernelOutput> {
-    let e = config.embed_dim;
-    let heads = config.num_heads;
-    let head_dim = e / heads.max(1);
-    if HEAD_DIM != 0 && HEAD_DIM != head_dim {
-        return run::<0>(cache, config, weights, prepared, isa);
-    }
-    if HEAD_DIM == 0 && head_dim == 64 {
-        return run::<64>(cache, config, weights, prepared, isa);
-    }
-    let (n, l, s) = (
-        prepared.batch_size(),
-        prepared.tgt_len(),
-        prepared.src_len(),
-    );
-    let total = prepared.total_src_len();
-    if n == 0 || l == 0 || total == 0 || head_dim == 0 {
-        return None;
-    }
     let packed = cache
         .packed
         .get_or_init(|| PackedWeights::new(config, weights));
+    let plan = Plan::new(config, prepared, packed)?;
 
-    let (query, key, value) = (prepared.query(), prepared.key(), prepared.value());
-    let packed_in = matches!(packed.input, InputProjections::Packed(_));
-    let self_attention = packed_in && same_tensor(&query, &key) && same_tensor(&key, &value);
-    let shared_kv = packed_in && !self_attention && same_tensor(&key, &value);
-    let q_rows = Rows::new(query);
-    let (k_rows, v_rows) = if self_attention {
-        (None, None)
-    } else if shared_kv {
-        (Some(Rows::new(key)), None)
-    } else {
-        (Some(Rows::new(key)), Some(Rows::new(value)))
-    };
-    let mq = q_rows.count;
-    let mk = n * s;
-
-    // Workspace layout: [projections | attention output | head-major keys | head-major values].
-    let (q_slot, k_slot, v_slot, proj_len) = if self_attention {
-        let slot = |offset| Slot {
-            start: 0,
-            width: 3 * e + ROW_PAD,
-            offset,
-        };
-        (slot(0), slot(e), slot(2 * e), mq * (3 * e + ROW_PAD))
-    } else if shared_kv {
-        let (q_width, kv_width) = (e + ROW_PAD, 2 * e + ROW_PAD);
-        let q = Slot {
-            start: 0,
-            width: q_width,
-            offset: 0,
-        };
-        let kv = |offset| Slot {
-            start: mq * q_width,
-            width: kv_width,
-            offset,
-        };
-        (q, kv(0), kv(e), mq * q_width + mk * kv_width)
-    } else {
-        let width = e + ROW_PAD;
-        let at = |start| Slot {
-            start,
-            width,
-            offset: 0,
-        };
-        (
-            at(0),
-            at(mq * width),
-            at(mq * width + mk * width),
-            (mq + 2 * mk) * width,
-        )
-    };
-    let needed = proj_len + mq * e + 2 * mk * e;
     let mut guard = cache.workspace.try_lock().ok();
     let mut local = Vec::new();
     let buf: &mut Vec<f32> = match guard.as_deref_mut() {
         Some(shared) => shared,
         None => &mut local,
     };
+    let needed = plan.workspace_len();
     if buf.len() < needed {
-        buf.resize(needed, 0.0);
+        timed(Phase::Pack, || buf.resize(needed, 0.0));
     }
-    let (proj, rest) = buf.split_at_mut(proj_len);
-    let (attn_out, rest) = rest.split_at_mut(mq * e);
-    let (k_heads, rest) = rest.split_at_mut(mk * e);
-    let v_heads = &mut rest[..mk * e];
+    let regions = Regions::new(buf, &plan);
 
-    // Input projections.
-    let project = |rows: &Rows<'_>, which: usize, slot: Slot, cols_end: usize, proj: &mut [f32]| {
-        let (linear, cols) = packed.projection(which, e);
-        let cols = cols.start..cols.start + cols_end;
-        let in_dim = linear.in_dim();
-        linear.apply(
-            &rows.data,
-            rows.count,
-            in_dim,
-            cols,
-            &mut proj[slot.start..],
-            slot.width,
-            slot.offset,
-        );
-    };
-    if self_attention {
-        project(&q_rows, 0, q_slot, 3 * e, proj);
-    } else {
-        project(&q_rows, 0, q_slot, e, proj);
-        if let Some(k_rows) = &k_rows {
-            if shared_kv {
-                project(k_rows, 1, k_slot, 2 * e, proj);
-            } else if let Some(v_rows) = &v_rows {
-                project(k_rows, 1, k_slot, e, proj);
-                project(v_rows, 2, v_slot, e, proj);
-            }
-        }
-    }
-
-    let layout_of = |rows: Option<&Rows<'_>>| {
-        rows.map_or((q_rows.batch_rows, q_rows.seq_rows), |r| {
-            (r.batch_rows, r.seq_rows)
-        })
-    };
-    let k_layout = layout_of(k_rows.as_ref());
-    let v_layout = if shared_kv {
-        k_layout
-    } else {
-        layout_of(v_rows.as_ref().or(k_rows.as_ref()))
-    };
-    let proj: &[f32] = proj;
-    let seq = |slot: Slot, (batch_rows, seq_rows): (usize, usize)| SeqRef {
-        data: &proj[slot.start..],
-        offset: slot.offset,
-        batch_stride: batch_rows * slot.width,
-        row_stride: seq_rows * slot.width,
-        head_stride: head_dim,
-    };
-
-    let mask_values = prepared.mask().map(|m| m.values().as_standard_layout());
-    let mask = mask_values.as_ref().map(|values| {
-        let (mn, mh, ml, ms) = values.dim();
-        MaskRef {
-            data: values.as_slice().unwrap_or(&[]),
-            batch_stride: if mn == 1 { 0 } else { mh * ml * ms },
-            head_stride: if mh == 1 { 0 } else { ml * ms },
-            row_stride: if ml == 1 { 0 } else { ms },
-        }
-    });
-
-    // For long queries, keys and values copied head-major (each head's rows contiguous): the
-    // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
-    let (k, v) = if s > 0 && l >= HEAD_MAJOR_MIN_QUERIES {
-        copy_head_major(&seq(k_slot, k_layout), n, s, heads, head_dim, k_heads);
-        copy_head_major(&seq(v_slot, v_layout), n, s, heads, head_dim, v_heads);
-        (
-            head_major_ref(k_heads, s, heads, head_dim),
-            head_major_ref(v_heads, s, heads, head_dim),
-        )
-    } else {
-        (seq(k_slot, k_layout), seq(v_slot, v_layout))
-    };
-
-    let problem = Problem {
-        batch: n,
-        heads,
-        head_dim,
-        q_len: l,
-        src_len: s,
-        q: seq(q_slot, (q_rows.batch_rows, q_rows.seq_rows)),
-        k,
-        v,
-        extra_k: &packed.extra_k,
-        extra_v: &packed.extra_v,
-        mask,
-        causal: prepared.causal(),
-        scale: (1.0 / head_dim as f64).sqrt() as f32,
-        fully_masked: match prepared.fully_masked_rows() {
-            FullyMaskedRows::Nan => FullyMasked::Nan,
-            FullyMaskedRows::Zero => FullyMasked::Zero,
+    plan.project(packed, regions.proj);
+    let weights_out = attend::<HEAD_DIM>(&plan, packed, prepared, isa, regions);
+    let (n, l, e) = (plan.batch, plan.q_len, plan.embed_dim);
+    let mut output = vec![0.0f32; n * l * e];
+    let attn_out: &[f32] = &buf[plan.slots.len..][..n * l * e];
+    packed.out.apply(
+        &LinearInput {
+            data: attn_out,
+            rows: n * l,
+            stride: e,
         },
-        dropout: prepared.dropout().map(|d| DropoutRef {
-            p: d.p,
-            seed: d.seed,
-        }),
-    };
-
-    // The output rows in torch's layout: (L, N, E) sequence-first, else (N, L, E).
-    let seq_first = prepared.batched() && !config.batch_first;
-    let (out_batch_rows, out_seq_rows) = if seq_first { (1, n) } else { (l, 1) };
-    let weights_out = match prepared.weights_mode() {
-        WeightsMode::None => {
-            attention::flash::<HEAD_DIM>(
-                isa,
-                &problem,
-                attn_out,
-                out_batch_rows * e,
-                out_seq_rows * e,
-            );
-            None
-        }
-        mode => {
-            let per_head = mode == WeightsMode::PerHead;
-            let shape = if per_head {
-                vec![n, heads, l, total]
-            } else {
-                vec![n, l, total]
-            };
-            let mut w = vec![0.0f32; shape.iter().product()];
-            attention::with_weights::<HEAD_DIM>(
-                isa,
-                &problem,
-                attn_out,
-                out_batch_rows * e,
-                out_seq_rows * e,
-                &mut w,
-                per_head,
-            );
-            ArrayD::from_shape_vec(IxDyn(&shape), w).ok()
-        }
-    };
-
-    let mut output = vec![0.0f32; mq * e];
-    packed.out.apply(attn_out, mq, e, 0..e, &mut output, e, 0);
-    let output = if seq_first {
+        0..e,
+        &mut LinearOutput {
+            data: &mut output,
+            stride: e,
+            col: 0,
+        },
+        Phase::OutProjection,
+    );
+    // Rows are in torch's layout already: a sequence-first output is a view permuted back.
+    let output = if plan.seq_first {
         Array3::from_shape_vec((l, n, e), output)
             .ok()?
             .permuted_axes([1, 0, 2])
@@ -471,6 +557,130 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         output,
         weights: weights_out,
     })
+}
+
+/// The attention phase: head-major copies if planned, then the flash kernel (no weights) or
+/// the weights kernel, writing the attention output in torch's layout; returns the weights.
+fn attend<const HEAD_DIM: usize>(
+    plan: &Plan<'_>,
+    packed: &PackedWeights,
+    prepared: &PreparedForward<'_>,
+    isa: Isa,
+    regions: Regions<'_>,
+) -> Option<ArrayD<f32>> {
+    let Regions {
+        proj,
+        attn_out,
+        k_heads,
+        v_heads,
+    } = regions;
+    let proj: &[f32] = proj;
+    let (n, s, heads, head_dim) = (plan.batch, plan.src_len, plan.heads, plan.head_dim);
+    let [q_layout, k_layout, v_layout] = plan.inputs.layouts();
+    let k = plan.operand(proj, plan.slots.k, k_layout);
+    let v = plan.operand(proj, plan.slots.v, v_layout);
+    // For long queries, keys and values copied head-major (each head's rows contiguous): the
+    // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
+    let (k, v) = if plan.head_major {
+        timed(Phase::LayoutCopy, || {
+            copy_head_major(&k, n, s, heads, head_dim, k_heads);
+            copy_head_major(&v, n, s, heads, head_dim, v_heads);
+        });
+        (
+            head_major_ref(k_heads, s, heads, head_dim),
+            head_major_ref(v_heads, s, heads, head_dim),
+        )
+    } else {
+        (k, v)
+    };
+
+    let mask = prepared.mask().map(|m| m.rows());
+    let problem = Problem {
+        batch: n,
+        heads,
+        head_dim,
+        q_len: plan.q_len,
+        src_len: s,
+        q: plan.operand(proj, plan.slots.q, q_layout),
+        k,
+        v,
+        extra_k: &packed.extra_k,
+        extra_v: &packed.extra_v,
+        mask,
+        causal: prepared.causal(),
+        scale: (1.0 / head_dim as f64).sqrt() as f32,
+        fully_masked: prepared.fully_masked_rows(),
+        dropout: prepared.dropout(),
+    };
+    let e = plan.embed_dim;
+    let (batch_rows, seq_rows) = plan.out_layout();
+    let out = AttentionOut {
+        data: attn_out,
+        batch_stride: batch_rows * e,
+        row_stride: seq_rows * e,
+    };
+    match prepared.weights_mode() {
+        WeightsMode::None => {
+            kernels::<HEAD_DIM>(isa, &problem, out, None);
+            None
+        }
+        mode => {
+            let per_head = mode == WeightsMode::PerHead;
+            let shape = if per_head {
+                vec![n, heads, plan.q_len, problem.total_keys()]
+            } else {
+                vec![n, plan.q_len, problem.total_keys()]
+            };
+            let mut w = vec![0.0f32; shape.iter().product()];
+            kernels::<HEAD_DIM>(isa, &problem, out, Some((&mut w, per_head)));
+            ArrayD::from_shape_vec(IxDyn(&shape), w).ok()
+        }
+    }
+}
+
+/// Where the attention output goes: rows of `E`, `batch_stride` / `row_stride` floats apart.
+struct AttentionOut<'o> {
+    data: &'o mut [f32],
+    batch_stride: usize,
+    row_stride: usize,
+}
+
+/// The head-size dispatch: kernels compiled for the head dimension `HEAD_DIM` when it is the
+/// problem's, the `64` kernels for head dimension 64, else the dynamic ones.
+fn kernels<const HEAD_DIM: usize>(
+    isa: Isa,
+    problem: &Problem<'_>,
+    out: AttentionOut<'_>,
+    weights: Option<(&mut [f32], bool)>,
+) {
+    let d = problem.head_dim;
+    if HEAD_DIM != 0 && HEAD_DIM == d {
+        kernels_for::<HEAD_DIM>(isa, problem, out, weights);
+    } else if d == 64 {
+        kernels_for::<64>(isa, problem, out, weights);
+    } else {
+        kernels_for::<0>(isa, problem, out, weights);
+    }
+}
+
+fn kernels_for<const D: usize>(
+    isa: Isa,
+    problem: &Problem<'_>,
+    out: AttentionOut<'_>,
+    weights: Option<(&mut [f32], bool)>,
+) {
+    match weights {
+        None => attention::flash::<D>(isa, problem, out.data, out.batch_stride, out.row_stride),
+        Some((w, per_head)) => attention::with_weights::<D>(
+            isa,
+            problem,
+            out.data,
+            out.batch_stride,
+            out.row_stride,
+            w,
+            per_head,
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -543,6 +753,41 @@ mod tests {
                 .forward_with_isa(q.view(), k.view(), v.view(), &opts, isa)
                 .unwrap();
             assert_close(&got, &want);
+        }
+    }
+
+    #[test]
+    fn every_thread_count_matches_the_reference() {
+        // Causal with an even (4) and an odd (3) number of query blocks (paired items, the
+        // middle block alone), sequence-first with a padding mask and averaged weights, a
+        // projection big enough to split into a grid: on 1, 3 and 8 threads.
+        let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(64, 4), 7).unwrap();
+        for len in [3 * 128 + 5, 300] {
+            let x = input(&[len, 2, 64], len as u32);
+            let causal = crate::generate_square_subsequent_mask(len).into_dyn();
+            let padding = ArrayD::from_shape_fn(IxDyn(&[2, len]), |i| i[1] >= len - 9 * i[0]);
+            let cases = [
+                ForwardOptions::default()
+                    .with_need_weights(false)
+                    .with_attn_mask(Mask::Float(causal.view()))
+                    .with_is_causal(true),
+                ForwardOptions::default().with_key_padding_mask(Mask::Bool(padding.view())),
+            ];
+            for opts in &cases {
+                let want = layer
+                    .forward_reference(x.view(), x.view(), x.view(), opts)
+                    .unwrap();
+                for threads in [1, 3, 8] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let got = pool
+                        .install(|| layer.forward(x.view(), x.view(), x.view(), opts))
+                        .unwrap();
+                    assert_close(&got, &want);
+                }
+            }
         }
     }
 }

@@ -1,7 +1,14 @@
 //! Which instruction set the fast kernels run on: detected at run time, overridable for tests
 //! and benchmarks.
+//!
+//! [`Isa`] names a level; the kernels run on a [`Level`], the capability token of a level,
+//! which only the token types' detection can produce (see `simd`).
 
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::simd::Portable;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
 
 /// An instruction-set level the fast kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,17 +43,20 @@ impl Isa {
 
     /// Whether this CPU can run kernels of this level.
     pub fn is_supported(self) -> bool {
+        self.token().is_some()
+    }
+
+    /// The capability token of this level, when this CPU runs it (the one place the CPU is
+    /// asked).
+    pub(crate) fn token(self) -> Option<Level> {
         match self {
-            Isa::Portable => true,
+            Isa::Portable => Some(Level::Portable(Portable)),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Isa::Avx2Fma => Avx2::try_new().map(Level::Avx2),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => Avx512::try_new().map(Level::Avx512),
             #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+            _ => None,
         }
     }
 
@@ -83,6 +93,26 @@ impl Isa {
 impl std::fmt::Display for Isa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The capability token of a level this CPU runs: what the kernels are dispatched on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Level {
+    /// Portable Rust.
+    Portable(Portable),
+    /// AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Avx2),
+    /// AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Avx512),
+}
+
+impl Level {
+    /// The token of `isa`, or the portable one when this CPU cannot run `isa`.
+    pub(crate) fn or_portable(isa: Isa) -> Level {
+        isa.token().unwrap_or(Level::Portable(Portable))
     }
 }
 

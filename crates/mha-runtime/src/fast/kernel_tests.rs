@@ -1,7 +1,8 @@
 //! The attention kernels against a naive f64 implementation, on every ISA this CPU runs.
 
-use super::attention::{flash, with_weights, FullyMasked, MaskRef, Problem, SeqRef};
+use super::attention::{flash, with_weights, Problem, SeqRef};
 use super::Isa;
+use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A small deterministic generator (tests only).
 struct Lcg(u64);
@@ -42,7 +43,7 @@ struct Case {
     extra: usize,
     mask: MaskKind,
     causal: bool,
-    fully_masked: FullyMasked,
+    fully_masked: FullyMaskedRows,
     seq_first: bool,
 }
 
@@ -138,7 +139,7 @@ fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
         extra_v: &data.extra_v,
         mask: match case.mask {
             MaskKind::None => None,
-            _ => Some(MaskRef {
+            _ => Some(MaskRows {
                 data: &data.mask,
                 batch_stride: data.mask_strides[0],
                 head_stride: data.mask_strides[1],
@@ -209,7 +210,7 @@ fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
                     .collect();
                 let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 if max == f64::NEG_INFINITY {
-                    let fill = if case.fully_masked == FullyMasked::Nan {
+                    let fill = if case.fully_masked == FullyMaskedRows::Nan {
                         f64::NAN
                     } else {
                         0.0
@@ -334,9 +335,9 @@ fn kernels_match_naive_attention_on_every_isa() {
             mask: masks[rng.below(4)],
             causal: rng.below(4) == 0,
             fully_masked: if rng.below(2) == 0 {
-                FullyMasked::Nan
+                FullyMaskedRows::Nan
             } else {
-                FullyMasked::Zero
+                FullyMaskedRows::Zero
             },
             seq_first: rng.below(2) == 0,
         };
@@ -358,7 +359,7 @@ fn long_rows_of_large_logits_do_not_overflow() {
         extra: 0,
         mask: MaskKind::None,
         causal: false,
-        fully_masked: FullyMasked::Zero,
+        fully_masked: FullyMaskedRows::Zero,
         seq_first: false,
     };
     let mut rng = Lcg(7);

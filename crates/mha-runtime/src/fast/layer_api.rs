@@ -2,6 +2,7 @@
 
 use ndarray::ArrayViewD;
 
+use super::phases::{timed, Phase};
 use super::{forward, selected_isa, Isa};
 use crate::prepare::KernelOutput;
 use crate::{reference, AttentionOutput, ForwardOptions, MhaError, MultiheadAttention};
@@ -67,6 +68,6 @@ impl MultiheadAttention {
                 .unwrap_or_else(|| {
                     reference::attention_checked(self.config(), self.weights(), &prepared)
                 });
-        Ok(prepared.finish(result))
+        Ok(timed(Phase::LayoutCopy, || prepared.finish(result)))
     }
 }

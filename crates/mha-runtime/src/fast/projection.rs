@@ -1,13 +1,20 @@
-//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once.
+//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once per layer
+//! (transposed, so the GEMM's right-hand side has unit column stride). `gemm` picks its own
+//! micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 / FMA, or scalar). The
+//! output is split into a grid of blocks sized to the thread count ([`grid`]), each block a
+//! single-threaded GEMM that starts from the bias (copied into the block, then accumulated
+//! into with `beta = 1`), reads the caller's rows in place and writes the block once.
 //!
-//! `gemm` picks its own micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 /
-//! FMA, or scalar). The output is split into one block per rayon thread (by columns for short
-//! inputs, by rows for long ones) and each block runs a single-threaded GEMM.
+//! An own AVX-512 micro-kernel (14 × 32 register tile, weights prepacked in its panels, bias in
+//! the accumulators) was measured against `gemm` here in three blockings and stayed 5–40 %
+//! slower per CPU-second, so the crate stays (see the bench's `--gemm` table).
 
 use std::ops::Range;
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
+
+use super::phases::{Phase, Region};
 
 /// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
 /// with unit column stride), and its bias; several layers may be concatenated along `out`.
@@ -19,12 +26,56 @@ pub(crate) struct PackedLinear {
     out_dim: usize,
 }
 
-/// Rows per single-threaded GEMM call at least (smaller blocks lose more to packing).
-const MIN_ROWS_PER_TASK: usize = 32;
-/// Up to this many rows, threads split the output columns instead of the rows.
-const SHORT_ROWS: usize = 512;
-/// Column blocks are multiples of this (whole vectors).
-const COL_ALIGN: usize = 16;
+/// The rows a linear reads: `rows` rows of `in_dim` floats, `stride` floats apart.
+pub(crate) struct LinearInput<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub stride: usize,
+}
+
+/// Where a linear writes: row `r`, column `c` of the result goes to
+/// `data[r * stride + col + c]`.
+pub(crate) struct LinearOutput<'a> {
+    pub data: &'a mut [f32],
+    pub stride: usize,
+    pub col: usize,
+}
+
+/// Multiply-adds a parallel task should do at least: about 2 M (tens of microseconds on one
+/// core) keeps rayon's dispatch (a few microseconds) and each task's packing of its operands
+/// under a few percent.
+const MIN_TASK_MACS: usize = 1 << 21;
+/// Rows of a task's block at least (fewer waste the micro-kernels' register tiles).
+const MIN_TASK_ROWS: usize = 16;
+/// Column blocks are multiples of this (whole 16-lane vectors, two of them) and at least one
+/// of them.
+const COL_ALIGN: usize = 32;
+
+/// The task grid `(row_tasks, col_tasks)` for a `rows × width` output with `depth`-long dot
+/// products on `threads` threads.
+///
+/// As many tasks as threads (one block each, so no block waits for a second round), fewer when
+/// the work would make tasks smaller than [`MIN_TASK_MACS`]. Of the factorisations
+/// `tasks = row_tasks · col_tasks` whose blocks keep [`MIN_TASK_ROWS`] rows and [`COL_ALIGN`]
+/// columns, the one that reads the least: every task packs its rows of the input
+/// (`rows / row_tasks × depth`) and its columns of the weight (`depth × width / col_tasks`),
+/// so the grid reads `col_tasks · rows + row_tasks · width` (times `depth`) floats in all,
+/// smallest when the blocks are about square.
+fn grid(rows: usize, width: usize, depth: usize, threads: usize) -> (usize, usize) {
+    let macs = rows.saturating_mul(width).saturating_mul(depth.max(1));
+    let max_tasks = threads.min(macs / MIN_TASK_MACS).max(1);
+    let row_blocks = rows.div_ceil(MIN_TASK_ROWS);
+    let col_blocks = width.div_ceil(COL_ALIGN);
+    (1..=max_tasks)
+        .rev()
+        .find_map(|tasks| {
+            (1..=tasks)
+                .filter(|&rt| tasks % rt == 0 && rt <= row_blocks && tasks / rt <= col_blocks)
+                .map(|rt| (rt, tasks / rt))
+                .min_by_key(|&(rt, ct)| ct * rows + rt * width)
+        })
+        .unwrap_or((1, 1))
+}
 
 impl PackedLinear {
     /// Packs `[W_1; W_2; ...]` (each `(out_i, in)`, torch's Linear layout) with their biases
@@ -68,43 +119,29 @@ impl PackedLinear {
         self.in_dim
     }
 
-    /// `dst[r][dst_col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for `rows`
-    /// rows of `x` (`in_dim` wide, `x_stride` apart) and `c < cols.len()`; `dst` rows are
-    /// `dst_stride` apart.
-    #[allow(clippy::too_many_arguments)]
+    /// `out[r][out.col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for the
+    /// input's rows and `c < cols.len()`, split over the current rayon pool (see [`grid`]); the
+    /// time goes to `phase`.
     pub(crate) fn apply(
         &self,
-        x: &[f32],
-        rows: usize,
-        x_stride: usize,
+        x: &LinearInput<'_>,
         cols: Range<usize>,
-        dst: &mut [f32],
-        dst_stride: usize,
-        dst_col: usize,
+        out: &mut LinearOutput<'_>,
+        phase: Phase,
     ) {
-        let width = cols.len();
+        let (rows, width) = (x.rows, cols.len());
         if rows == 0 || width == 0 {
             return;
         }
         assert!(cols.end <= self.out_dim);
-        assert!(x_stride >= self.in_dim && (rows - 1) * x_stride + self.in_dim <= x.len());
-        assert!(
-            dst_col + width <= dst_stride && (rows - 1) * dst_stride + dst_col + width <= dst.len()
-        );
 
         let threads = rayon::current_num_threads().max(1);
-        // Short inputs split the output columns (each task packs only its share of the
-        // weight); long ones split the rows.
-        let (row_tasks, col_tasks) = if threads == 1 {
-            (1, 1)
-        } else if rows <= SHORT_ROWS {
-            (1, threads.min(width.div_ceil(COL_ALIGN)))
-        } else {
-            (threads.min(rows.div_ceil(MIN_ROWS_PER_TASK)), 1)
-        };
+        let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, threads);
         let rows_per = rows.div_ceil(row_tasks);
         let cols_per = width.div_ceil(col_tasks).div_ceil(COL_ALIGN) * COL_ALIGN;
-        let dst_ptr = SendPtr(dst.as_mut_ptr());
+        let dst_ptr = SendPtr(out.data.as_mut_ptr());
+        let (x_data, x_stride, out_stride, out_col) = (x.data, x.stride, out.stride, out.col);
+        let region = Region::start();
         let run = |t: usize| {
             let (rt, ct) = (t / col_tasks, t % col_tasks);
             let r0 = (rt * rows_per).min(rows);
@@ -115,17 +152,27 @@ impl PackedLinear {
                 return;
             }
             let dst = dst_ptr;
-            // SAFETY: tasks cover disjoint blocks of `dst`, all in bounds (asserted above).
-            unsafe {
-                self.block(
-                    &x[r0 * x_stride..],
-                    r1 - r0,
-                    x_stride,
-                    cols.start + c0..cols.start + c1,
-                    dst.0.add(r0 * dst_stride + dst_col + c0),
-                    dst_stride,
-                )
-            };
+            let x = &x_data[r0 * x_stride..];
+            let dst_rows = dst.0.wrapping_add(r0 * out_stride + out_col);
+            region.item(|| {
+                // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
+                unsafe {
+                    gemm_block(
+                        GemmOperands {
+                            weight_t: &self.weight_t,
+                            bias: self.bias.as_deref(),
+                            in_dim: self.in_dim,
+                            out_dim: self.out_dim,
+                        },
+                        x,
+                        r1 - r0,
+                        x_stride,
+                        cols.start + c0..cols.start + c1,
+                        dst_rows.wrapping_add(c0),
+                        out_stride,
+                    )
+                }
+            });
         };
         let tasks = row_tasks * col_tasks;
         if tasks == 1 {
@@ -133,57 +180,68 @@ impl PackedLinear {
         } else {
             (0..tasks).into_par_iter().for_each(run);
         }
+        region.finish(phase, tasks);
     }
+}
 
-    /// One single-threaded GEMM over `rows` rows.
-    ///
-    /// # Safety
-    /// `dst` must point at `rows` rows of `cols.len()` writable floats, `dst_stride` apart.
-    unsafe fn block(
-        &self,
-        x: &[f32],
-        rows: usize,
-        x_stride: usize,
-        cols: Range<usize>,
-        dst: *mut f32,
-        dst_stride: usize,
-    ) {
-        let width = cols.len();
-        let read_dst = if let Some(bias) = &self.bias {
-            for r in 0..rows {
-                // SAFETY: row r of dst holds `width` floats.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_stride), width) };
-                row.copy_from_slice(&bias[cols.clone()]);
-            }
-            true
-        } else {
-            false
-        };
-        // SAFETY: the strides describe in-bounds row-major matrices: x (rows × in_dim),
-        // Wᵀ columns `cols` (in_dim × width, row stride out_dim) and dst (rows × width).
-        unsafe {
-            gemm::gemm(
-                rows,
-                width,
-                self.in_dim,
-                dst,
-                1,
-                dst_stride as isize,
-                read_dst,
-                x.as_ptr(),
-                1,
-                x_stride as isize,
-                self.weight_t.as_ptr().add(cols.start),
-                1,
-                self.out_dim as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+/// The `gemm` crate's operands: the weight transposed (`in_dim × out_dim` row-major) and bias.
+#[derive(Clone, Copy)]
+struct GemmOperands<'w> {
+    weight_t: &'w [f32],
+    bias: Option<&'w [f32]>,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+/// One single-threaded `gemm` crate GEMM over `rows` rows and the weight's columns `cols`.
+///
+/// # Safety
+/// `x` must hold `rows` rows of `in_dim` floats `x_stride` apart; `dst` must point at `rows`
+/// rows of `cols.len()` writable floats, `dst_stride` apart, that nothing else accesses.
+unsafe fn gemm_block(
+    w: GemmOperands<'_>,
+    x: &[f32],
+    rows: usize,
+    x_stride: usize,
+    cols: Range<usize>,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let width = cols.len();
+    let read_dst = if let Some(bias) = w.bias {
+        for r in 0..rows {
+            // SAFETY: row r of dst holds `width` floats.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_stride), width) };
+            row.copy_from_slice(&bias[cols.clone()]);
         }
+        true
+    } else {
+        false
+    };
+    // SAFETY: the strides describe in-bounds row-major matrices: x (rows × in_dim),
+    // Wᵀ columns `cols` (in_dim × width, row stride out_dim) and dst (rows × width).
+    unsafe {
+        gemm::gemm(
+            rows,
+            width,
+            w.in_dim,
+            dst,
+            1,
+            dst_stride as isize,
+            read_dst,
+            x.as_ptr(),
+            1,
+            x_stride as isize,
+            w.weight_t.as_ptr().add(cols.start),
+            1,
+            w.out_dim as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -191,6 +249,7 @@ impl PackedLinear {
 struct SendPtr(*mut f32);
 // SAFETY: used only to hand disjoint row blocks to rayon tasks.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`.
 unsafe impl Sync for SendPtr {}
 
 #[cfg(test)]
@@ -199,50 +258,103 @@ mod tests {
     use ndarray::{Array1, Array2};
 
     #[test]
-    fn matches_naive_linear_with_column_ranges_and_strides() {
-        // Short and long inputs (column and row splits) on one and two threads.
-        for rows in [70, 600] {
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| check_linear(rows));
+    fn matches_naive_linear_on_parts_strides_and_thread_counts() {
+        // Row counts around the micro tile (14) and task minimum; a depth of two blocks and a
+        // remainder; parts of odd widths, a column range inside one part; 1, 3 and 8 threads (grids of
+        // one to eight tasks).
+        for threads in [1, 3, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for rows in [1, 13, 15, 70, 600] {
+                for with_bias in [true, false] {
+                    pool.install(|| check_linear(rows, with_bias));
+                }
             }
         }
     }
 
-    fn check_linear(rows: usize) {
-        let (in_dim, outs) = (5, 37);
-        let w1 = Array2::from_shape_fn((outs, in_dim), |(o, i)| (o * 3 + i) as f32 * 0.1 - 1.0);
-        let w2 = Array2::from_shape_fn((3, in_dim), |(o, i)| (o as f32 - i as f32) * 0.2);
-        let b1 = Array1::from_shape_fn(outs, |o| o as f32);
-        let b2 = Array1::from_shape_fn(3, |o| -(o as f32));
-        let packed =
-            PackedLinear::concat(&[(w1.view(), Some(b1.view())), (w2.view(), Some(b2.view()))]);
-        let x_stride = 6;
+    fn check_linear(rows: usize, with_bias: bool) {
+        let in_dim = 300;
+        let widths = [37, 3, 40];
+        let weights: Vec<Array2<f32>> = widths
+            .iter()
+            .enumerate()
+            .map(|(p, &w)| {
+                Array2::from_shape_fn((w, in_dim), |(o, i)| {
+                    ((o * 7 + i * 3 + p) % 13) as f32 * 0.1 - 0.6
+                })
+            })
+            .collect();
+        let biases: Vec<Array1<f32>> = widths
+            .iter()
+            .map(|&w| Array1::from_shape_fn(w, |o| o as f32 * 0.5 - 3.0))
+            .collect();
+        let parts: Vec<_> = weights
+            .iter()
+            .zip(&biases)
+            .map(|(w, b)| (w.view(), with_bias.then(|| b.view())))
+            .collect();
+        let packed = PackedLinear::concat(&parts);
+        let x_stride = in_dim + 5;
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        let dst_stride = 40;
-        let mut dst = vec![f32::NAN; rows * dst_stride];
-        packed.apply(&x, rows, x_stride, 2..39, &mut dst, dst_stride, 1);
-        for r in 0..rows {
-            for c in 0..37 {
-                let col = 2 + c;
-                let (w, b) = if col < outs {
-                    (w1.row(col), b1[col])
-                } else {
-                    (w2.row(col - outs), b2[col - outs])
-                };
-                let want: f32 = (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
-                let got = dst[r * dst_stride + 1 + c];
-                assert!(
-                    (got - want).abs() < 1e-4,
-                    "row {r} col {c}: {got} vs {want}"
-                );
+        for cols in [0..80, 37..80, 0..37, 5..60] {
+            let dst_stride = 90;
+            let mut dst = vec![f32::NAN; rows * dst_stride];
+            packed.apply(
+                &LinearInput {
+                    data: &x,
+                    rows,
+                    stride: x_stride,
+                },
+                cols.clone(),
+                &mut LinearOutput {
+                    data: &mut dst,
+                    stride: dst_stride,
+                    col: 1,
+                },
+                Phase::QkvProjection,
+            );
+            for r in 0..rows {
+                for (c, col) in cols.clone().enumerate() {
+                    let (mut part, mut o) = (0, col);
+                    while o >= widths[part] {
+                        o -= widths[part];
+                        part += 1;
+                    }
+                    let w = weights[part].row(o);
+                    let b = if with_bias { biases[part][o] } else { 0.0 };
+                    let want: f32 =
+                        (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
+                    let got = dst[r * dst_stride + 1 + c];
+                    assert!(
+                        (got - want).abs() < 1e-3,
+                        "rows {rows} row {r} col {col}: {got} vs {want}"
+                    );
+                }
+                assert!(dst[r * dst_stride].is_nan());
+                assert!(dst[r * dst_stride + 1 + cols.len()].is_nan());
             }
-            assert!(dst[r * dst_stride].is_nan());
         }
+    }
+
+    #[test]
+    fn grid_keeps_tasks_large_and_blocks_square() {
+        // Too little work to split.
+        assert_eq!(grid(128, 1536, 512, 1), (1, 1));
+        assert_eq!(grid(16, 64, 64, 8), (1, 1));
+        // Short and wide: columns; tall and narrow: rows.
+        assert_eq!(grid(128, 1536, 512, 2), (1, 2));
+        assert_eq!(grid(8192, 512, 512, 2), (2, 1));
+        // Many threads: a two-dimensional grid of about square blocks.
+        assert_eq!(grid(4096, 1536, 512, 16), (8, 2));
+        assert_eq!(grid(2048, 3072, 1024, 64), (8, 8));
+        // A decode step (one row per sequence) never splits rows below the minimum.
+        let (rt, ct) = grid(8, 1536, 512, 64);
+        assert_eq!(rt, 1);
+        assert!(ct <= 1536 / COL_ALIGN);
     }
 }

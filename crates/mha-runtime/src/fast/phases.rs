@@ -1,0 +1,174 @@
+//! Per-phase timing of the fast forward, for finding where the time goes.
+//!
+//! Switched on by the environment variable `MHA_PHASE_TIMES=1`, read once (the first time a
+//! phase is timed); when it is off a timed phase costs one relaxed atomic load. Times add up
+//! over calls and threads until [`reset_phase_times`]; [`phase_times`] reads them.
+//!
+//! The phases of one call, in order: `pack` (input rows gathered into a dense copy, only for
+//! inputs that are not already rows in memory, and the workspace), `qkv_projection`,
+//! `layout_copy` (keys and values copied head-major for long queries, and the final output
+//! layout copy), `attention`, `out_projection`, and `fan_out`: the time threads of a parallel
+//! region spent not running work items (dispatch, waiting for the slowest item), summed over
+//! the regions and divided by the region's thread count, so it reads as wall-clock time.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// A timed phase of the fast forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Dense copies of strided inputs and the workspace.
+    Pack,
+    /// The input projections.
+    QkvProjection,
+    /// Head-major key / value copies and the output's final layout copy.
+    LayoutCopy,
+    /// The attention kernels.
+    Attention,
+    /// The output projection.
+    OutProjection,
+    /// Idle thread time in parallel regions (dispatch and imbalance), as wall-clock time.
+    FanOut,
+}
+
+impl Phase {
+    /// Every phase, in the order of a call.
+    pub const ALL: [Phase; 6] = [
+        Phase::Pack,
+        Phase::QkvProjection,
+        Phase::LayoutCopy,
+        Phase::Attention,
+        Phase::OutProjection,
+        Phase::FanOut,
+    ];
+
+    /// The phase's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Pack => "pack",
+            Phase::QkvProjection => "qkv_projection",
+            Phase::LayoutCopy => "layout_copy",
+            Phase::Attention => "attention",
+            Phase::OutProjection => "out_projection",
+            Phase::FanOut => "fan_out",
+        }
+    }
+}
+
+static NANOS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+/// 0 = not read yet, 1 = off, 2 = on.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether phase timing is on (`MHA_PHASE_TIMES` set to anything but `0` or empty).
+#[inline]
+pub fn enabled() -> bool {
+    match STATE.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var_os("MHA_PHASE_TIMES").is_some_and(|v| !v.is_empty() && v != "0");
+            STATE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        state => state == 2,
+    }
+}
+
+/// The accumulated time of every phase since the last reset (zero when timing is off).
+pub fn phase_times() -> Vec<(Phase, Duration)> {
+    Phase::ALL
+        .iter()
+        .map(|&p| {
+            let ns = NANOS[p as usize].load(Ordering::Relaxed);
+            (p, Duration::from_nanos(ns))
+        })
+        .collect()
+}
+
+/// Sets every phase's accumulated time back to zero.
+pub fn reset_phase_times() {
+    for n in &NANOS {
+        n.store(0, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn add(phase: Phase, time: Duration) {
+    let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+    NANOS[phase as usize].fetch_add(ns, Ordering::Relaxed);
+}
+
+/// Runs `f`, adding its wall time to `phase` when timing is on.
+#[inline]
+pub(crate) fn timed<R>(phase: Phase, f: impl FnOnce() -> R) -> R {
+    if !enabled() {
+        return f();
+    }
+    let start = Instant::now();
+    let result = f();
+    add(phase, start.elapsed());
+    result
+}
+
+/// Busy time of the work items of one parallel region, for its [`Phase::FanOut`] share.
+pub(crate) struct Region {
+    start: Option<Instant>,
+    busy_ns: AtomicU64,
+}
+
+impl Region {
+    /// Starts a region (a no-op when timing is off).
+    pub(crate) fn start() -> Self {
+        Self {
+            start: enabled().then(Instant::now),
+            busy_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs one work item, counting its time as busy.
+    #[inline]
+    pub(crate) fn item<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.start.is_none() {
+            return f();
+        }
+        let start = Instant::now();
+        let result = f();
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        result
+    }
+
+    /// Ends the region that ran on `threads` threads: its wall time goes to `phase`, the
+    /// threads' idle time (divided by `threads`) to [`Phase::FanOut`].
+    pub(crate) fn finish(self, phase: Phase, threads: usize) {
+        let Some(start) = self.start else { return };
+        let (work, idle) = split(
+            start.elapsed(),
+            Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
+            threads,
+        );
+        add(phase, work);
+        add(Phase::FanOut, idle);
+    }
+}
+
+/// A region's wall time split into work and idle (as wall-clock time) when its `threads`
+/// threads were busy for `busy` in all.
+fn split(wall: Duration, busy: Duration, threads: usize) -> (Duration, Duration) {
+    let threads = threads.max(1) as u32;
+    let idle = (wall * threads).saturating_sub(busy) / threads;
+    (wall.saturating_sub(idle), idle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_threads_count_as_fan_out() {
+        let ms = Duration::from_millis;
+        // One of two threads busy for the whole 20 ms region: 10 ms of it idle.
+        assert_eq!(split(ms(20), ms(20), 2), (ms(10), ms(10)));
+        // All busy: no fan-out; busy beyond the wall time (clock skew) saturates.
+        assert_eq!(split(ms(20), ms(40), 2), (ms(20), ms(0)));
+        assert_eq!(split(ms(20), ms(50), 2), (ms(20), ms(0)));
+        assert_eq!(split(ms(20), ms(5), 1), (ms(5), ms(15)));
+    }
+}
