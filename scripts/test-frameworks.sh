@@ -11,8 +11,10 @@
 #      spec's `backend` for Keras-based frameworks).
 # The parity runner (crate mha-parity, binary `mha-parity`) is built once in release mode and
 # given to the tests as MHA_PARITY_RUNNER. MHA_FIXTURES (default tests/fixtures/torch) picks the torch
-# fixture set. At the end a matrix per framework is printed: fixture cases matched / refused as
-# unsupported / failed, and the other tests. Logs: target/framework-tests/<NAME>.log.
+# fixture set. The checkpoint conversion tests get mha-gen (MHA_GEN) and the torch venv's python
+# (MHA_TORCH_PYTHON, which makes their TransformerEncoder checkpoint). At the end a matrix per framework
+# is printed: fixture cases matched / refused as unsupported / failed, and the other tests; then the
+# conversion's max |diff| vs torch per framework. Logs: target/framework-tests/<NAME>.log.
 # Exit status: 0 only if every selected framework ran and nothing failed.
 set -uo pipefail
 
@@ -56,6 +58,8 @@ cd "$ROOT" || exit 2
 
 say "building mha-gen and the parity runner (release) ..."
 cargo build -q -p mha-gen || die "mha-gen does not build"
+MHA_GEN_EXE="$ROOT/target/debug/mha-gen"
+[[ -x "$MHA_GEN_EXE" ]] || die "no mha-gen binary at $MHA_GEN_EXE"
 RUNNER=""
 if runner_json="$(cargo build --release -p mha-parity --bin mha-parity --message-format=json-render-diagnostics)"; then
     RUNNER="$(printf '%s\n' "$runner_json" | "$HOST_PYTHON" -c '
@@ -75,13 +79,17 @@ if [[ -z "$RUNNER" ]]; then
     say "         the native-layer runtime tests will fail"
 fi
 
+say "torch venv for the conversion tests' checkpoint: .venvs/torch"
+"$SCRIPT_DIR/framework-env.sh" torch || say "WARNING: no torch venv: the checkpoint conversion tests will fail"
+
 declare -A STATUS
 for key in "${KEYS[@]}"; do
     venv="$(venv_of "$key")"
     glue="$WORK/glue/$key"
     log="$WORK/$key.log"
     matrix="$WORK/$key.matrix.json"
-    rm -rf "$glue" "$matrix"
+    convert_report="$WORK/$key.convert.json"
+    rm -rf "$glue" "$matrix" "$convert_report"
     say "== $key: generating the glue into ${glue#"$ROOT"/}"
     if ! cargo run -q -p mha-gen -- generate --out "$glue" --framework "$key" >"$log" 2>&1; then
         cat "$log" >&2
@@ -95,7 +103,8 @@ for key in "${KEYS[@]}"; do
         continue
     fi
     envs=(MHA_FRAMEWORK="$key" MHA_GLUE_DIR="$glue/python" MHA_FIXTURES="$FIXTURES" MHA_MATRIX_OUT="$matrix"
-          JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3 PYTHONDONTWRITEBYTECODE=1)
+          JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3 PYTHONDONTWRITEBYTECODE=1
+          MHA_GEN="$MHA_GEN_EXE" MHA_TORCH_PYTHON="$ROOT/.venvs/torch/bin/python" MHA_CONVERT_OUT="$convert_report")
     [[ -n "$RUNNER" ]] && envs+=(MHA_PARITY_RUNNER="$RUNNER")
     backend="$(sed -n 's/^BACKEND = "\(.*\)"$/\1/p' "$module")"
     [[ -n "$backend" ]] && envs+=(KERAS_BACKEND="$backend")
@@ -129,5 +138,24 @@ EOF
     else
         printf '%-11s %6s %8s %8s %7s   %-22s %s\n' "$key" - - - - - "$status"
     fi
+done
+
+echo
+say "checkpoint conversion (torch TransformerEncoder, 3 layers): max |diff| vs torch per framework"
+for key in "${KEYS[@]}"; do
+    report="$WORK/$key.convert.json"
+    if [[ ! -f "$report" ]]; then
+        printf '%-11s no result\n' "$key"
+        continue
+    fi
+    "$HOST_PYTHON" - "$report" "$key" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+diffs = r.get("max_abs_diff", {})
+out = max((d["attn_output"] for d in diffs.values()), default=float("nan"))
+weights = max((d["attn_weights"] for d in diffs.values()), default=float("nan"))
+exact = "bit for bit" if r.get("round_trip_bit_exact") else "failed or not run"
+print(f"{sys.argv[2]:<11} layers {len(diffs)}  attn_output {out:.3g}  attn_weights {weights:.3g}  back: {exact}")
+EOF
 done
 exit $failed

@@ -1,4 +1,5 @@
-//! Embeds every file under the workspace's `templates/` folder into the library.
+//! Embeds every file under the workspace's `templates/` folder into the library: the `*.tera`
+//! templates and the plain files copied as they are (e.g. `python/checkpoints.py`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,10 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             collect(&path, files);
-        } else if path.extension().is_some_and(|e| e == "tera") {
+        } else if path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        {
             files.push(path);
         }
     }

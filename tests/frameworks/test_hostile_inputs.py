@@ -93,3 +93,11 @@ def test_ml_dtypes_bfloat16_arrays_are_converted_exactly(glue_module):
     glue_module.load_state_dict(layer, {n: a.astype(ml_dtypes.bfloat16) for n, a in exact.items()})
     back = glue_module.state_dict(layer)
     assert all(np.array_equal(back[n], exact[n]) for n in exact)
+
+
+@pytest.mark.parametrize("state", [[("a.out_proj.bias", np.zeros(8, np.float32))], None, {3: np.zeros(8, np.float32)}])
+def test_malformed_state_under_a_prefix(glue_module, state):
+    """`prefix=` picks entries before the state is checked: a malformed state is still the same TypeError."""
+    layer = glue_module.build(8, 2)
+    with pytest.raises(TypeError, match="mapping|is not a string"):
+        glue_module.load_state_dict(layer, state, prefix="a.")

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use mha_spec::SpecErrors;
 
 /// Why generation failed.
-#[derive(Debug)]
+///
+/// `Debug` prints the same text as `Display` (one `file:line:column: field: message` line per spec
+/// error), so that a build script's `fn main() -> Result<(), Box<dyn Error>>` shows readable errors.
 pub enum GenError {
     /// The specs did not load or validate.
     Spec(SpecErrors),
@@ -46,6 +48,8 @@ pub enum GenError {
     },
     /// Two outputs would be written to the same path.
     DuplicateOutput(String),
+    /// A checkpoint conversion failed.
+    Convert(crate::convert::ConvertError),
     /// Reading or writing a file failed.
     Io {
         /// The path.
@@ -79,8 +83,16 @@ impl std::fmt::Display for GenError {
             GenError::DuplicateOutput(path) => {
                 write!(f, "two outputs would be written to `{path}`")
             }
+            GenError::Convert(e) => write!(f, "{e}"),
             GenError::Io { path, source } => write!(f, "{}: {source}", path.display()),
         }
+    }
+}
+
+impl std::fmt::Debug for GenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A build script returning Err prints `Error: {:?}`: show the message the CLI shows.
+        write!(f, "{self}")
     }
 }
 
@@ -88,9 +100,16 @@ impl std::error::Error for GenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             GenError::Spec(e) => Some(e),
+            GenError::Convert(e) => Some(e),
             GenError::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<crate::convert::ConvertError> for GenError {
+    fn from(e: crate::convert::ConvertError) -> Self {
+        GenError::Convert(e)
     }
 }
 

@@ -10,6 +10,8 @@
 //!   `rst_literal` (inside ``` `` ```), `url`.
 //! - HTML: `html` (text and double-quoted attributes), `js_str` (inside a quoted JavaScript string
 //!   in a double-quoted HTML attribute).
+//! - TOML: `toml_str` (a basic string, escaped to ASCII), `pip_name` (a package or extra name as
+//!   PEP 508 allows it, as a TOML string).
 //!
 //! Filters do not trust the spec's validation: each refuses or escapes what its context cannot hold.
 
@@ -126,6 +128,19 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
     });
     tera.register_filter("js_str", |v: &Value, _: &Args| {
         Ok(Value::String(js_str(&plain(v))))
+    });
+    tera.register_filter("toml_str", |v: &Value, _: &Args| {
+        Ok(Value::String(toml_string(&plain(v))))
+    });
+    tera.register_filter("pip_name", |v: &Value, _: &Args| {
+        let name = text(v, "pip_name")?;
+        if !is_pep508_name(name) {
+            return Err(Error::msg(format!(
+                "`{}` is not a Python package or extra name (PEP 508: letters, digits, `._-`, starting and ending with a letter or digit)",
+                visible(name)
+            )));
+        }
+        Ok(Value::String(toml_string(name)))
     });
     tera.register_filter("underline", |v: &Value, args: &Args| {
         let text = text(v, "underline")?;
@@ -412,6 +427,39 @@ pub(crate) fn js_str(s: &str) -> String {
     out
 }
 
+/// A TOML basic string holding exactly `s`, in ASCII: quotes, backslashes, controls and every
+/// non-ASCII character are `\\`, `\\uXXXX` or `\\UXXXXXXXX` escapes, so nothing can end the string,
+/// the line or the table.
+pub(crate) fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        let u = u32::from(c);
+        let _ = match c {
+            '\\' => write!(out, "\\\\"),
+            '"' => write!(out, "\\\""),
+            ' '..='~' => write!(out, "{c}"),
+            _ if u <= 0xFFFF => write!(out, "\\u{u:04X}"),
+            _ => write!(out, "\\U{u:08X}"),
+        };
+    }
+    out.push('"');
+    out
+}
+
+/// A distribution or extra name as PEP 508 writes it: ASCII letters and digits, with `.`, `_`
+/// and `-` inside.
+fn is_pep508_name(name: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let bytes = name.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(a), Some(z)) => {
+            a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric() && name.chars().all(inner)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +504,26 @@ mod tests {
             js_str(r#"');alert(1)//""#),
             r"\u0027\u0029\u003balert\u00281\u0029\u002f\u002f\u0022"
         );
+    }
+
+    #[test]
+    fn toml_strings_are_ascii_and_exact() {
+        assert_eq!(toml_string("jax"), r#""jax""#);
+        assert_eq!(
+            toml_string("a\"b\\c\n[x]\u{7f}\u{e9}\u{1f600}"),
+            r#""a\"b\\c\u000A[x]\u007F\u00E9\U0001F600""#
+        );
+        assert!(is_pep508_name("flax_nnx") && is_pep508_name("a.b-c") && is_pep508_name("x"));
+        for bad in [
+            "",
+            "_torch",
+            "torch_",
+            "torch; os_name",
+            "t\u{f6}rch",
+            "a b",
+        ] {
+            assert!(!is_pep508_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Template paths decide outputs:
 //! - `python/<name>.tera` → `python/mha_glue/<name>`; a `<framework>.py.tera` is rendered once per
 //!   selected framework (with `key` and `fw` in the context), any other file once;
+//! - `python/<name>` without `.tera` is plain: copied into `python/mha_glue/<name>` as it is (a
+//!   `.py` file under the `@generated` header);
+//! - `python_package/<name>.tera` → `python/<name>`, beside the package (its `pyproject.toml`);
 //! - `docs/op_page.rst.tera` → `docs/<Op>.rst`, `docs/op_<x>.rst.tera` → `docs/<Op>.<x>.rst`;
 //! - `rust/op.rs.tera` → `rust/<op>.rs`, `rust/op_<x>.rs.tera` → `rust/<op>_<x>.rs`, formatted;
 //! - files under a `macros/` folder are only imported by others.
@@ -86,7 +89,30 @@ pub fn generate(
             if name.split('/').any(|part| part == "macros") {
                 continue;
             }
-            if let Some(file) = name
+            if let (Some(file), Some(text)) = (name.strip_prefix("python/"), templates.plain(name))
+            {
+                if options.python {
+                    files.push(plain_file(
+                        &format!("python/{PYTHON_PACKAGE}/{file}"),
+                        text,
+                        &spec.op,
+                    ));
+                }
+            } else if let Some(file) = name
+                .strip_prefix("python_package/")
+                .and_then(|f| f.strip_suffix(".tera"))
+            {
+                if options.python {
+                    let mut ctx = renderer.base_context("#");
+                    ctx.insert("package", PYTHON_PACKAGE);
+                    ctx.insert("version", env!("CARGO_PKG_VERSION"));
+                    ctx.insert("frameworks", &renderer.selected(&options.frameworks));
+                    files.push(GeneratedFile {
+                        path: format!("python/{file}"),
+                        contents: renderer.render(name, ctx)?,
+                    });
+                }
+            } else if let Some(file) = name
                 .strip_prefix("python/")
                 .and_then(|f| f.strip_suffix(".tera"))
             {
@@ -193,6 +219,15 @@ impl Renderer<'_> {
         rendered.map_err(|e| error(tera_message(&e)))
     }
 
+    /// The selected framework keys, in spec order.
+    fn selected(&self, selected: &[String]) -> Vec<&String> {
+        self.spec
+            .frameworks
+            .keys()
+            .filter(|k| selected.is_empty() || selected.contains(k))
+            .collect()
+    }
+
     fn python(
         &self,
         name: &str,
@@ -271,6 +306,18 @@ fn to_value(v: &impl serde::Serialize) -> Result<Value, GenError> {
         op: String::new(),
         message: e.to_string(),
     })
+}
+
+/// A plain file as it is; Python files get the `@generated` header.
+fn plain_file(path: &str, text: &str, op: &str) -> GeneratedFile {
+    let contents = match path.ends_with(".py") {
+        true => format!("{}\n{text}", header("#", op)),
+        false => text.to_string(),
+    };
+    GeneratedFile {
+        path: path.to_string(),
+        contents,
+    }
 }
 
 fn header(comment: &str, op: &str) -> String {

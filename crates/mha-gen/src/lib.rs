@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod builder;
+pub mod convert;
 mod error;
 mod filters;
 mod generate;

@@ -1,4 +1,4 @@
-//! The `mha-gen` command line: `generate`, `check`, `list`.
+//! The `mha-gen` command line: `generate`, `check`, `list`, `convert`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,9 +18,10 @@ struct Cli {
 enum Command {
     /// Render every output into a folder (the default command).
     Generate {
-        /// Output folder.
-        #[arg(long, default_value = "generated")]
-        out: PathBuf,
+        /// Output folder [default: `generated` at the workspace root (the nearest folder up from
+        /// here whose Cargo.toml has a [workspace]), else in the current folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Only these frameworks' glue (repeatable); default all.
         #[arg(long = "framework", value_name = "NAME")]
         frameworks: Vec<String>,
@@ -37,6 +38,36 @@ enum Command {
         #[arg(long)]
         specs: Option<PathBuf>,
     },
+    /// Convert a checkpoint's layers of an op to a framework's native weights (--to) or back (--from).
+    ///
+    /// Every layer is found by its parameter names under any prefix (`layers.0.self_attn.`); what
+    /// the tensors cannot tell comes from --set. Every other tensor is copied unchanged. The
+    /// format (.safetensors or .npz) follows each file's extension.
+    #[command(group(clap::ArgGroup::new("direction").required(true).args(["to", "from"])))]
+    Convert {
+        /// Convert from the reference layout to this framework's names and shapes.
+        #[arg(long, value_name = "FRAMEWORK")]
+        to: Option<String>,
+        /// Convert from this framework's names and shapes to the reference layout.
+        #[arg(long, value_name = "FRAMEWORK")]
+        from: Option<String>,
+        /// The checkpoint to read.
+        input: PathBuf,
+        /// The checkpoint to write.
+        output: PathBuf,
+        /// A constructor parameter, for every layer (`num_heads=6`) or one (`layers.1.self_attn.num_heads=4`).
+        #[arg(long = "set", value_name = "[PREFIX]PARAM=VALUE")]
+        settings: Vec<mha_gen::convert::Setting>,
+        /// A prefix to copy unchanged although its tensors look like a layer of the op (repeatable).
+        #[arg(long, value_name = "PREFIX")]
+        keep: Vec<String>,
+        /// The op to convert (needed when the specs hold several).
+        #[arg(long)]
+        op: Option<String>,
+        /// Spec folder instead of the bundled specs.
+        #[arg(long)]
+        specs: Option<PathBuf>,
+    },
     /// List the ops and their frameworks.
     List {
         /// Spec folder instead of the bundled specs.
@@ -48,7 +79,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Generate {
-        out: PathBuf::from("generated"),
+        out: None,
         frameworks: Vec::new(),
         specs: None,
         templates: None,
@@ -90,6 +121,7 @@ fn run(command: Command) -> Result<(), GenError> {
                     ..Options::default()
                 },
             )?;
+            let out = out.unwrap_or_else(default_out);
             let outcomes = mha_gen::write_all(&out, &files)?;
             for (path, outcome) in &outcomes {
                 let word = match outcome {
@@ -112,6 +144,16 @@ fn run(command: Command) -> Result<(), GenError> {
                 );
             }
         }
+        Command::Convert {
+            to,
+            from,
+            input,
+            output,
+            settings,
+            keep,
+            op,
+            specs,
+        } => convert(to, from, &input, &output, settings, keep, op, &specs)?,
         Command::List { specs } => {
             for spec in load_specs(&specs)? {
                 println!("{}: {}", spec.op, spec.summary);
@@ -126,5 +168,94 @@ fn run(command: Command) -> Result<(), GenError> {
             }
         }
     }
+    Ok(())
+}
+
+/// `generated` at the workspace root: the nearest folder up from the current one whose
+/// `Cargo.toml` declares a `[workspace]`; the current folder when there is none.
+fn default_out() -> PathBuf {
+    let here = std::env::current_dir().unwrap_or_default();
+    let root = here.ancestors().find(|dir| {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|text| text.lines().any(|l| l.trim() == "[workspace]"))
+    });
+    root.unwrap_or(&here).join("generated")
+}
+
+/// `mha-gen convert`: converts, then prints what it converted.
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    to: Option<String>,
+    from: Option<String>,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    settings: Vec<mha_gen::convert::Setting>,
+    keep: Vec<String>,
+    op: Option<String>,
+    specs: &Option<PathBuf>,
+) -> Result<(), GenError> {
+    use mha_gen::convert::{ConvertError, ConvertOptions, Direction};
+    let specs = load_specs(specs)?;
+    let spec = match (&op, specs.as_slice()) {
+        (None, [only]) => only,
+        _ => {
+            let ops: Vec<&str> = specs.iter().map(|s| s.op.as_str()).collect();
+            let wanted = op.as_deref().unwrap_or_default();
+            specs.iter().find(|s| s.op == wanted).ok_or_else(|| {
+                ConvertError::Usage(format!(
+                    "{}; the ops are: {}",
+                    match &op {
+                        Some(o) => format!(
+                            "no op `{o}`{}",
+                            mha_spec::did_you_mean(o, ops.iter().copied())
+                        ),
+                        None => "several ops: pick one with --op".to_string(),
+                    },
+                    ops.join(", ")
+                ))
+            })?
+        }
+    };
+    let (direction, framework) = match (to, from) {
+        (Some(fw), None) => (Direction::To, fw),
+        (None, Some(fw)) => (Direction::From, fw),
+        _ => unreachable!("clap requires exactly one of --to and --from"),
+    };
+    let options = ConvertOptions {
+        direction,
+        framework,
+        settings,
+        keep,
+    };
+    let done = mha_gen::convert::convert_file(spec, input, output, &options)?;
+    let (source, target) = match direction {
+        Direction::To => (spec.reference.as_str(), options.framework.as_str()),
+        Direction::From => (options.framework.as_str(), spec.reference.as_str()),
+    };
+    let list = |tensors: &[(String, Vec<usize>)]| {
+        tensors
+            .iter()
+            .map(|(n, s)| format!("{n} {s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for layer in &done.layers {
+        println!(
+            "converted `{}` {}({}) {source} -> {target}",
+            layer.prefix,
+            spec.op,
+            layer.params.join(", ")
+        );
+        println!("    read  {}", list(&layer.read));
+        println!("    wrote {}", list(&layer.written));
+    }
+    println!(
+        "{} layer{} converted, {} other tensor{} copied unchanged: wrote {}",
+        done.layers.len(),
+        if done.layers.len() == 1 { "" } else { "s" },
+        done.copied.len(),
+        if done.copied.len() == 1 { "" } else { "s" },
+        output.display()
+    );
     Ok(())
 }

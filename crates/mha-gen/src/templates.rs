@@ -26,7 +26,7 @@ impl Templates {
         }
     }
 
-    /// Every `*.tera` file under `dir`.
+    /// Every file under `dir`: `*.tera` templates and plain files (copied as they are).
     pub fn from_dir(dir: &Path) -> Result<Templates, GenError> {
         let mut files = Vec::new();
         collect(dir, dir, &mut files)?;
@@ -37,9 +37,21 @@ impl Templates {
         })
     }
 
-    /// Template paths, sorted.
+    /// Template paths (plain files too), sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.files.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The text of a plain (non-template) file.
+    pub(crate) fn plain(&self, name: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|(n, _)| n == name && !n.ends_with(".tera"))
+            .map(|(_, t)| t.as_str())
+    }
+
+    fn templates(&self) -> impl Iterator<Item = &(String, String)> {
+        self.files.iter().filter(|(n, _)| n.ends_with(".tera"))
     }
 
     /// Parses every template into one tera instance (so templates may include or import each other).
@@ -54,10 +66,10 @@ impl Templates {
     fn parse(&self) -> Result<tera::Tera, GenError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(Vec::new());
-        let all = tera.add_raw_templates(self.files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        let all = tera.add_raw_templates(self.templates().map(|(n, t)| (n.as_str(), t.as_str())));
         if let Err(error) = all {
             // Parse each file alone, so that a syntax error names its file.
-            for (name, text) in &self.files {
+            for (name, text) in self.templates() {
                 tera::Tera::default()
                     .add_raw_template(name, text)
                     .map_err(|e| GenError::Template {
@@ -85,7 +97,10 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) -> Result
         let path: PathBuf = entry.map_err(io(dir))?.path();
         if path.is_dir() {
             collect(root, &path, files)?;
-        } else if path.extension().is_some_and(|e| e == "tera") {
+        } else if path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+        {
             let text = std::fs::read_to_string(&path).map_err(io(&path))?;
             let name = path
                 .strip_prefix(root)

@@ -81,4 +81,16 @@ fn builder_reports_spec_errors_with_file_and_line() {
         !dir.path().join("out").exists(),
         "nothing is written on error"
     );
+    // A build script's `main() -> Result<(), Box<dyn Error>>` prints `Error: {:?}`: the same lines.
+    let boxed: Box<dyn std::error::Error> = Box::new(error);
+    let debug = format!("{boxed:?}");
+    assert_eq!(debug, message);
+    let first = debug.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(
+            "multihead_attention.yaml:4:1: sumary: unknown field `sumary` (did you mean `summary`?)"
+        ),
+        "{debug}"
+    );
+    assert!(!debug.contains("SpecError {"), "{debug}");
 }

@@ -5,7 +5,9 @@
 //! - output that compiles (Python: `py_compile`; Rust: syn, plus one real rustc build of the
 //!   generated config) and is inert: the payload is data in every language (no Python or Rust
 //!   code names it, no RST line starts a directive the templates did not write, the HTML has no
-//!   new tag, attribute or quote), and every output path stays inside the output folder.
+//!   new tag, attribute or quote; `pyproject.toml` parses with the tables and keys the template
+//!   wrote, and every spec text put through `toml_str` reads back as itself), and every output
+//!   path stays inside the output folder.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -60,6 +62,7 @@ const CASES: &[Case] = &[
     ("convention_triple_quote", &[("scaling: \"scores = (q / sqrt(head_dim)) k^T + masks; softmax over keys.\"", r#"scaling: 'x"""; PWNED(); """ '"#)], Inert),
     ("note_quotes", &[("note: \"inputs and outputs transposed by the glue\"", r#"note: 'a """ b '' c \ PWNED()'"#)], Inert),
     ("reason_newline", &[("reason: \"Keras infers the key projection's input size from the key tensor\"", "reason: \"x\\n\\\"\\\"\\\"; PWNED()\"")], Error(".reason")),
+    ("summary_toml_table", &[(SUMMARY, r#"summary: 'x" ]] [tool.PWNED] k = "\u0041 \U0001F600 '''' """ # y'"#)], Inert),
     ("template_syntax_in_text", &[(SUMMARY, "summary: '{{ 7 * 7 }} {% raw %} PWNED'")], Inert),
     // Rust code from spec strings.
     ("derived_doc_newline_adds_method", &[("doc: Features per head.", "doc: \"x\\n    pub fn PWNED(&self) {}\\n    /// y\"")], Error("derived[0].doc")),
@@ -295,6 +298,22 @@ for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.py")):
         elif isinstance(node, (ast.Import, ast.ImportFrom)): names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
         if any("{MARK}" in n or n == "system" for n in names):
             bad.append(f"{{path}}:{{node.lineno}}: payload is code: {{ast.dump(node)[:120]}}")
+import json, tomllib
+PROJECT = {{"name", "version", "description", "requires-python", "dependencies", "optional-dependencies"}}
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("pyproject.toml")):
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    if set(doc) != {{"build-system", "project", "tool"}} or set(doc["project"]) != PROJECT:
+        bad.append(f"{{path}}: tables {{sorted(doc)}}, project keys {{sorted(doc['project'])}}")
+    if "{MARK}" in json.dumps(doc):
+        bad.append(f"{{path}}: payload in pyproject.toml")
+probes = sorted(pathlib.Path(sys.argv[1]).rglob("toml_probe.toml"))
+if not probes or not list(pathlib.Path(sys.argv[1]).rglob("pyproject.toml")):
+    bad.append("no pyproject.toml or TOML probe was generated")
+for path in probes:
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    spec = json.loads(path.with_name("toml_probe.json").read_text(encoding="utf-8"))
+    if doc != spec:
+        bad.append(f"{{path}}: spec text did not read back from TOML:\n{{doc}}\n{{spec}}")
 print("\n".join(bad))
 sys.exit(1 if bad else 0)
 "#
@@ -335,9 +354,75 @@ fn hostile_specs_that_must_fail_name_file_line_and_field() {
     assert!(errors >= 40, "only {errors} error cases");
 }
 
+/// Spec texts written as TOML strings by `toml_str` and `pip_name` (`python/toml_probe.toml`)
+/// and as JSON (`python/toml_probe.json`): the Python check reads both and compares.
+const TOML_PROBE: &str = r#"summary = {{ spec.summary | toml_str }}
+reference = {{ spec.reference | toml_str }}
+{%- for c, text in spec.conventions %}
+{{ c | toml_str }} = {{ text | toml_str }}
+{%- endfor %}
+[docs]
+{%- for p in spec.signature %}
+{{ p.name | toml_str }} = {{ p.doc | toml_str }}
+{%- endfor %}
+{%- for k, fw in spec.frameworks %}
+[frameworks.{{ k | toml_str }}]
+display_name = {{ fw.display_name | toml_str }}
+api = {{ fw.api | toml_str }}
+package = {{ fw.package | pip_name }}
+{%- endfor %}
+"#;
+const JSON_PROBE: &str = r#"{"summary": {{ spec.summary | json_encode }}, "reference": {{ spec.reference | json_encode }},
+{%- for c, text in spec.conventions %} {{ c | json_encode }}: {{ text | json_encode }},{% endfor %}
+"docs": { {%- for p in spec.signature %}{{ p.name | json_encode }}: {{ p.doc | json_encode }}{% if not loop.last %}, {% endif %}{% endfor -%} },
+"frameworks": { {%- for k, fw in spec.frameworks %}{{ k | json_encode }}: {"display_name": {{ fw.display_name | json_encode }}, "api": {{ fw.api | json_encode }}, "package": {{ fw.package | json_encode }}}{% if not loop.last %}, {% endif %}{% endfor -%} }}
+"#;
+
+/// The bundled templates written into `dir`, plus the TOML probe.
+fn with_toml_probe(dir: &Path) -> Templates {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    let mut files: Vec<(String, String)> = Templates::bundled()
+        .names()
+        .map(|name| {
+            let text = std::fs::read_to_string(root.join(name)).expect("read a bundled template");
+            (name.to_string(), text)
+        })
+        .collect();
+    files.push((
+        "python_package/toml_probe.toml.tera".into(),
+        TOML_PROBE.into(),
+    ));
+    files.push((
+        "python_package/toml_probe.json.tera".into(),
+        JSON_PROBE.into(),
+    ));
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write a template");
+    }
+    Templates::from_dir(dir).expect("templates with the probe")
+}
+
+/// A package name that Python can import but pip cannot install stops generation with an error
+/// that names the pyproject template and the name (it never becomes a broken pyproject.toml).
+#[test]
+fn a_package_that_is_not_a_distribution_name_is_a_render_error() {
+    let spec = mha_spec::load_str(FILE, &apply(&[(TORCH_PKG, "package: _torch")]))
+        .expect("`_torch` is an importable module name");
+    let err = mha_gen::generate(&[spec], &Templates::bundled(), &Options::default())
+        .expect_err("`_torch` is no PEP 508 name");
+    let message = err.to_string();
+    assert!(
+        message.contains("pyproject.toml") && message.contains("`_torch`"),
+        "{message}"
+    );
+}
+
 /// The accepted cases, in two halves that run in parallel.
 fn inert_cases(half: usize) {
-    let templates = Templates::bundled();
+    let probe_dir = tempfile::tempdir().expect("temp dir");
+    let templates = with_toml_probe(probe_dir.path());
     let specs = mha_spec::bundled().expect("bundled specs");
     let baseline = mha_gen::generate(&specs, &templates, &Options::default()).expect("baseline");
     let dir = tempfile::tempdir().expect("temp dir");

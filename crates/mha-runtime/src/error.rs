@@ -83,6 +83,18 @@ pub enum MhaError {
         expected: String,
     },
 
+    /// A weight is missing or unexpected under the prefix given, while the file holds the layer's
+    /// parameters under other prefixes (e.g. `"self_attn"` without its dot, or no prefix for a model).
+    #[error("{error}; did you mean {}? (the file holds MultiheadAttention parameters under {})", show_prefix(.suggestion), .found.iter().map(|p| show_prefix(p)).collect::<Vec<_>>().join(", "))]
+    WrongPrefix {
+        /// The missing or unexpected weight.
+        error: Box<MhaError>,
+        /// The closest prefix that holds the parameters.
+        suggestion: String,
+        /// Every prefix that holds them, in file order.
+        found: Vec<String>,
+    },
+
     /// The same parameter name was given twice.
     #[error("weight `{name}` is given more than once")]
     DuplicateWeight {
@@ -172,5 +184,13 @@ impl MhaError {
             expected: expected.into(),
             actual,
         }
+    }
+}
+
+/// A prefix as a reader sees it: `` `layers.0.self_attn.` ``, or `` `` (no prefix) ``.
+fn show_prefix(prefix: &str) -> String {
+    match prefix {
+        "" => "`` (no prefix)".to_string(),
+        p => format!("`{p}`"),
     }
 }

@@ -174,7 +174,11 @@ impl MultiheadAttention {
                 }
             }
         }
-        let weights = Weights::from_named(&config, named, prefix)?;
+        let weights = Weights::from_named(&config, named, prefix).map_err(|error| {
+            let mut names = file.names();
+            names.sort_unstable();
+            with_prefix_hint(error, prefix, names, &config)
+        })?;
         Self::new(config, weights)
     }
 
@@ -342,5 +346,34 @@ impl AttentionLayer for MultiheadAttention {
         options: &ForwardOptions<'_>,
     ) -> Result<AttentionOutput, MhaError> {
         MultiheadAttention::forward(self, query, key, value, options)
+    }
+}
+
+/// A missing or unexpected weight, with the prefixes that do hold the layer's parameters in the
+/// file when the one given is not among them.
+fn with_prefix_hint<'n>(
+    error: MhaError,
+    prefix: &str,
+    names: impl IntoIterator<Item = &'n str>,
+    config: &MultiheadAttentionConfig,
+) -> MhaError {
+    if !matches!(
+        error,
+        MhaError::MissingWeight { .. } | MhaError::UnexpectedWeight { .. }
+    ) {
+        return error;
+    }
+    let params: Vec<&str> = Weights::parameter_shapes(config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let found = safetensors_io::layer_prefixes(names, &params);
+    match safetensors_io::closest_prefix(prefix, &found) {
+        Some(suggestion) if !found.iter().any(|p| p == prefix) => MhaError::WrongPrefix {
+            error: Box::new(error),
+            suggestion: suggestion.to_string(),
+            found,
+        },
+        _ => error,
     }
 }

@@ -111,6 +111,47 @@ fn size_error(name: &str, shape: &[usize], bytes: usize) -> MhaError {
     }
 }
 
+/// The prefixes under which `names` (a file's tensor names) hold at least two of `params` (the layer's
+/// parameter names, e.g. `in_proj_weight`, `out_proj.weight`), in file order: where the layer's
+/// weights are when the prefix given finds none.
+pub(crate) fn layer_prefixes<'n>(
+    names: impl IntoIterator<Item = &'n str>,
+    params: &[&str],
+) -> Vec<String> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        for param in params {
+            let Some(prefix) = name.strip_suffix(param) else {
+                continue;
+            };
+            if !(prefix.is_empty() || prefix.ends_with('.')) {
+                continue;
+            }
+            match found.iter_mut().find(|(p, _)| p == prefix) {
+                Some((_, n)) => *n += 1,
+                None => found.push((prefix.to_string(), 1)),
+            }
+        }
+    }
+    let least = params.len().min(2);
+    found
+        .into_iter()
+        .filter(|(_, n)| *n >= least)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The found prefix a reader most likely meant by `given`: one containing it (`self_attn` ->
+/// `layers.0.self_attn.`), else the first.
+pub(crate) fn closest_prefix<'f>(given: &str, found: &'f [String]) -> Option<&'f str> {
+    let trimmed = given.trim_end_matches('.');
+    found
+        .iter()
+        .find(|p| !trimmed.is_empty() && p.contains(trimmed))
+        .or_else(|| found.first())
+        .map(String::as_str)
+}
+
 /// IEEE half to single precision.
 fn f16_to_f32(h: u16) -> f32 {
     let sign = u32::from(h >> 15) << 31;
@@ -156,7 +197,31 @@ pub(crate) fn serialize(tensors: &[(String, ArrayD<f32>)]) -> Result<Vec<u8>, Mh
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
+    use super::{closest_prefix, f16_to_f32, layer_prefixes};
+
+    #[test]
+    fn prefixes_holding_the_layer() {
+        let names = [
+            "layers.0.linear1.weight",
+            "layers.0.self_attn.in_proj_weight",
+            "layers.0.self_attn.out_proj.weight",
+            "layers.1.self_attn.in_proj_weight",
+            "layers.1.self_attn.out_proj.weight",
+            "head.out_proj.weight",
+        ];
+        let found = layer_prefixes(names, &["in_proj_weight", "out_proj.weight"]);
+        assert_eq!(found, ["layers.0.self_attn.", "layers.1.self_attn."]);
+        assert_eq!(
+            closest_prefix("self_attn", &found),
+            Some("layers.0.self_attn.")
+        );
+        assert_eq!(
+            closest_prefix("layers.1.self_attn", &found),
+            Some("layers.1.self_attn.")
+        );
+        assert_eq!(closest_prefix("", &found), Some("layers.0.self_attn."));
+        assert_eq!(closest_prefix("x", &[]), None);
+    }
 
     #[test]
     fn half_conversion() {

@@ -75,6 +75,42 @@ fn the_whole_checkpoint_is_not_one_attention_layer() {
         .to_string();
     assert_eq!(
         err,
-        "missing weight `layers.2.self_attn.in_proj_weight` (expected shape [48, 16])"
+        "missing weight `layers.2.self_attn.in_proj_weight` (expected shape [48, 16]); did you mean \
+         `layers.0.self_attn.`? (the file holds MultiheadAttention parameters under \
+         `layers.0.self_attn.`, `layers.1.self_attn.`)"
     );
+}
+
+#[test]
+fn a_wrong_prefix_names_the_prefixes_the_file_holds() {
+    let path = dir().join("encoder.safetensors");
+    let err = |prefix: &str| {
+        MultiheadAttention::from_safetensors(config(), &path, prefix)
+            .unwrap_err()
+            .to_string()
+    };
+    // The dot forgotten: the layer's own prefix is suggested.
+    let e = err("layers.1.self_attn");
+    assert!(
+        e.starts_with("unexpected weight `layers.1.self_attn.in_proj_bias`"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with(
+            "; did you mean `layers.1.self_attn.`? (the file holds MultiheadAttention parameters \
+             under `layers.0.self_attn.`, `layers.1.self_attn.`)"
+        ),
+        "{e}"
+    );
+    // No prefix for a whole model's checkpoint.
+    assert!(
+        err("").ends_with(
+            "; did you mean `layers.0.self_attn.`? (the file holds MultiheadAttention parameters \
+             under `layers.0.self_attn.`, `layers.1.self_attn.`)"
+        ),
+        "{}",
+        err("")
+    );
+    // The right prefix loads.
+    MultiheadAttention::from_safetensors(config(), &path, "layers.1.self_attn.").unwrap();
 }

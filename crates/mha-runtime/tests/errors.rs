@@ -286,7 +286,8 @@ fn safetensors_prefix_names_the_full_tensor() {
             .to_string();
     assert_eq!(
         err,
-        "missing weight `encoder.self_attn.in_proj_weight` (expected shape [24, 8])"
+        "missing weight `encoder.self_attn.in_proj_weight` (expected shape [24, 8]); did you mean \
+         `` (no prefix)? (the file holds MultiheadAttention parameters under `` (no prefix))"
     );
     // A file for another config: wrong shapes are named.
     let err =
