@@ -35,9 +35,12 @@
 //! - **Projections** (`projection`): a grid of `row_tasks × col_tasks` blocks of the output,
 //!   one per thread, fewer when a block would fall under about 2 M multiply-adds (tens of
 //!   microseconds: dispatch and the block's own packing stay at a few percent). Of the grids
-//!   with that many blocks, the one that reads least (`col_tasks · rows + row_tasks · width`),
-//!   i.e. about square blocks: at 16 threads a `1024 × 1536` QKV output is 4 × 4 blocks of
-//!   256 × 384, a decode step's 8 rows are split by columns only. Equal blocks, so one round.
+//!   with that many blocks, the one that moves least (`2 · col_tasks · rows + row_tasks ·
+//!   width`: each task reads its weight columns, and reads and packs its input rows), i.e.
+//!   about square blocks: at 16 threads a `4096 × 1536` QKV output is 8 × 2 blocks of
+//!   512 × 768, at 64 threads a `2048 × 3072` one 8 × 8; a decode step's 8 rows are split by
+//!   columns only; at 2 threads a `1024 × 1536` output is split by rows. Equal blocks, so one
+//!   round.
 //! - **Attention** (`attention`): flash items are `(batch, head, block of 128 queries)`,
 //!   independent and equal in cost without a causal mask; with one, query block `b` reads
 //!   `b + 1` key blocks, so block `b` runs with block `blocks - 1 - b` of the same head as one

@@ -57,10 +57,11 @@ const COL_ALIGN: usize = 32;
 /// As many tasks as threads (one block each, so no block waits for a second round), fewer when
 /// the work would make tasks smaller than [`MIN_TASK_MACS`]. Of the factorisations
 /// `tasks = row_tasks · col_tasks` whose blocks keep [`MIN_TASK_ROWS`] rows and [`COL_ALIGN`]
-/// columns, the one that reads the least: every task packs its rows of the input
-/// (`rows / row_tasks × depth`) and its columns of the weight (`depth × width / col_tasks`),
-/// so the grid reads `col_tasks · rows + row_tasks · width` (times `depth`) floats in all,
-/// smallest when the blocks are about square.
+/// columns, the one that moves the least: every task reads its columns of the weight
+/// (`depth × width / col_tasks`) and reads and packs (writes) its input rows
+/// (`rows / row_tasks × depth`: `gemm` packs them in every call), so the grid moves
+/// `2 · col_tasks · rows + row_tasks · width` (times `depth`) floats in all; blocks come out
+/// about square, a little taller than wide.
 fn grid(rows: usize, width: usize, depth: usize, threads: usize) -> (usize, usize) {
     let macs = rows.saturating_mul(width).saturating_mul(depth.max(1));
     let max_tasks = threads.min(macs / MIN_TASK_MACS).max(1);
@@ -72,7 +73,7 @@ fn grid(rows: usize, width: usize, depth: usize, threads: usize) -> (usize, usiz
             (1..=tasks)
                 .filter(|&rt| tasks % rt == 0 && rt <= row_blocks && tasks / rt <= col_blocks)
                 .map(|rt| (rt, tasks / rt))
-                .min_by_key(|&(rt, ct)| ct * rows + rt * width)
+                .min_by_key(|&(rt, ct)| 2 * ct * rows + rt * width)
         })
         .unwrap_or((1, 1))
 }
@@ -349,6 +350,7 @@ mod tests {
         // Short and wide: columns; tall and narrow: rows.
         assert_eq!(grid(128, 1536, 512, 2), (1, 2));
         assert_eq!(grid(8192, 512, 512, 2), (2, 1));
+        assert_eq!(grid(1024, 1536, 512, 2), (2, 1));
         // Many threads: a two-dimensional grid of about square blocks.
         assert_eq!(grid(4096, 1536, 512, 16), (8, 2));
         assert_eq!(grid(2048, 3072, 1024, 64), (8, 8));
