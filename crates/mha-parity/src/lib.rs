@@ -264,6 +264,69 @@ pub fn run_dir_on(
     }
 }
 
+/// One fixture format: its index (read from `index.json`) and how one of its cases runs.
+trait FixtureFormat: DeserializeOwned {
+    /// The `format` field's value.
+    const FORMAT: &'static str;
+    /// One entry of the index's `cases`.
+    type Case;
+    /// The index's `format` field.
+    fn format(&self) -> &str;
+    /// The index's cases.
+    fn cases(&self) -> &[Self::Case];
+    /// The case's name, for its report.
+    fn name(case: &Self::Case) -> &str;
+    /// Runs `case` of `dir` on each of `paths`, recording what differs in `report`.
+    fn run_into(
+        report: &mut CaseReport,
+        dir: &Path,
+        case: &Self::Case,
+        tol: Tolerance,
+        paths: &[DispatchPath],
+    ) -> Result<(), ParityError>;
+}
+
+/// Reads and checks `DIR/index.json` as format `F`.
+fn load_index<F: FixtureFormat>(dir: &Path) -> Result<F, ParityError> {
+    let path = dir.join("index.json");
+    let index: F = read_json(&path)?;
+    if index.format() != F::FORMAT {
+        return Err(fixture_error(
+            &path,
+            format!("format is {:?}, expected {:?}", index.format(), F::FORMAT),
+        ));
+    }
+    Ok(index)
+}
+
+/// Runs every case of a directory in format `F` on `paths`.
+fn run_format_on<F: FixtureFormat>(
+    dir: &Path,
+    tol: Tolerance,
+    paths: &[DispatchPath],
+) -> Result<Vec<CaseReport>, ParityError> {
+    let index = load_index::<F>(dir)?;
+    Ok(index
+        .cases()
+        .iter()
+        .map(|case| run_case::<F>(dir, case, tol, paths))
+        .collect())
+}
+
+/// Runs one case; a case that cannot be loaded or run is a failed report.
+fn run_case<F: FixtureFormat>(
+    dir: &Path,
+    case: &F::Case,
+    tol: Tolerance,
+    paths: &[DispatchPath],
+) -> CaseReport {
+    let mut report = CaseReport::new(F::name(case));
+    if let Err(e) = F::run_into(&mut report, dir, case, tol, paths) {
+        report.failures.push(e.to_string());
+    }
+    report
+}
+
 /// Reads a JSON file into `T` (errors name the file).
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ParityError> {
     let bytes = read(path)?;

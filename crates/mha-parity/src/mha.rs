@@ -18,9 +18,7 @@ use mha_runtime::{
 };
 use serde::Deserialize;
 
-use crate::{
-    check, fixture_error, read_json, CaseFile, CaseReport, DispatchPath, ParityError, Tolerance,
-};
+use crate::{check, CaseFile, CaseReport, DispatchPath, ParityError, Tolerance};
 
 /// The format name this module reads.
 pub const FORMAT: &str = "mha-golden-fixtures/1";
@@ -115,15 +113,7 @@ pub struct ForwardFlags {
 /// # Ok::<(), mha_parity::ParityError>(())
 /// ```
 pub fn load_index(dir: impl AsRef<Path>) -> Result<FixtureIndex, ParityError> {
-    let path = dir.as_ref().join("index.json");
-    let index: FixtureIndex = read_json(&path)?;
-    if index.format != FORMAT {
-        return Err(fixture_error(
-            &path,
-            format!("format is {:?}, expected {FORMAT:?}", index.format),
-        ));
-    }
-    Ok(index)
+    crate::load_index(dir.as_ref())
 }
 
 /// Runs every case of a directory in this format on `paths`.
@@ -132,13 +122,7 @@ pub fn run_dir_on(
     tol: Tolerance,
     paths: &[DispatchPath],
 ) -> Result<Vec<CaseReport>, ParityError> {
-    let dir = dir.as_ref();
-    let index = load_index(dir)?;
-    Ok(index
-        .cases
-        .iter()
-        .map(|case| run_case(dir, case, tol, paths))
-        .collect())
+    crate::run_format_on::<FixtureIndex>(dir.as_ref(), tol, paths)
 }
 
 /// Runs one case on each of `paths`: builds the layer from the file's parameters, runs the
@@ -150,11 +134,34 @@ pub fn run_case(
     tol: Tolerance,
     paths: &[DispatchPath],
 ) -> CaseReport {
-    let mut report = CaseReport::new(&case.name);
-    if let Err(e) = run_case_into(&mut report, dir.as_ref(), case, tol, paths) {
-        report.failures.push(e.to_string());
+    crate::run_case::<FixtureIndex>(dir.as_ref(), case, tol, paths)
+}
+
+impl crate::FixtureFormat for FixtureIndex {
+    const FORMAT: &'static str = FORMAT;
+    type Case = FixtureCase;
+
+    fn format(&self) -> &str {
+        &self.format
     }
-    report
+
+    fn cases(&self) -> &[FixtureCase] {
+        &self.cases
+    }
+
+    fn name(case: &FixtureCase) -> &str {
+        &case.name
+    }
+
+    fn run_into(
+        report: &mut CaseReport,
+        dir: &Path,
+        case: &FixtureCase,
+        tol: Tolerance,
+        paths: &[DispatchPath],
+    ) -> Result<(), ParityError> {
+        run_case_into(report, dir, case, tol, paths)
+    }
 }
 
 fn run_case_into(
