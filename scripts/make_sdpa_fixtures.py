@@ -17,24 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from torch_venv import ensure_torch_venv
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venvs" / "torch"
-
-
-def _ensure_torch_venv() -> None:
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if os.environ.get("MHA_FIXTURES_REEXEC") == "1":
-        sys.exit(f"make_sdpa_fixtures: re-executed but sys.prefix is {sys.prefix}, not {VENV}")
-    subprocess.run([str(ROOT / "scripts" / "framework-env.sh"), "torch"], check=True)
-    py = VENV / "bin" / "python"
-    env = dict(os.environ, MHA_FIXTURES_REEXEC="1")
-    os.execve(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 FORMAT = "sdpa-golden-fixtures/1"
@@ -183,7 +170,7 @@ def build(idx, case, torch, F):
 
 
 def main() -> None:
-    _ensure_torch_venv()
+    ensure_torch_venv(__file__)
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file

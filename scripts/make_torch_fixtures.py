@@ -20,24 +20,11 @@ re-executes itself with .venvs/torch/bin/python.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from torch_venv import ensure_torch_venv
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venvs" / "torch"
-
-
-def _ensure_torch_venv() -> None:
-    if Path(sys.prefix).resolve() == VENV.resolve():
-        return
-    if os.environ.get("MHA_FIXTURES_REEXEC") == "1":
-        sys.exit(f"make_torch_fixtures: re-executed but sys.prefix is {sys.prefix}, not {VENV}")
-    subprocess.run([str(ROOT / "scripts" / "framework-env.sh"), "torch"], check=True)
-    py = VENV / "bin" / "python"
-    env = dict(os.environ, MHA_FIXTURES_REEXEC="1")
-    os.execve(str(py), [str(py), str(Path(__file__).resolve()), *sys.argv[1:]], env)
 
 
 FORMAT = "mha-golden-fixtures/1"
@@ -783,7 +770,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
                     help="only these cases (index.json then lists just them; for debugging)")
     args = ap.parse_args()
-    _ensure_torch_venv()
+    ensure_torch_venv(__file__)
 
     import hashlib
     import json
