@@ -87,7 +87,10 @@ mod tests {
     fn tensorflow_repacks_like_keras_whatever_the_seed_label_says() {
         let (seed, glue) = label("tensorflow");
         assert_eq!(seed, "Direct Mapping");
-        assert_eq!(glue, "Repacks weights: split, renamed, transposed, reshaped");
+        assert_eq!(
+            glue,
+            "Repacks weights: split, renamed, transposed, reshaped"
+        );
         let (_, keras) = label("keras");
         assert_eq!(
             keras,
