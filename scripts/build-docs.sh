@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the op docs site: generate it (`mha-gen generate --out generated`), then Sphinx (warnings
-# are errors) in the venv scripts/docs-env.sh makes.
+# Build the op docs site: generate it afresh into target/docs/generated (so that no page left by an
+# older generation in generated/docs is built), then Sphinx (warnings are errors) in the venv
+# scripts/docs-env.sh makes.
 #
 #   scripts/build-docs.sh            -> HTML in target/docs/html (open target/docs/html/index.html)
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/docs-env.sh
-cargo run --quiet --locked -p mha-gen -- generate --out generated
-rm -rf target/docs/html
-.venvs/docs/bin/sphinx-build -W --keep-going -q -b html generated/docs target/docs/html
+rm -rf target/docs/generated target/docs/html
+cargo run --quiet --locked -p mha-gen -- generate --out target/docs/generated >/dev/null
+.venvs/docs/bin/sphinx-build -W --keep-going -q -b html target/docs/generated/docs target/docs/html
 echo "build-docs: target/docs/html/index.html"
