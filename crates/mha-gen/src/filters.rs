@@ -7,7 +7,7 @@
 //!   by proc-macro2 / syn), `rust_expr` / `rust_checked` (checked arithmetic), the block filter
 //!   `rust_doc` (a `#[doc = "..."]` attribute).
 //! - reStructuredText: `rst` (prose that cannot start a directive or inline markup),
-//!   `rst_literal` (inside ``` `` ```), `url`.
+//!   `rst_literal` (inside ``` `` ```), `rst_path` (a document name in a toctree or `:doc:`), `url`.
 //! - HTML: `html` (text and double-quoted attributes), `js_str` (inside a quoted JavaScript string
 //!   in a double-quoted HTML attribute).
 //! - TOML: `toml_str` (a basic string, escaped to ASCII), `pip_name` (a package or extra name as
@@ -115,6 +115,16 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
             )));
         }
         Ok(Value::String(s))
+    });
+    tera.register_filter("rst_path", |v: &Value, _: &Args| {
+        let name = text(v, "rst_path")?;
+        match is_doc_name(name) {
+            true => Ok(Value::String(name.to_string())),
+            false => Err(Error::msg(format!(
+                "`{}` cannot be a Sphinx document name (ASCII letters, digits, `_` and `-` only)",
+                visible(name)
+            ))),
+        }
     });
     tera.register_filter("url", |v: &Value, _: &Args| {
         let url = text(v, "url")?;
@@ -353,6 +363,15 @@ fn visible(s: &str) -> String {
 /// Prose for reStructuredText: on one line, and starting so that it cannot begin a directive,
 /// comment, list, enumeration, table or title wherever the template puts it; every character
 /// that could open or close inline markup, a role, a substitution or a reference is escaped.
+/// A name that is safe as one segment of a Sphinx document path (a toctree entry, a `:doc:`
+/// target): no separator, dot, space, angle bracket or backtick.
+fn is_doc_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 pub(crate) fn rst(s: &str) -> String {
     let chars: Vec<char> = s
         .chars()

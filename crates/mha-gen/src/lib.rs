@@ -8,13 +8,14 @@
 //! let specs = mha_spec::bundled().unwrap();
 //! let files = mha_gen::generate(&specs, &mha_gen::Templates::bundled(), &Default::default()).unwrap();
 //! assert!(files.iter().any(|f| f.path == "python/mha_glue/keras.py"));
-//! assert!(files.iter().any(|f| f.path == "docs/MultiheadAttention.rst"));
+//! assert!(files.iter().any(|f| f.path == "docs/ops/MultiheadAttention.rst"));
 //! ```
 
 #![deny(missing_docs)]
 
 mod builder;
 pub mod convert;
+mod docs;
 mod error;
 mod filters;
 mod generate;

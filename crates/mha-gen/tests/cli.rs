@@ -22,7 +22,9 @@ fn generate_writes_every_output_and_is_idempotent() {
     for path in [
         "python/mha_glue/__init__.py",
         "python/mha_glue/flax_nnx.py",
-        "docs/MultiheadAttention.rst",
+        "docs/ops/MultiheadAttention.rst",
+        "docs/index.rst",
+        "docs/_static/op_tabs.js",
         "rust/multihead_attention.rs",
     ] {
         assert!(dir.path().join(path).is_file(), "{path} not written");

@@ -37,8 +37,12 @@ fn writes_the_five_glue_modules_both_doc_pages_and_the_rust_file() {
         "python/mha_glue/tensorflow.py",
         "python/mha_glue/mlx.py",
         "python/mha_glue/flax_nnx.py",
-        "docs/MultiheadAttention.rst",
-        "docs/MultiheadAttention.details.rst",
+        "docs/ops/MultiheadAttention.rst",
+        "docs/ops/MultiheadAttention.details.rst",
+        "docs/index.rst",
+        "docs/conf.py",
+        "docs/_static/op_tabs.js",
+        "docs/_static/op_tabs.css",
         "rust/multihead_attention.rs",
     ] {
         assert!(
@@ -53,7 +57,7 @@ fn seed_page_is_reproduced_exactly() {
     let seed = include_str!("fixtures/MultiheadAttention.seed.rst");
     let page = all_files()
         .into_iter()
-        .find(|f| f.path == "docs/MultiheadAttention.rst")
+        .find(|f| f.path == "docs/ops/MultiheadAttention.rst")
         .expect("the op page is generated");
     if page.contents != seed {
         let first_diff = seed
@@ -67,6 +71,89 @@ fn seed_page_is_reproduced_exactly() {
             seed.lines().nth(first_diff),
             page.contents.lines().nth(first_diff)
         );
+    }
+}
+
+/// The site is whole: every script or style a page or `conf.py` names is a generated file at the
+/// path it resolves to, and the index lists every op page and details page.
+#[test]
+fn docs_site_ships_what_its_pages_load_and_indexes_every_page() {
+    let files = all_files();
+    let has = |path: &str| files.iter().any(|f| f.path == path);
+    let text = |path: &str| {
+        &files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} is generated"))
+            .contents
+    };
+    let index = text("docs/index.rst");
+    let pages: Vec<&GeneratedFile> = files
+        .iter()
+        .filter(|f| f.path.starts_with("docs/ops/") && f.path.ends_with(".rst"))
+        .collect();
+    assert_eq!(pages.len(), 2, "one op: its page and details page");
+    for page in pages {
+        let doc = page.path["docs/".len()..].trim_end_matches(".rst");
+        assert!(
+            index.lines().any(|l| l.trim() == doc),
+            "index.rst has no toctree entry `{doc}`:\n{index}"
+        );
+        for src in page.contents.split("src=\"").skip(1) {
+            let src = &src[..src.find('"').expect("a closing quote")];
+            let resolved = src.strip_prefix("../").expect("relative to docs/ops/");
+            assert!(
+                has(&format!("docs/{resolved}")),
+                "{} loads {src}: not shipped",
+                page.path
+            );
+        }
+    }
+    let conf = text("docs/conf.py");
+    assert!(conf.contains("html_static_path = [\"_static\"]"), "{conf}");
+    assert!(conf.contains("html_css_files = [\"op_tabs.css\"]") && has("docs/_static/op_tabs.css"));
+    assert!(text("docs/_static/op_tabs.js").contains("function openOpTab(event, paneId)"));
+}
+
+/// The details page shows the glue's calls as the generated modules spell them: each call's
+/// function is defined in that framework's module and takes the page's arguments, in order.
+#[test]
+fn details_page_calls_are_the_glue_modules_functions() {
+    let files = all_files();
+    let details = &files
+        .iter()
+        .find(|f| f.path == "docs/ops/MultiheadAttention.details.rst")
+        .expect("details page")
+        .contents;
+    let specs = mha_spec::bundled().expect("bundled specs");
+    for key in specs[0].frameworks.keys() {
+        let module = &files
+            .iter()
+            .find(|f| f.path == format!("python/mha_glue/{key}.py"))
+            .expect("glue module")
+            .contents;
+        let mut calls = 0;
+        for line in details.lines().map(str::trim) {
+            let Some(at) = line.find(&format!("{key}.")) else {
+                continue;
+            };
+            let call = &line[at + key.len() + 1..];
+            let Some(open) = call.find('(') else { continue };
+            let function = &call[..open];
+            let args: Vec<&str> = call[open + 1..call.find(')').expect("closing paren")]
+                .split(", ")
+                .map(|a| a.split('=').next().unwrap_or(a))
+                .filter(|a| *a != "...")
+                .collect();
+            let def = format!("def {function}({}", args.join(", "));
+            assert!(
+                module.contains(&def),
+                "the details page calls `{key}.{function}({})`; {key}.py has no `{def}`",
+                args.join(", ")
+            );
+            calls += 1;
+        }
+        assert_eq!(calls, 3, "{key}: build, load_state_dict and forward");
     }
 }
 

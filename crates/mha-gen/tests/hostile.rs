@@ -219,7 +219,12 @@ fn rust_idents(tokens: proc_macro2::TokenStream, out: &mut BTreeSet<String>) {
 }
 
 /// The directives the bundled templates write; a page may start no others.
-const OWN_DIRECTIVES: &[&str] = &[".. raw:: html", ".. list-table::", ".. code-block:: python"];
+const OWN_DIRECTIVES: &[&str] = &[
+    ".. raw:: html",
+    ".. list-table::",
+    ".. code-block:: python",
+    ".. toctree::",
+];
 
 fn check_inert(name: &str, files: &[GeneratedFile], baseline: &[GeneratedFile]) {
     for f in files {
@@ -253,6 +258,21 @@ fn check_inert(name: &str, files: &[GeneratedFile], baseline: &[GeneratedFile]) 
                         f.path
                     );
                 }
+            }
+            // The site index: the toctree entries are the templates' (a summary adds none).
+            if f.path == "docs/index.rst" {
+                let entries = |s: &str| -> Vec<String> {
+                    s.lines()
+                        .filter(|l| l.starts_with("   ") && !l.trim_start().starts_with(':'))
+                        .map(str::to_string)
+                        .collect()
+                };
+                let base = baseline.iter().find(|b| b.path == f.path).expect("index");
+                assert_eq!(
+                    entries(&f.contents),
+                    entries(&base.contents),
+                    "{name}: index.rst toctree changed"
+                );
             }
             // The raw HTML block: no new tag, quote or attribute.
             let base = baseline
