@@ -80,6 +80,29 @@ pub mod __private {
     };
     pub use ndarray::{ArrayD, ArrayViewD};
 
+    /// The dynamic layer inside a generated type. Its field is private to `mha`, so the user's
+    /// crate cannot reach the dynamic layer except through the generated methods, and the
+    /// compiler does not suggest a field path for a method the generated type lacks.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct DynamicLayer(MultiheadAttention);
+
+    impl DynamicLayer {
+        /// Wraps a layer whose config the generated type has checked.
+        pub fn new(layer: MultiheadAttention) -> Self {
+            Self(layer)
+        }
+
+        /// The wrapped layer.
+        pub fn get(&self) -> &MultiheadAttention {
+            &self.0
+        }
+
+        /// Unwraps the layer.
+        pub fn into_inner(self) -> MultiheadAttention {
+            self.0
+        }
+    }
+
     /// Reached only if the runtime rejects a config that the macro accepted from the same spec:
     /// a bug in `mha`, never a user error.
     #[cold]

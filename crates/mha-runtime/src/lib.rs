@@ -39,7 +39,7 @@ mod init;
 mod layer;
 mod mask;
 mod prepare;
-pub mod reference;
+mod reference;
 mod safetensors_io;
 mod sdpa;
 mod sizes;
@@ -50,9 +50,9 @@ pub use error::MhaError;
 pub use forward::{AttentionLayer, AttentionOutput, Dropout, ForwardOptions};
 pub use layer::MultiheadAttention;
 pub use mask::{generate_square_subsequent_mask, Mask};
-pub use prepare::{
-    DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
-};
+pub use reference::dropout_keep_mask;
+/// Raw safetensors reading for the workspace's parity runner; not a public API.
+#[doc(hidden)]
 pub use safetensors_io::{read_tensors, LoadedTensor};
 pub use sdpa::{
     scaled_dot_product_attention, scaled_dot_product_attention_reference,
