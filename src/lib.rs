@@ -10,28 +10,40 @@
 //!
 //! ```
 //! use mha::ndarray::ArrayD;
-//! use mha::{attention_layer, generate_square_subsequent_mask, ForwardOptions, Mask};
+//! use mha::{attention_layer, generate_square_subsequent_mask, ForwardOptions, Mask, MhaError};
 //!
 //! /// The self-attention of a torch `nn.TransformerEncoderLayer(d_model=16, nhead=4, batch_first=True)`.
 //! #[attention_layer(embed_dim = 16, num_heads = 4, dropout = 0.1, batch_first = true)]
 //! struct SelfAttention;
 //!
-//! assert_eq!(SelfAttention::HEAD_DIM, 4);
+//! fn main() -> Result<(), MhaError> {
+//!     assert_eq!(SelfAttention::HEAD_DIM, 4);
+//!     // A torch model's state_dict, saved with safetensors.torch.save_file(model.state_dict(),
+//!     // path): load the attention of its second encoder layer by its prefix.
+//!     let checkpoint = "tests/fixtures/torch_checkpoint/encoder.safetensors";
+//!     let layer = SelfAttention::from_safetensors_with_prefix(checkpoint, "layers.1.self_attn.")?;
 //!
-//! // The model's state_dict, saved with safetensors.torch.save_file(model.state_dict(), path):
-//! // load the attention of its second layer.
-//! # let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_checkpoint/encoder.safetensors");
-//! let layer = SelfAttention::from_safetensors_with_prefix(checkpoint, "layers.1.self_attn.")?;
+//!     let x = ArrayD::<f32>::ones(vec![2, 5, SelfAttention::EMBED_DIM]); // (N, L, E)
+//!     // Masks as in torch: a float (additive) or bool (true = ignore) `attn_mask`, a
+//!     // `key_padding_mask`, and the `is_causal` hint.
+//!     let causal = generate_square_subsequent_mask(5).into_dyn(); // (L, S), -inf above the diagonal
+//!     let padding = ArrayD::from_shape_fn(vec![2, 5], |d| d[0] == 1 && d[1] == 4); // (N, S)
+//!     let options = ForwardOptions::default()
+//!         .with_attn_mask(Mask::Float(causal.view()))
+//!         .with_key_padding_mask(Mask::Bool(padding.view()))
+//!         .with_average_attn_weights(false);
+//!     let out = layer.forward(x.view(), x.view(), x.view(), &options)?;
+//!     assert_eq!(out.output.shape(), &[2, 5, 16]);
+//!     let weights = out.weights.unwrap(); // (N, H, L, S): per head
+//!     assert_eq!(weights[[0, 0, 1, 2]], 0.0); // a future key
+//!     assert_eq!(weights[[1, 3, 4, 4]], 0.0); // a padded key
 //!
-//! let x = ArrayD::<f32>::ones(vec![2, 5, SelfAttention::EMBED_DIM]); // (N, L, E)
-//! let causal = generate_square_subsequent_mask(5).into_dyn();
-//! let options = ForwardOptions::default()
-//!     .with_attn_mask(Mask::Float(causal.view()))
-//!     .with_is_causal(true);
-//! let out = layer.forward(x.view(), x.view(), x.view(), &options)?;
-//! assert_eq!(out.output.shape(), &[2, 5, 16]);
-//! assert_eq!(out.weights.unwrap().shape(), &[2, 5, 5]); // averaged over heads
-//! # Ok::<(), mha::MhaError>(())
+//!     // The exact reference path (the oracle of the fast kernels) takes the same arguments.
+//!     let exact = layer.forward_reference(x.view(), x.view(), x.view(), &options)?;
+//!     let diff = (&exact.output - &out.output).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+//!     assert!(diff < 1e-5);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! A mistake in the attribute is a compile error at the argument, e.g.
@@ -50,8 +62,10 @@
 //!   `from_weights(Weights)` (weights are checked against `CONFIG` once, there), and
 //!   `random(seed)` (torch's initialisation scheme, seeded);
 //! - `forward(query, key, value, &ForwardOptions)` with the runtime's options and output, its
-//!   attention kernels instantiated for `HEAD_DIM` (same results as the dynamic layer, bit for
-//!   bit); `weights()`, `save_safetensors(path)`, `as_dynamic()`, `into_dynamic()`;
+//!   attention kernels instantiated for `HEAD_DIM`, and `forward_reference` (the exact
+//!   reference path), both giving the dynamic layer's results bit for bit; `weights()`,
+//!   `save_safetensors(path)`, `as_dynamic()` (for what only the dynamic layer offers, such as
+//!   `forward_with_isa`), `into_dynamic()`;
 //! - impls of [`AttentionLayer`], `From<L> for MultiheadAttention` and
 //!   `TryFrom<MultiheadAttention> for L` (the dynamic layer's config must be exactly `CONFIG`).
 //!
@@ -79,6 +93,29 @@ pub mod __private {
         MultiheadAttentionConfig, Weights,
     };
     pub use ndarray::{ArrayD, ArrayViewD};
+
+    /// The dynamic layer inside a generated type. Its field is private to `mha`, so the user's
+    /// crate cannot reach the dynamic layer except through the generated methods, and the
+    /// compiler does not suggest a field path for a method the generated type lacks.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct DynamicLayer(MultiheadAttention);
+
+    impl DynamicLayer {
+        /// Wraps a layer whose config the generated type has checked.
+        pub fn new(layer: MultiheadAttention) -> Self {
+            Self(layer)
+        }
+
+        /// The wrapped layer.
+        pub fn get(&self) -> &MultiheadAttention {
+            &self.0
+        }
+
+        /// Unwraps the layer.
+        pub fn into_inner(self) -> MultiheadAttention {
+            self.0
+        }
+    }
 
     /// Reached only if the runtime rejects a config that the macro accepted from the same spec:
     /// a bug in `mha`, never a user error.

@@ -1,12 +1,12 @@
 //! The `#[attention_layer]` layer against the dynamic runtime layer on every torch fixture case in
 //! `tests/fixtures/torch`: loaded from the same file, given the same inputs, they give
-//! bit-identical outputs and weights, and both match torch's reference within the fixtures'
+//! bit-identical outputs and weights (on the fast path and on the reference path), and both match torch's reference within the fixtures'
 //! tolerance.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mha::ndarray::{ArrayD, IxDyn};
+use mha::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use mha::{
     attention_layer, AttentionLayer, AttentionOutput, ForwardOptions, Mask, MhaError,
     MultiheadAttention, MultiheadAttentionConfig,
@@ -67,45 +67,72 @@ struct E128;
 #[attention_layer(embed_dim = 128, num_heads = 4, batch_first = true)]
 struct E128BatchFirst;
 
-/// The macro layer whose `CONFIG` is `config`, built from `params`; `None` if no type has it.
-fn static_layer(
-    config: &MultiheadAttentionConfig,
-    params: Vec<(String, ArrayD<f32>)>,
-) -> Option<Result<Box<dyn AttentionLayer>, MhaError>> {
-    macro_rules! pick {
-        ($($layer:ident),*) => {
+/// A macro layer behind one object: the runtime trait's `forward` and the generated type's own
+/// `forward_reference`.
+trait StaticLayer: AttentionLayer {
+    fn reference(
+        &self,
+        query: ArrayViewD<'_, f32>,
+        key: ArrayViewD<'_, f32>,
+        value: ArrayViewD<'_, f32>,
+        options: &ForwardOptions<'_>,
+    ) -> Result<AttentionOutput, MhaError>;
+}
+
+macro_rules! static_layers {
+    ($($layer:ident),*) => {
+        $(
+            impl StaticLayer for $layer {
+                fn reference(
+                    &self,
+                    query: ArrayViewD<'_, f32>,
+                    key: ArrayViewD<'_, f32>,
+                    value: ArrayViewD<'_, f32>,
+                    options: &ForwardOptions<'_>,
+                ) -> Result<AttentionOutput, MhaError> {
+                    self.forward_reference(query, key, value, options)
+                }
+            }
+        )*
+
+        /// The macro layer whose `CONFIG` is `config`, built from `params`; `None` if no type has it.
+        fn static_layer(
+            config: &MultiheadAttentionConfig,
+            params: Vec<(String, ArrayD<f32>)>,
+        ) -> Option<Result<Box<dyn StaticLayer>, MhaError>> {
             $(
                 if $layer::CONFIG == *config {
                     let layer = $layer::from_tensors(params);
-                    return Some(layer.map(|l| Box::new(l) as Box<dyn AttentionLayer>));
+                    return Some(layer.map(|l| Box::new(l) as Box<dyn StaticLayer>));
                 }
             )*
-        };
-    }
-    pick!(
-        SeqFirst,
-        BatchFirst,
-        NoBias,
-        OneHead,
-        HeadDimOne,
-        HeadDimOneBatchFirst,
-        KdimVdim,
-        KdimVdimBatchFirst,
-        KdimVdimNoBias,
-        BiasKv,
-        ZeroAttnBatchFirst,
-        ZeroAttn,
-        BiasKvZeroAttn,
-        BiasKvNoBias,
-        Dropout05,
-        Dropout03BatchFirst,
-        E64BatchFirst,
-        E64,
-        E128,
-        E128BatchFirst
-    );
-    None
+            None
+        }
+    };
 }
+
+static_layers!(
+    SeqFirst,
+    BatchFirst,
+    NoBias,
+    OneHead,
+    HeadDimOne,
+    HeadDimOneBatchFirst,
+    KdimVdim,
+    KdimVdimBatchFirst,
+    KdimVdimNoBias,
+    BiasKv,
+    ZeroAttnBatchFirst,
+    ZeroAttn,
+    BiasKvZeroAttn,
+    BiasKvNoBias,
+    Dropout05,
+    Dropout03BatchFirst,
+    E64BatchFirst,
+    E64,
+    E128,
+    E128BatchFirst
+);
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
@@ -204,16 +231,32 @@ fn check_case(case: &FixtureCase) -> Vec<String> {
         .forward(q.view(), k.view(), v.view(), &options)
         .expect("dynamic forward");
 
+    let ours_reference = static_layer
+        .reference(q.view(), k.view(), v.view(), &options)
+        .expect("macro forward_reference");
+    let theirs_reference = dynamic
+        .forward_reference(q.view(), k.view(), v.view(), &options)
+        .expect("dynamic forward_reference");
+
     let mut problems = Vec::new();
-    if !bit_identical(&ours.output, &theirs.output) {
-        problems.push("attn_output differs from the dynamic layer's".to_string());
-    }
-    match (&ours.weights, &theirs.weights) {
-        (Some(a), Some(b)) if !bit_identical(a, b) => {
-            problems.push("attn_weights differ from the dynamic layer's".to_string())
+    for (path, ours, theirs) in [
+        ("forward", &ours, &theirs),
+        ("forward_reference", &ours_reference, &theirs_reference),
+    ] {
+        if !bit_identical(&ours.output, &theirs.output) {
+            problems.push(format!(
+                "{path}: attn_output differs from the dynamic layer's"
+            ));
         }
-        (Some(_), None) | (None, Some(_)) => problems.push("only one layer gave weights".into()),
-        _ => {}
+        match (&ours.weights, &theirs.weights) {
+            (Some(a), Some(b)) if !bit_identical(a, b) => problems.push(format!(
+                "{path}: attn_weights differ from the dynamic layer's"
+            )),
+            (Some(_), None) | (None, Some(_)) => {
+                problems.push(format!("{path}: only one layer gave weights"))
+            }
+            _ => {}
+        }
     }
     let torch = compare(
         ours.output.view(),

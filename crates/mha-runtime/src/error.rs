@@ -137,10 +137,6 @@ pub enum MhaError {
         limit: usize,
     },
 
-    /// A [`PreparedForward`](crate::PreparedForward) was run with a layer of another config.
-    #[error("the forward call was prepared by a layer with another config")]
-    PreparedForOtherConfig,
-
     /// Reading or writing a file failed.
     #[error("cannot {action} `{}`: {source}", .path.display())]
     Io {

@@ -9,7 +9,7 @@ use crate::{Mask, MhaError, MultiheadAttentionConfig};
 /// Applied (as in torch) only when the config's `dropout` is > 0: each probability after the
 /// softmax is zeroed with probability `dropout` and the kept ones are scaled by `1 / (1 - dropout)`.
 /// The draws come from this crate's own generator (ChaCha8 seeded with `seed`, see
-/// [`reference::dropout_keep_mask`](crate::reference::dropout_keep_mask)), so they are
+/// [`dropout_keep_mask`](crate::dropout_keep_mask)), so they are
 /// reproducible but not torch's.
 ///
 /// ```

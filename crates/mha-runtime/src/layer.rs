@@ -247,18 +247,7 @@ impl MultiheadAttention {
 
     /// Checks the inputs of a forward call and normalises them (layouts, merged and padded masks,
     /// the `is_causal` rules) into the description every kernel consumes.
-    ///
-    /// ```
-    /// use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
-    /// use ndarray::ArrayD;
-    ///
-    /// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
-    /// let x = ArrayD::<f32>::zeros(vec![3, 5, 4]); // (L, N, E)
-    /// let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
-    /// assert_eq!((prepared.batch_size(), prepared.tgt_len()), (5, 3));
-    /// # Ok::<(), mha_runtime::MhaError>(())
-    /// ```
-    pub fn prepare<'a>(
+    pub(crate) fn prepare<'a>(
         &self,
         query: ArrayViewD<'a, f32>,
         key: ArrayViewD<'a, f32>,

@@ -9,7 +9,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView3, ArrayViewD, Axis, Ix3};
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
 
 use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionConfig};
 
@@ -21,23 +21,15 @@ use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionC
 /// key padding mask alone stays `(N, 1, 1, S')`. Entries are whatever the caller's masks hold
 /// (`0`, finite values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch).
 /// Its (crate-private) `rows` view is the one place the broadcast is resolved.
-///
-/// ```
-/// use mha_runtime::ScoreMask;
-/// use ndarray::Array4;
-///
-/// let mask = ScoreMask::new(Array4::from_elem((1, 1, 1, 3), 0.5)).unwrap();
-/// assert_eq!(mask.row(1, 3, 2).to_vec(), vec![0.5, 0.5, 0.5]); // broadcast over N, H, L
-/// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScoreMask {
+pub(crate) struct ScoreMask {
     values: Array4<f32>,
 }
 
 impl ScoreMask {
     /// Wraps a `(Nm, Hm, Lm, S')` mask; `None` when the array has no key axis entries
     /// (`S' = 0`) or an empty broadcast axis.
-    pub fn new(values: Array4<f32>) -> Option<Self> {
+    pub(crate) fn new(values: Array4<f32>) -> Option<Self> {
         if values.shape().contains(&0) {
             return None;
         }
@@ -53,7 +45,13 @@ impl ScoreMask {
     ///
     /// # Panics
     /// If an index is beyond its axis (and that axis is not broadcast).
-    pub fn row(&self, batch: usize, head: usize, query: usize) -> ArrayView1<'_, f32> {
+    #[cfg(test)]
+    pub(crate) fn row(
+        &self,
+        batch: usize,
+        head: usize,
+        query: usize,
+    ) -> ndarray::ArrayView1<'_, f32> {
         let (n, h, l, keys) = self.values.dim();
         assert!(
             (n == 1 || batch < n) && (h == 1 || head < h) && (l == 1 || query < l),
@@ -62,7 +60,7 @@ impl ScoreMask {
         );
         let rows = self.rows();
         let start = rows.start(batch, head, query);
-        ArrayView1::from(&rows.data[start..start + keys])
+        ndarray::ArrayView1::from(&rows.data[start..start + keys])
     }
 
     /// The values as flat rows with the broadcast axes' strides 0 (what the kernels read).
@@ -81,7 +79,7 @@ impl ScoreMask {
     }
 
     /// The stored `(Nm, Hm, Lm, S')` array.
-    pub fn values(&self) -> &Array4<f32> {
+    pub(crate) fn values(&self) -> &Array4<f32> {
         &self.values
     }
 }
@@ -112,20 +110,8 @@ impl MaskRows<'_> {
 }
 
 /// Which attention weights the caller asked for.
-///
-/// ```
-/// use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig, WeightsMode};
-/// use ndarray::ArrayD;
-///
-/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
-/// let x = ArrayD::<f32>::ones(vec![3, 4]);
-/// let options = ForwardOptions::default().with_average_attn_weights(false);
-/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
-/// assert_eq!(prepared.weights_mode(), WeightsMode::PerHead);
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightsMode {
+pub(crate) enum WeightsMode {
     /// `need_weights=False`: no weights.
     None,
     /// `(N, L, S')`, the mean over heads.
@@ -135,20 +121,8 @@ pub enum WeightsMode {
 }
 
 /// What a query row whose keys are all masked (`-inf`) gives, as torch's composite path does.
-///
-/// ```
-/// use mha_runtime::{ForwardOptions, FullyMaskedRows, MultiheadAttention, MultiheadAttentionConfig};
-/// use ndarray::ArrayD;
-///
-/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
-/// let x = ArrayD::<f32>::ones(vec![3, 4]);
-/// let options = ForwardOptions::default().with_need_weights(false);
-/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
-/// assert_eq!(prepared.fully_masked_rows(), FullyMaskedRows::Zero);
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullyMaskedRows {
+pub(crate) enum FullyMaskedRows {
     /// `need_weights=True`: the explicit softmax over all `-inf` is NaN (and so is the output row).
     Nan,
     /// `need_weights=False`: `scaled_dot_product_attention` gives 0 attention for the row.
@@ -156,20 +130,8 @@ pub enum FullyMaskedRows {
 }
 
 /// Dropout on the attention probabilities, as applied in training mode.
-///
-/// ```
-/// use mha_runtime::{Dropout, DropoutPlan, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
-/// use ndarray::ArrayD;
-///
-/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2).with_dropout(0.1), 0)?;
-/// let x = ArrayD::<f32>::ones(vec![3, 4]);
-/// let options = ForwardOptions::default().with_training(Some(Dropout { seed: 9 }));
-/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
-/// assert_eq!(prepared.dropout(), Some(DropoutPlan { p: 0.1, seed: 9 }));
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DropoutPlan {
+pub(crate) struct DropoutPlan {
     /// Probability of zeroing a probability (`0 < p < 1`).
     pub p: f32,
     /// Seed of the generator (see [`Dropout`](crate::Dropout)).
@@ -192,26 +154,8 @@ impl DropoutPlan {
 /// [`MultiheadAttention::prepare`](crate::MultiheadAttention::prepare), so it is always
 /// consistent with the layer's config; consumed by
 /// [`reference::attention`](crate::reference::attention) (and by faster kernels).
-///
-/// ```
-/// use mha_runtime::{ForwardOptions, Mask, MultiheadAttention, MultiheadAttentionConfig, WeightsMode};
-/// use ndarray::ArrayD;
-///
-/// let config = MultiheadAttentionConfig::new(4, 2).with_add_zero_attn(true);
-/// let layer = MultiheadAttention::random(config, 0)?;
-/// let x = ArrayD::<f32>::zeros(vec![3, 2, 4]); // (L, N, E)
-/// let kpm = ArrayD::from_elem(vec![2, 3], false); // (N, S)
-/// let options = ForwardOptions::default()
-///     .with_key_padding_mask(Mask::Bool(kpm.view()))
-///     .with_need_weights(false);
-/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &options)?;
-/// assert_eq!(prepared.query().dim(), (2, 3, 4)); // batch-major (N, L, E)
-/// assert_eq!(prepared.mask().unwrap().values().dim(), (2, 1, 1, 4)); // padded to S' = S + 1
-/// assert_eq!(prepared.weights_mode(), WeightsMode::None);
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
 #[derive(Debug, Clone)]
-pub struct PreparedForward<'a> {
+pub(crate) struct PreparedForward<'a> {
     pub(crate) config: MultiheadAttentionConfig,
     pub(crate) query: ArrayView3<'a, f32>,
     pub(crate) key: ArrayView3<'a, f32>,
@@ -226,21 +170,8 @@ pub struct PreparedForward<'a> {
 }
 
 /// What an attention kernel computes, batch-major, before the output layout is applied.
-///
-/// ```
-/// use mha_runtime::{reference, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
-/// use ndarray::ArrayD;
-///
-/// let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
-/// let x = ArrayD::<f32>::ones(vec![3, 2, 4]); // (L, N, E)
-/// let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
-/// let raw = reference::attention(&layer, &prepared)?;
-/// assert_eq!(raw.output.dim(), (2, 3, 4)); // (N, L, E)
-/// assert_eq!(prepared.finish(raw).output.shape(), &[3, 2, 4]); // back to (L, N, E)
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct KernelOutput {
+pub(crate) struct KernelOutput {
     /// `(N, L, E)`: the output after `out_proj`.
     pub output: Array3<f32>,
     /// `(N, L, S')` when [`WeightsMode::Averaged`], `(N, H, L, S')` when
@@ -249,81 +180,76 @@ pub struct KernelOutput {
 }
 
 impl<'a> PreparedForward<'a> {
-    /// The config of the layer that prepared the call.
-    pub fn config(&self) -> &MultiheadAttentionConfig {
-        &self.config
-    }
-
     /// `(N, L, E)` (a strided view of a sequence-first input; `N = 1` when unbatched).
-    pub fn query(&self) -> ArrayView3<'a, f32> {
+    pub(crate) fn query(&self) -> ArrayView3<'a, f32> {
         self.query
     }
 
     /// `(N, S, kdim)`.
-    pub fn key(&self) -> ArrayView3<'a, f32> {
+    pub(crate) fn key(&self) -> ArrayView3<'a, f32> {
         self.key
     }
 
     /// `(N, S, vdim)`.
-    pub fn value(&self) -> ArrayView3<'a, f32> {
+    pub(crate) fn value(&self) -> ArrayView3<'a, f32> {
         self.value
     }
 
     /// The merged, padded additive mask over the `S'` keys, or `None`.
-    pub fn mask(&self) -> Option<&ScoreMask> {
+    pub(crate) fn mask(&self) -> Option<&ScoreMask> {
         self.mask.as_ref()
     }
 
     /// Mask key `j > i` for query `i` (over all `S'` keys): torch's `is_causal` hint as
     /// `scaled_dot_product_attention` applies it when torch drops `attn_mask`
     /// (`need_weights=False`, no key padding mask). Only true when [`mask`](Self::mask) is `None`.
-    pub fn causal(&self) -> bool {
+    pub(crate) fn causal(&self) -> bool {
         self.causal
     }
 
     /// Which weights to return.
-    pub fn weights_mode(&self) -> WeightsMode {
+    pub(crate) fn weights_mode(&self) -> WeightsMode {
         self.weights
     }
 
     /// What a fully masked row gives.
-    pub fn fully_masked_rows(&self) -> FullyMaskedRows {
+    pub(crate) fn fully_masked_rows(&self) -> FullyMaskedRows {
         self.fully_masked_rows
     }
 
     /// `Some` in training mode with a positive dropout probability.
-    pub fn dropout(&self) -> Option<DropoutPlan> {
+    pub(crate) fn dropout(&self) -> Option<DropoutPlan> {
         self.dropout
     }
 
     /// The input had a batch axis (3-D); else it was 2-D and the outputs drop `N`.
-    pub fn batched(&self) -> bool {
+    pub(crate) fn batched(&self) -> bool {
         self.batched
     }
 
     /// Number of keys attended over: `S' = S + add_bias_kv + add_zero_attn`.
-    pub fn total_src_len(&self) -> usize {
+    pub(crate) fn total_src_len(&self) -> usize {
         self.src_len() + self.config.extra_keys()
     }
 
     /// Batch size `N` (1 when unbatched).
-    pub fn batch_size(&self) -> usize {
+    pub(crate) fn batch_size(&self) -> usize {
         self.query.dim().0
     }
 
     /// Target length `L`.
-    pub fn tgt_len(&self) -> usize {
+    pub(crate) fn tgt_len(&self) -> usize {
         self.query.dim().1
     }
 
     /// Source length `S`, before `add_bias_kv` / `add_zero_attn` add keys.
-    pub fn src_len(&self) -> usize {
+    pub(crate) fn src_len(&self) -> usize {
         self.key.dim().1
     }
 
     /// Puts a kernel's batch-major result into torch's layout: `(L, N, E)` sequence-first,
     /// `(N, L, E)` batch-first, `(L, E)` unbatched; weights lose `N` when unbatched.
-    pub fn finish(&self, result: KernelOutput) -> AttentionOutput {
+    pub(crate) fn finish(&self, result: KernelOutput) -> AttentionOutput {
         let output = if !self.batched {
             result.output.index_axis_move(Axis(0), 0).into_dyn()
         } else if self.batch_first {
@@ -711,6 +637,26 @@ mod tests {
             .with_need_weights(false)
             .with_key_padding_mask(Mask::Bool(kpm.view())));
         assert!(!p.causal() && p.mask().is_some());
+    }
+
+    #[test]
+    fn weights_mode_and_dropout_follow_the_options() {
+        assert_eq!(
+            run(&ForwardOptions::default()).weights_mode(),
+            WeightsMode::Averaged
+        );
+        let per_head = ForwardOptions::default().with_average_attn_weights(false);
+        assert_eq!(run(&per_head).weights_mode(), WeightsMode::PerHead);
+        let none = ForwardOptions::default().with_need_weights(false);
+        assert_eq!(run(&none).weights_mode(), WeightsMode::None);
+
+        let training = ForwardOptions::default().with_training(Some(crate::Dropout { seed: 9 }));
+        assert_eq!(run(&training).dropout(), None); // the config's dropout is 0
+        let q = ArrayD::<f32>::zeros(IxDyn(&[3, 4]));
+        let with_p = config().with_dropout(0.1);
+        let p = prepare(&with_p, q.view(), q.view(), q.view(), &training).unwrap();
+        assert_eq!(p.dropout(), Some(DropoutPlan { p: 0.1, seed: 9 }));
+        assert!(!p.batched());
     }
 
     #[test]

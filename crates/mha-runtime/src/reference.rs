@@ -6,18 +6,6 @@
 //! per-head outputs) and every sum is accumulated in `f64`, so the result is as close to torch's
 //! float32 numbers as float32 allows: in particular a mask is added to the scores in `f32`, so a
 //! `-1e9` row gives torch's uniform float32 softmax.
-//!
-//! ```
-//! use mha_runtime::{ForwardOptions, MultiheadAttention, MultiheadAttentionConfig, reference};
-//! use ndarray::ArrayD;
-//!
-//! let layer = MultiheadAttention::random(MultiheadAttentionConfig::new(8, 2), 1)?;
-//! let x = ArrayD::<f32>::ones(vec![4, 1, 8]); // (L, N, E)
-//! let prepared = layer.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
-//! let raw = reference::attention(&layer, &prepared)?;
-//! assert_eq!(raw.output.dim(), (1, 4, 8)); // batch-major (N, L, E)
-//! # Ok::<(), mha_runtime::MhaError>(())
-//! ```
 
 use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
 use rand::{Rng, SeedableRng};
@@ -26,36 +14,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::prepare::{
     DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
 };
-use crate::{MhaError, MultiheadAttention, MultiheadAttentionConfig, Weights};
+use crate::{MultiheadAttentionConfig, Weights};
 
-/// Runs the attention of a call prepared by `layer` ([`MultiheadAttention::prepare`]); the
-/// result is batch-major, and [`PreparedForward::finish`] puts it into torch's layout.
-///
-/// A call prepared by a layer of another config is an [`MhaError::PreparedForOtherConfig`].
-///
-/// ```
-/// use mha_runtime::{reference, ForwardOptions, MultiheadAttention, MultiheadAttentionConfig};
-/// use ndarray::ArrayD;
-///
-/// let a = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 2), 0)?;
-/// let b = MultiheadAttention::random(MultiheadAttentionConfig::new(4, 1), 0)?;
-/// let x = ArrayD::<f32>::ones(vec![3, 4]);
-/// let prepared = a.prepare(x.view(), x.view(), x.view(), &ForwardOptions::default())?;
-/// assert!(reference::attention(&a, &prepared).is_ok());
-/// assert!(reference::attention(&b, &prepared).is_err());
-/// # Ok::<(), mha_runtime::MhaError>(())
-/// ```
-pub fn attention(
-    layer: &MultiheadAttention,
-    prepared: &PreparedForward<'_>,
-) -> Result<KernelOutput, MhaError> {
-    if prepared.config() != layer.config() {
-        return Err(MhaError::PreparedForOtherConfig);
-    }
-    Ok(attention_checked(layer.config(), layer.weights(), prepared))
-}
-
-/// [`attention`] for weights checked against `config` and a call prepared with `config`.
+/// The attention of a call prepared with `config`, on weights checked against `config`; the
+/// result is batch-major (the prepared call's `finish` puts it into torch's layout).
 pub(crate) fn attention_checked(
     config: &MultiheadAttentionConfig,
     weights: &Weights,
@@ -247,19 +209,7 @@ fn mask_matrix(mask: &ScoreMask, b: usize, h: usize) -> ArrayView2<'_, f32> {
 
 /// Softmax of one row in place: `exp(x - max) / sum`, in f64, stored in f32. A row whose entries
 /// are all `-inf` becomes NaN or 0 as `fully_masked` says.
-///
-/// ```
-/// use mha_runtime::{reference::softmax_in_place, FullyMaskedRows};
-/// use ndarray::array;
-///
-/// let mut row = array![0.0f32, f32::NEG_INFINITY];
-/// softmax_in_place(row.view_mut(), FullyMaskedRows::Nan);
-/// assert_eq!(row, array![1.0, 0.0]);
-/// let mut masked = array![f32::NEG_INFINITY, f32::NEG_INFINITY];
-/// softmax_in_place(masked.view_mut(), FullyMaskedRows::Zero);
-/// assert_eq!(masked, array![0.0, 0.0]);
-/// ```
-pub fn softmax_in_place(mut row: ArrayViewMut1<'_, f32>, fully_masked: FullyMaskedRows) {
+pub(crate) fn softmax_in_place(mut row: ArrayViewMut1<'_, f32>, fully_masked: FullyMaskedRows) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY && fully_masked == FullyMaskedRows::Zero {
         row.iter_mut().for_each(|x| *x = 0.0);
@@ -290,9 +240,9 @@ pub fn softmax_in_place(mut row: ArrayViewMut1<'_, f32>, fully_masked: FullyMask
 /// `>= p`. Any kernel that reproduces these draws gives the same training-mode output.
 ///
 /// ```
-/// let keep = mha_runtime::reference::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4);
+/// let keep = mha_runtime::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4);
 /// assert_eq!(keep.dim(), (3, 4));
-/// assert_eq!(keep, mha_runtime::reference::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4));
+/// assert_eq!(keep, mha_runtime::dropout_keep_mask(0.5, 7, 0, 1, 2, 3, 4));
 /// ```
 pub fn dropout_keep_mask(
     p: f32,
@@ -320,4 +270,23 @@ fn average_heads(w: &Array4<f32>) -> Array3<f32> {
         let sum: f64 = (0..h).map(|hh| f64::from(w[[b, hh, i, j]])).sum();
         (sum / h as f64) as f32
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn softmax_of_a_fully_masked_row_is_nan_or_zero_as_asked() {
+        let mut row = array![0.0f32, f32::NEG_INFINITY];
+        softmax_in_place(row.view_mut(), FullyMaskedRows::Nan);
+        assert_eq!(row, array![1.0, 0.0]);
+        let mut masked = array![f32::NEG_INFINITY, f32::NEG_INFINITY];
+        softmax_in_place(masked.view_mut(), FullyMaskedRows::Zero);
+        assert_eq!(masked, array![0.0, 0.0]);
+        let mut nan = array![f32::NEG_INFINITY, f32::NEG_INFINITY];
+        softmax_in_place(nan.view_mut(), FullyMaskedRows::Nan);
+        assert!(nan.iter().all(|x| x.is_nan()));
+    }
 }

@@ -10,6 +10,9 @@ use safetensors::{Dtype, SafeTensors};
 use crate::MhaError;
 
 /// A tensor read from a safetensors file, with its element type preserved where the layer cares.
+///
+/// Raw reading for the workspace's parity runner (`mha-parity`); not a public API.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadedTensor {
     /// F32, or F64 / F16 / BF16 converted to f32.
@@ -40,6 +43,7 @@ pub(crate) fn parse<'b>(
 
 /// Every tensor of a safetensors buffer, by name, in the file's order (`source_name` names the
 /// buffer in errors). Floats of any width become `f32`; BOOL stays bool; other dtypes are errors.
+/// For the parity runner (`mha-parity`); not a public API.
 ///
 /// ```
 /// use mha_runtime::{read_tensors, LoadedTensor, MultiheadAttention, MultiheadAttentionConfig};
@@ -51,6 +55,7 @@ pub(crate) fn parse<'b>(
 /// assert!(read_tensors(b"not safetensors", Some("x.safetensors")).is_err());
 /// # Ok::<(), mha_runtime::MhaError>(())
 /// ```
+#[doc(hidden)]
 pub fn read_tensors(
     bytes: &[u8],
     source_name: Option<&str>,

@@ -1,7 +1,7 @@
 //! Behaviours the torch fixtures cannot pin (training-mode dropout, seeded init) and identities
 //! torch's semantics imply, checked on the public API.
 
-use mha_runtime::reference::dropout_keep_mask;
+use mha_runtime::dropout_keep_mask;
 use mha_runtime::{
     generate_square_subsequent_mask, AttentionLayer, Dropout, ForwardOptions, Mask,
     MultiheadAttention, MultiheadAttentionConfig,

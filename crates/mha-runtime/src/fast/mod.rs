@@ -1,5 +1,9 @@
 //! The fast path: fused, tiled attention kernels and packed-weight projections behind the same
-//! API as the exact [`reference`](crate::reference) path, which stays the oracle.
+//! API as the exact reference path
+//! ([`forward_reference`](crate::MultiheadAttention::forward_reference)), which stays the
+//! oracle. Public here: the instruction-set selection ([`Isa`], [`selected_isa`],
+//! [`force_isa`]) and the phase timing ([`phase_times`]); the rest describes how `forward`
+//! works.
 //!
 //! - Projections run on the `gemm` crate with the weights packed once per layer (transposed,
 //!   and `W_q, W_k, W_v` concatenated so self-attention is one GEMM; key and value share one

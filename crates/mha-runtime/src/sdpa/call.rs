@@ -4,8 +4,9 @@
 use ndarray::{Array3, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
 
 use super::{SdpaMask, SdpaOptions};
+use crate::prepare::{DropoutPlan, FullyMaskedRows};
 use crate::reference::{self, HeadAttention};
-use crate::{DropoutPlan, FullyMaskedRows, MhaError};
+use crate::MhaError;
 
 /// How an input's leading dimensions are indexed from the output's.
 #[derive(Debug, Clone)]

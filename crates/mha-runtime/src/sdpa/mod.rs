@@ -139,7 +139,7 @@ impl<'a> SdpaOptions<'a> {
 /// CPU kernel silently reads only the first `S` values).
 ///
 /// The exact path ([`scaled_dot_product_attention_reference`]) runs the same per-head core as
-/// `MultiheadAttention`'s [`reference`](crate::reference) path; the default runs the same flash
+/// [`MultiheadAttention::forward_reference`](crate::MultiheadAttention::forward_reference); the default runs the same flash
 /// kernel as `MultiheadAttention`'s fast path (no `L × S` matrix) on the inputs in place, and
 /// the reference path for what that kernel does not cover (`Ev != E`, empty axes, dropout, NaN
 /// in an input).
