@@ -7,6 +7,9 @@ use std::process::Command;
 
 use mha_gen::{GeneratedFile, Options, Templates};
 
+mod common;
+use common::copy_dir;
+
 fn generate(options: &Options) -> Vec<GeneratedFile> {
     let specs = mha_spec::bundled().unwrap_or_else(|e| panic!("bundled specs: {e}"));
     mha_gen::generate(&specs, &Templates::bundled(), options)
@@ -257,17 +260,4 @@ fn undefined_variable_in_a_template_names_the_template() {
         message.contains("op_page.rst.tera") && message.contains("no_such_field"),
         "{message}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read template dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }

@@ -6,6 +6,9 @@ use std::process::Command;
 
 use mha_gen::{GeneratedFile, Options, Templates};
 
+mod common;
+use common::copy_dir;
+
 fn files(templates: &Templates) -> Vec<GeneratedFile> {
     let specs = mha_spec::bundled().expect("bundled specs");
     mha_gen::generate(&specs, templates, &Options::default()).expect("generate")
@@ -111,17 +114,4 @@ fn generate_from_a_subfolder_writes_at_the_workspace_root() {
         .unwrap();
     assert!(run.status.success());
     assert!(sub.join("here/python/pyproject.toml").is_file());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read template dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
