@@ -6,6 +6,9 @@
 //! cargo run --release -p mha-runtime --example bench_attention -- serve
 //!     reads lines and answers each with `ok ...` or `error ...`:
 //!     run THREADS ITERS CASE    `ok T1 T2 ...` (milliseconds per call)
+//!     cpu THREADS ITERS CASE    `ok cpu_ms=MS wall_ms=MS`: per call, CPU time of the pool's
+//!                               threads (time other processes took the cores not counted;
+//!                               idle spinning counted) and wall time
 //!     reset                     zeroes the phase times
 //!     phases                    `ok pack=MS qkv_projection=MS ...` (accumulated; the worker
 //!                               must run with MHA_PHASE_TIMES=1 for them to be non-zero)
@@ -242,12 +245,13 @@ fn pool(
     }
 }
 
-fn run(
+/// The case and pool of a `run` / `cpu` request (`THREADS ITERS CASE`), and ITERS.
+fn case_and_pool<'c>(
     words: &[&str],
-    cases: &mut HashMap<Spec, Case>,
-    pools: &mut HashMap<usize, rayon::ThreadPool>,
-) -> Result<String, String> {
-    let [threads, iters] = parse::<2>(words.get(..2).ok_or("run THREADS ITERS CASE")?)?;
+    cases: &'c mut HashMap<Spec, Case>,
+    pools: &'c mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<(&'c Case, &'c rayon::ThreadPool, usize), String> {
+    let [threads, iters] = parse::<2>(words.get(..2).ok_or("THREADS ITERS CASE")?)?;
     let spec = Spec::parse(&words[2..])?;
     let case = match cases.entry(spec) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -256,7 +260,35 @@ fn run(
             e.insert(case)
         }
     };
-    let pool = pool(threads, pools)?;
+    Ok((case, pool(threads, pools)?, iters))
+}
+
+/// `cpu THREADS ITERS CASE`: CPU and wall milliseconds per call.
+fn cpu(
+    words: &[&str],
+    cases: &mut HashMap<Spec, Case>,
+    pools: &mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<String, String> {
+    let (case, pool, iters) = case_and_pool(words, cases, pools)?;
+    let cpu_before = pool_cpu_seconds(pool);
+    let start = Instant::now();
+    pool.install(|| (0..iters).try_for_each(|_| forward_once(case)))?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = pool_cpu_seconds(pool) - cpu_before;
+    let per_call = |s: f64| s * 1e3 / iters.max(1) as f64;
+    Ok(format!(
+        "cpu_ms={:.4} wall_ms={:.4}",
+        per_call(cpu),
+        per_call(wall)
+    ))
+}
+
+fn run(
+    words: &[&str],
+    cases: &mut HashMap<Spec, Case>,
+    pools: &mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<String, String> {
+    let (case, pool, iters) = case_and_pool(words, cases, pools)?;
     let times = pool.install(|| {
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters {
@@ -328,6 +360,7 @@ fn serve() -> Result<(), String> {
         let reply = match words.as_slice() {
             ["quit"] => break,
             ["run", rest @ ..] => run(rest, &mut cases, &mut pools),
+            ["cpu", rest @ ..] => cpu(rest, &mut cases, &mut pools),
             ["reset"] => {
                 mha_runtime::fast::reset_phase_times();
                 Ok(String::new())
