@@ -38,7 +38,9 @@
 //!
 //! - **Projections** (`projection`): a grid of `row_tasks × col_tasks` blocks of the output,
 //!   one per thread, fewer when a block would fall under about 2 M multiply-adds (tens of
-//!   microseconds: dispatch and the block's own packing stay at a few percent). Of the grids
+//!   microseconds: dispatch and the block's own packing stay at a few percent); rows are split
+//!   only into blocks of more than 64 (at most `⌈rows / 128⌉` row tasks: the `gemm` crate
+//!   reads the weight unpacked, and slower, for 64 rows or fewer). Of the grids
 //!   with that many blocks, the one that moves least (`2 · col_tasks · rows + row_tasks ·
 //!   width`: each task reads its weight columns, and reads and packs its input rows), i.e.
 //!   about square blocks: at 16 threads a `4096 × 1536` QKV output is 8 × 2 blocks of

@@ -45,8 +45,13 @@ pub(crate) struct LinearOutput<'a> {
 /// core) keeps rayon's dispatch (a few microseconds) and each task's packing of its operands
 /// under a few percent.
 const MIN_TASK_MACS: usize = 1 << 21;
-/// Rows of a task's block at least (fewer waste the micro-kernels' register tiles).
-const MIN_TASK_ROWS: usize = 16;
+/// Rows of a task's block at least, unless the whole output has fewer: the grid then splits
+/// columns only. The `gemm` crate packs the weight (its left-hand side after it transposes the
+/// problem) only for more than 64 rows; with 64 or fewer it reads the weight in place, a
+/// 6 KiB-strided walk, and its `512 → 1536` projection ran 25–50 % slower per flop at 64 rows
+/// than at 128 (single-threaded, this machine). A block of `⌈rows / row_tasks⌉` rows with
+/// `row_tasks <= ⌈rows / 128⌉` has more than 64 whenever it has a row split at all.
+const MIN_TASK_ROWS: usize = 128;
 /// Column blocks are multiples of this (whole 16-lane vectors, two of them) and at least one
 /// of them.
 const COL_ALIGN: usize = 32;
@@ -414,6 +419,10 @@ mod tests {
         // Many threads: a two-dimensional grid of about square blocks.
         assert_eq!(grid(4096, 1536, 512, 16), (8, 2));
         assert_eq!(grid(2048, 3072, 1024, 64), (8, 8));
+        // 128 rows at 16 threads: columns only (a row split would leave 64-row blocks, on
+        // which the gemm crate reads the weight unpacked).
+        assert_eq!(grid(128, 1536, 512, 16), (1, 16));
+        assert_eq!(grid(129, 1536, 512, 16).0, 2);
         // A decode step (one row per sequence) never splits rows below the minimum.
         let (rt, ct) = grid(8, 1536, 512, 64);
         assert_eq!(rt, 1);
