@@ -335,18 +335,44 @@ fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Resu
     ))
 }
 
-/// CPU time the pool's threads have run, in seconds (Linux `/proc/thread-self/schedstat`, 0
-/// elsewhere): unlike wall time, it does not count time other processes took the core.
+/// CPU time the pool's threads have run, in seconds (0 where it cannot be read): unlike wall
+/// time, it does not count time other processes took the cores.
 fn pool_cpu_seconds(pool: &rayon::ThreadPool) -> f64 {
-    pool.broadcast(|_| {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            * 1e-9
-    })
-    .iter()
-    .sum()
+    pool.broadcast(|_| thread_cpu_seconds()).iter().sum()
+}
+
+/// This thread's CPU time: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` (nanoseconds; Linux's
+/// `/proc/thread-self/schedstat` counts in scheduler ticks on some kernels, too coarse for a
+/// call of a few milliseconds).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    /// Linux's `CLOCK_THREAD_CPUTIME_ID`.
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` from the C library writes one `struct timespec` (two 64-bit
+    // fields on 64-bit Linux) through the valid pointer.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc == 0 {
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn thread_cpu_seconds() -> f64 {
+    0.0
 }
 
 fn serve() -> Result<(), String> {

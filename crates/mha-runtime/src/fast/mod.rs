@@ -63,6 +63,8 @@ pub mod bench_support;
 mod forward;
 mod isa;
 mod layer_api;
+#[cfg(target_arch = "x86_64")]
+mod panel_gemm;
 mod phases;
 mod projection;
 mod simd;

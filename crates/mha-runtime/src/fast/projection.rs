@@ -7,13 +7,20 @@
 //!
 //! An own AVX-512 micro-kernel (14 × 32 register tile, weights prepacked in its panels, bias in
 //! the accumulators) was measured against `gemm` here in three blockings and stayed 5–40 %
-//! slower per CPU-second, so the crate stays (see the bench's `--gemm` table).
+//! slower per CPU-second, so the crate stays (see the bench's `--gemm` table). `faer` 0.22 (its
+//! `private-gemm-x86` kernels, `Par::Seq`) was timed the same way on `rows × 512 → 1536` and
+//! `→ 512` for 16 to 1024 rows and was slower than `gemm` 0.19 at every size but one (10–30 %
+//! per CPU-second), so it was not taken. Raising the `gemm` crate's global packing thresholds
+//! (`set_lhs_packing_threshold_single_thread`) so that it reads the weight unpacked was slower
+//! too: for 128 rows and more, packing the weight on every call pays.
 
 use std::ops::Range;
 
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::panel_gemm::Panels;
 use super::phases::{Phase, Region};
 
 /// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
@@ -22,6 +29,10 @@ use super::phases::{Phase, Region};
 pub(crate) struct PackedLinear {
     weight_t: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// The same weight in the AVX-512 panel GEMM's panels (where the CPU has AVX-512F), for
+    /// blocks of at most [`PANEL_MAX_ROWS`] rows.
+    #[cfg(target_arch = "x86_64")]
+    panels: Option<Panels>,
     in_dim: usize,
     out_dim: usize,
 }
@@ -52,6 +63,11 @@ const MIN_TASK_MACS: usize = 1 << 21;
 /// than at 128 (single-threaded, this machine). A block of `⌈rows / row_tasks⌉` rows with
 /// `row_tasks <= ⌈rows / 128⌉` has more than 64 whenever it has a row split at all.
 const MIN_TASK_ROWS: usize = 128;
+/// Row blocks of at most this many rows run on the panel GEMM where there is one
+/// ([`super::panel_gemm`]: the weight packed once per layer, where `gemm` packs it again per
+/// call); larger ones on `gemm`, which is as fast there and keeps its own blocking for
+/// long inputs.
+const PANEL_MAX_ROWS: usize = 256;
 /// Column blocks are multiples of this (whole 16-lane vectors, two of them) and at least one
 /// of them.
 const COL_ALIGN: usize = 32;
@@ -102,7 +118,8 @@ impl PackedLinear {
             }
             col += w.dim().0;
         }
-        let bias = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty() {
+        let bias: Option<Vec<f32>> = if parts.iter().all(|(_, b)| b.is_some()) && !parts.is_empty()
+        {
             Some(
                 parts
                     .iter()
@@ -112,9 +129,26 @@ impl PackedLinear {
         } else {
             None
         };
+        #[cfg(target_arch = "x86_64")]
+        let panels = {
+            let mut ranges = Vec::with_capacity(parts.len());
+            let mut start = 0;
+            for (w, _) in parts {
+                ranges.push(start..start + w.dim().0);
+                start += w.dim().0;
+            }
+            Panels::new(
+                in_dim,
+                &ranges,
+                |k, c| weight_t[k * out_dim + c],
+                bias.as_deref(),
+            )
+        };
         Self {
             weight_t,
             bias,
+            #[cfg(target_arch = "x86_64")]
+            panels,
             in_dim,
             out_dim,
         }
@@ -140,10 +174,20 @@ impl PackedLinear {
             return;
         }
         assert!(cols.end <= self.out_dim);
+        assert!(x.stride >= self.in_dim && (rows - 1) * x.stride + self.in_dim <= x.data.len());
+        assert!(
+            out.col + width <= out.stride
+                && (rows - 1) * out.stride + out.col + width <= out.data.len()
+        );
 
         let threads = rayon::current_num_threads().max(1);
         let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, threads);
         let rows_per = rows.div_ceil(row_tasks);
+        #[cfg(target_arch = "x86_64")]
+        let panels = self
+            .panels
+            .as_ref()
+            .filter(|p| rows_per <= PANEL_MAX_ROWS && p.covers(cols.clone()));
         let cols_per = width.div_ceil(col_tasks).div_ceil(COL_ALIGN) * COL_ALIGN;
         let dst_ptr = SendPtr(out.data.as_mut_ptr());
         let (x_data, x_stride, out_stride, out_col) = (x.data, x.stride, out.stride, out.col);
@@ -161,6 +205,26 @@ impl PackedLinear {
             let x = &x_data[r0 * x_stride..];
             let dst_rows = dst.0.wrapping_add(r0 * out_stride + out_col);
             region.item(|| {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(panels) = panels {
+                    // The panels that start in this task's columns: every panel of `cols`
+                    // (whole panels, checked by `covers`) goes to exactly one task.
+                    let tiles = panels.tiles_in(cols.start + c0..cols.start + c1);
+                    // SAFETY: `x` holds the block's rows (asserted above); the tiles' columns
+                    // lie inside `cols`, so inside `out`'s rows, and no other task has them.
+                    unsafe {
+                        panels.gemm(
+                            x,
+                            r1 - r0,
+                            x_stride,
+                            tiles,
+                            cols.start,
+                            dst_rows,
+                            out_stride,
+                        )
+                    };
+                    return;
+                }
                 // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
                 unsafe {
                     gemm_block(
@@ -320,13 +384,13 @@ mod tests {
 
     #[test]
     fn blocks_in_row_chunks_match_naive_linear() {
-        // 3500 rows of 80 columns with bias: two chunks of 1638 rows and a remainder.
+        // 3500 rows of 80 columns with bias: two chunks of 1638 rows and a remainder (and a part).
         assert_eq!(chunk_rows(3500, 80, 300, true), 1638);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
-        pool.install(|| check_linear(3500, true, &[0..80]));
+        pool.install(|| check_linear(3500, true, &[0..80, 0..37]));
     }
 
     fn check_linear(rows: usize, with_bias: bool, col_sets: &[Range<usize>]) {
@@ -355,7 +419,7 @@ mod tests {
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        for cols in col_sets.iter().cloned() {
+        for cols in col_sets {
             let dst_stride = 90;
             let mut dst = vec![f32::NAN; rows * dst_stride];
             packed.apply(
