@@ -5,10 +5,11 @@
 //! [`force_isa`]) and the phase timing ([`phase_times`]); the rest describes how `forward`
 //! works.
 //!
-//! - Projections run on the `gemm` crate with the weights packed once per layer (transposed,
-//!   and `W_q, W_k, W_v` concatenated so self-attention is one GEMM; key and value share one
-//!   when they are the same tensor), the caller's rows read in place (any batch / sequence
-//!   order), the result written once into the workspace or the output.
+//! - Projections run with the weights packed once per layer (`W_q, W_k, W_v` concatenated so
+//!   self-attention is one GEMM; key and value share one when they are the same tensor): blocks
+//!   of up to 256 rows on an own AVX-512 panel GEMM (bias in its accumulators), larger ones on
+//!   the `gemm` crate; the caller's rows read in place (any batch / sequence order), the result
+//!   written once into the workspace or the output.
 //! - Without weights (`need_weights=false`) a flash-style kernel with online softmax works per
 //!   `(batch, head, block of 128 queries)`: the block is packed once as `Qᵀ`, scores are
 //!   computed transposed (`K Qᵀ`, 64 keys per tile) so keys and values are read in place (from

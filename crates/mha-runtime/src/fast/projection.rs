@@ -1,18 +1,24 @@
-//! The linear projections (`x Wᵀ + b`) on the `gemm` crate, with weights packed once per layer
-//! (transposed, so the GEMM's right-hand side has unit column stride). `gemm` picks its own
-//! micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 / FMA, or scalar). The
-//! output is split into a grid of blocks sized to the thread count ([`grid`]), each block a
-//! single-threaded GEMM that starts from the bias (copied into the block, then accumulated
-//! into with `beta = 1`), reads the caller's rows in place and writes the block once.
+//! The linear projections (`x Wᵀ + b`), with weights packed once per layer: blocks of at most
+//! [`PANEL_MAX_ROWS`] rows on the project's AVX-512 panel GEMM ([`super::panel_gemm`], where
+//! the CPU has AVX-512F), larger ones (and every block elsewhere) on the `gemm` crate, which
+//! picks its own micro-kernels at run time (AVX-512 through its `x86-v4` feature, AVX2 / FMA,
+//! or scalar) and reads the weight stored transposed (unit column stride). The output is split
+//! into a grid of blocks sized to the thread count ([`grid`]), each block a single-threaded
+//! GEMM that reads the caller's rows in place and writes the block once. On AVX-512 CPUs the
+//! layer keeps both copies of each weight (twice the weights' memory).
 //!
-//! An own AVX-512 micro-kernel (14 × 32 register tile, weights prepacked in its panels, bias in
-//! the accumulators) was measured against `gemm` here in three blockings and stayed 5–40 %
-//! slower per CPU-second, so the crate stays (see the bench's `--gemm` table). `faer` 0.22 (its
-//! `private-gemm-x86` kernels, `Par::Seq`) was timed the same way on `rows × 512 → 1536` and
-//! `→ 512` for 16 to 1024 rows and was slower than `gemm` 0.19 at every size but one (10–30 %
-//! per CPU-second), so it was not taken. Raising the `gemm` crate's global packing thresholds
-//! (`set_lhs_packing_threshold_single_thread`) so that it reads the weight unpacked was slower
-//! too: for 128 rows and more, packing the weight on every call pays.
+//! The bias: the panel GEMM starts its accumulators from it; `gemm` cannot, so its blocks are
+//! first filled with the bias rows and accumulated into (`beta = 1`), in row chunks that keep
+//! the filled rows in L2 where re-packing the weight per chunk is cheap ([`chunk_rows`]).
+//!
+//! What was measured and not taken: the panel GEMM for every block (even with `gemm` from 512
+//! rows up, 2–4 % behind at 1024 rows of `512 → 1536`; an earlier session's "5–40 % slower"
+//! for all sizes was read from `/proc/thread-self/schedstat`, which this machine updates only
+//! at scheduler ticks); `faer` 0.22 (its `private-gemm-x86` kernels,
+//! `Par::Seq`), timed on `rows × 512 → 1536` and `→ 512` for 16 to 1024 rows, slower than
+//! `gemm` 0.19 at every size but one (10–30 % per CPU-second); raising the `gemm` crate's
+//! global packing thresholds (`set_lhs_packing_threshold_single_thread`) so that it reads the
+//! weight unpacked, slower from 128 rows up.
 
 use std::ops::Range;
 
