@@ -6,6 +6,9 @@
 //! cargo run --release -p mha-runtime --example bench_attention -- serve
 //!     reads lines and answers each with `ok ...` or `error ...`:
 //!     run THREADS ITERS CASE    `ok T1 T2 ...` (milliseconds per call)
+//!     cpu THREADS ITERS CASE    `ok cpu_ms=MS wall_ms=MS`: per call, CPU time of the pool's
+//!                               threads (time other processes took the cores not counted;
+//!                               idle spinning counted) and wall time
 //!     reset                     zeroes the phase times
 //!     phases                    `ok pack=MS qkv_projection=MS ...` (accumulated; the worker
 //!                               must run with MHA_PHASE_TIMES=1 for them to be non-zero)
@@ -242,12 +245,13 @@ fn pool(
     }
 }
 
-fn run(
+/// The case and pool of a `run` / `cpu` request (`THREADS ITERS CASE`), and ITERS.
+fn case_and_pool<'c>(
     words: &[&str],
-    cases: &mut HashMap<Spec, Case>,
-    pools: &mut HashMap<usize, rayon::ThreadPool>,
-) -> Result<String, String> {
-    let [threads, iters] = parse::<2>(words.get(..2).ok_or("run THREADS ITERS CASE")?)?;
+    cases: &'c mut HashMap<Spec, Case>,
+    pools: &'c mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<(&'c Case, &'c rayon::ThreadPool, usize), String> {
+    let [threads, iters] = parse::<2>(words.get(..2).ok_or("THREADS ITERS CASE")?)?;
     let spec = Spec::parse(&words[2..])?;
     let case = match cases.entry(spec) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -256,7 +260,35 @@ fn run(
             e.insert(case)
         }
     };
-    let pool = pool(threads, pools)?;
+    Ok((case, pool(threads, pools)?, iters))
+}
+
+/// `cpu THREADS ITERS CASE`: CPU and wall milliseconds per call.
+fn cpu(
+    words: &[&str],
+    cases: &mut HashMap<Spec, Case>,
+    pools: &mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<String, String> {
+    let (case, pool, iters) = case_and_pool(words, cases, pools)?;
+    let cpu_before = pool_cpu_seconds(pool);
+    let start = Instant::now();
+    pool.install(|| (0..iters).try_for_each(|_| forward_once(case)))?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = pool_cpu_seconds(pool) - cpu_before;
+    let per_call = |s: f64| s * 1e3 / iters.max(1) as f64;
+    Ok(format!(
+        "cpu_ms={:.4} wall_ms={:.4}",
+        per_call(cpu),
+        per_call(wall)
+    ))
+}
+
+fn run(
+    words: &[&str],
+    cases: &mut HashMap<Spec, Case>,
+    pools: &mut HashMap<usize, rayon::ThreadPool>,
+) -> Result<String, String> {
+    let (case, pool, iters) = case_and_pool(words, cases, pools)?;
     let times = pool.install(|| {
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters {
@@ -303,18 +335,44 @@ fn linear(words: &[&str], pools: &mut HashMap<usize, rayon::ThreadPool>) -> Resu
     ))
 }
 
-/// CPU time the pool's threads have run, in seconds (Linux `/proc/thread-self/schedstat`, 0
-/// elsewhere): unlike wall time, it does not count time other processes took the core.
+/// CPU time the pool's threads have run, in seconds (0 where it cannot be read): unlike wall
+/// time, it does not count time other processes took the cores.
 fn pool_cpu_seconds(pool: &rayon::ThreadPool) -> f64 {
-    pool.broadcast(|_| {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            * 1e-9
-    })
-    .iter()
-    .sum()
+    pool.broadcast(|_| thread_cpu_seconds()).iter().sum()
+}
+
+/// This thread's CPU time: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` (nanoseconds; Linux's
+/// `/proc/thread-self/schedstat` counts in scheduler ticks on some kernels, too coarse for a
+/// call of a few milliseconds).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn thread_cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    /// Linux's `CLOCK_THREAD_CPUTIME_ID`.
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` from the C library writes one `struct timespec` (two 64-bit
+    // fields on 64-bit Linux) through the valid pointer.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc == 0 {
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn thread_cpu_seconds() -> f64 {
+    0.0
 }
 
 fn serve() -> Result<(), String> {
@@ -328,6 +386,7 @@ fn serve() -> Result<(), String> {
         let reply = match words.as_slice() {
             ["quit"] => break,
             ["run", rest @ ..] => run(rest, &mut cases, &mut pools),
+            ["cpu", rest @ ..] => cpu(rest, &mut cases, &mut pools),
             ["reset"] => {
                 mha_runtime::fast::reset_phase_times();
                 Ok(String::new())

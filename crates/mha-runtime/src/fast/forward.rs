@@ -48,11 +48,8 @@ impl std::fmt::Debug for FastCache {
 /// GEMM), else one per input.
 enum InputProjections {
     Packed(PackedLinear),
-    Separate {
-        q: PackedLinear,
-        k: PackedLinear,
-        v: PackedLinear,
-    },
+    /// Boxed: three linears are much larger than one.
+    Separate(Box<[PackedLinear; 3]>),
 }
 
 struct PackedWeights {
@@ -80,11 +77,11 @@ impl PackedWeights {
                 (w.slice(s![e..2 * e, ..]), bias(1)),
                 (w.slice(s![2 * e..3 * e, ..]), bias(2)),
             ])),
-            InProjection::Separate { q, k, v } => InputProjections::Separate {
-                q: PackedLinear::concat(&[(q.view(), bias(0))]),
-                k: PackedLinear::concat(&[(k.view(), bias(1))]),
-                v: PackedLinear::concat(&[(v.view(), bias(2))]),
-            },
+            InProjection::Separate { q, k, v } => InputProjections::Separate(Box::new([
+                PackedLinear::concat(&[(q.view(), bias(0))]),
+                PackedLinear::concat(&[(k.view(), bias(1))]),
+                PackedLinear::concat(&[(v.view(), bias(2))]),
+            ])),
         };
         let out = PackedLinear::concat(&[(
             weights.out_proj_weight.view(),
@@ -114,7 +111,7 @@ impl PackedWeights {
     fn projection(&self, which: usize, e: usize) -> (&PackedLinear, Range<usize>) {
         match &self.input {
             InputProjections::Packed(w) => (w, which * e..(which + 1) * e),
-            InputProjections::Separate { q, k, v } => ([q, k, v][which], 0..e),
+            InputProjections::Separate(qkv) => (&qkv[which], 0..e),
         }
     }
 }

@@ -5,10 +5,11 @@
 //! [`force_isa`]) and the phase timing ([`phase_times`]); the rest describes how `forward`
 //! works.
 //!
-//! - Projections run on the `gemm` crate with the weights packed once per layer (transposed,
-//!   and `W_q, W_k, W_v` concatenated so self-attention is one GEMM; key and value share one
-//!   when they are the same tensor), the caller's rows read in place (any batch / sequence
-//!   order), the result written once into the workspace or the output.
+//! - Projections run with the weights packed once per layer (`W_q, W_k, W_v` concatenated so
+//!   self-attention is one GEMM; key and value share one when they are the same tensor): blocks
+//!   of up to 256 rows on an own AVX-512 panel GEMM (bias in its accumulators), larger ones on
+//!   the `gemm` crate; the caller's rows read in place (any batch / sequence order), the result
+//!   written once into the workspace or the output.
 //! - Without weights (`need_weights=false`) a flash-style kernel with online softmax works per
 //!   `(batch, head, block of 128 queries)`: the block is packed once as `Qᵀ`, scores are
 //!   computed transposed (`K Qᵀ`, 64 keys per tile) so keys and values are read in place (from
@@ -38,7 +39,9 @@
 //!
 //! - **Projections** (`projection`): a grid of `row_tasks × col_tasks` blocks of the output,
 //!   one per thread, fewer when a block would fall under about 2 M multiply-adds (tens of
-//!   microseconds: dispatch and the block's own packing stay at a few percent). Of the grids
+//!   microseconds: dispatch and the block's own packing stay at a few percent); rows are split
+//!   only into blocks of more than 64 (at most `⌈rows / 128⌉` row tasks: the `gemm` crate
+//!   reads the weight unpacked, and slower, for 64 rows or fewer). Of the grids
 //!   with that many blocks, the one that moves least (`2 · col_tasks · rows + row_tasks ·
 //!   width`: each task reads its weight columns, and reads and packs its input rows), i.e.
 //!   about square blocks: at 16 threads a `4096 × 1536` QKV output is 8 × 2 blocks of
@@ -61,6 +64,8 @@ pub mod bench_support;
 mod forward;
 mod isa;
 mod layer_api;
+#[cfg(target_arch = "x86_64")]
+mod panel_gemm;
 mod phases;
 mod projection;
 mod simd;
