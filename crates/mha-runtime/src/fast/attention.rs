@@ -24,6 +24,11 @@ use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 pub(crate) const BLOCK_Q: usize = 128;
 /// Keys per tile (a multiple of every ISA's lane count).
 pub(crate) const BLOCK_K: usize = 64;
+/// Row pitch of the query-major scratch tiles (`Qᵀ`, the scores `sᵀ`): `BLOCK_Q` plus one cache
+/// line. At exactly 128 floats (512 B) the rows of a tile fall into 8 of the L1 cache's 64 sets,
+/// so a micro-kernel walking one column block down 128 rows evicts its own lines; one line more
+/// spreads them over all sets.
+const LD_Q: usize = BLOCK_Q + 16;
 
 /// A `(batch, position, head, feature)` operand inside a flat buffer: element `(n, t, h, c)`
 /// is at `offset + n * batch_stride + t * row_stride + h * head_stride + c`.
@@ -249,7 +254,7 @@ const fn round_up(x: usize, to: usize) -> usize {
 
 fn flash_scratch_len(head_dim: usize) -> usize {
     let dp = round_up(head_dim, 16);
-    head_dim * BLOCK_Q + BLOCK_K * dp + BLOCK_Q * BLOCK_K + BLOCK_Q * dp + 3 * BLOCK_Q
+    head_dim * LD_Q + BLOCK_K * dp + BLOCK_K * LD_Q + BLOCK_Q * dp + 3 * BLOCK_Q
 }
 
 fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
@@ -1015,9 +1020,9 @@ unsafe fn flash_item<
         total
     };
 
-    let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
+    let (qt, rest) = buf.split_at_mut(d * LD_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
-    let (st, rest) = rest.split_at_mut(BLOCK_K * BLOCK_Q);
+    let (st, rest) = rest.split_at_mut(BLOCK_K * LD_Q);
     let (o, rest) = rest.split_at_mut(BLOCK_Q * dp);
     let (m, rest) = rest.split_at_mut(BLOCK_Q);
     let (l, rest) = rest.split_at_mut(BLOCK_Q);
@@ -1031,11 +1036,11 @@ unsafe fn flash_item<
         // SAFETY: query rows are in bounds by `Problem::check`.
         let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
         for (c, &x) in q.iter().enumerate() {
-            qt[c * BLOCK_Q + i] = x * p.scale;
+            qt[c * LD_Q + i] = x * p.scale;
         }
     }
     for c in 0..d {
-        qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
+        qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
     }
 
     // `m` holds each query's running maximum score, NaN ignored (`-inf` while every key is
@@ -1056,23 +1061,23 @@ unsafe fn flash_item<
             *slot = p.key(n, k0 + j, h);
         }
         // sᵀ[j][i] = k_j · q_i
-        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × BLOCK_Q` and `st`
-        // `BLOCK_K × BLOCK_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
+        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and `st`
+        // `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
         unsafe {
             qk_tile::<S, D, QMR, QNV>(
                 simd,
                 &k_rows[..cols],
                 d,
                 qt.as_ptr(),
-                BLOCK_Q,
+                LD_Q,
                 rows_padded,
                 st.as_mut_ptr(),
-                BLOCK_Q,
+                LD_Q,
             );
         }
         // Mask and causal structure, one key row at a time.
         for j in 0..cols {
-            let row = &mut st[j * BLOCK_Q..j * BLOCK_Q + rows_padded];
+            let row = &mut st[j * LD_Q..j * LD_Q + rows_padded];
             if let Some(mask) = &p.mask {
                 if mask.row_stride == 0 {
                     // SAFETY: in bounds by `Problem::check`.
@@ -1101,14 +1106,14 @@ unsafe fn flash_item<
             let base_old = simd.max(m_new, floor);
             for j in 0..cols {
                 // SAFETY: see above.
-                let x = unsafe { simd.load(st.as_ptr().add(j * BLOCK_Q + iv)) };
+                let x = unsafe { simd.load(st.as_ptr().add(j * LD_Q + iv)) };
                 m_new = simd.max(x, m_new);
             }
             let base = simd.max(m_new, floor);
             let a = simd.exp(simd.sub(base_old, base));
             let mut sum = simd.splat(0.0);
             for j in 0..cols {
-                let at = st[j * BLOCK_Q + iv..].as_mut_ptr();
+                let at = st[j * LD_Q + iv..].as_mut_ptr();
                 // SAFETY: see above.
                 let e = simd.exp(simd.sub(unsafe { simd.load(at) }, base));
                 // SAFETY: see above.
@@ -1127,7 +1132,7 @@ unsafe fn flash_item<
         }
         if let (Some(dr), Some(rng)) = (&p.dropout, rng.as_mut()) {
             for i in 0..rows {
-                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
+                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], LD_Q, cols);
             }
         }
         for i in 0..rows {
@@ -1136,14 +1141,14 @@ unsafe fn flash_item<
             }
         }
         let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
-        // SAFETY: `st` holds p(i, j) at `i + j * BLOCK_Q` for `i < rows`, `j < cols`;
+        // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
         // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
             pv_tile::<S, PMR, PNV>(
                 simd,
                 st.as_ptr(),
                 1,
-                BLOCK_Q,
+                LD_Q,
                 rows,
                 cols,
                 v,
