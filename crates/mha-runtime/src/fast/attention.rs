@@ -130,7 +130,7 @@ impl Problem<'_> {
 
     /// Checks that every index the kernels form is in bounds (an internal invariant: the
     /// callers build problems from checked shapes).
-    fn check(&self) {
+    pub(super) fn check(&self) {
         let e = self.embed_dim();
         assert!(self.batch > 0 && self.q_len > 0 && self.heads > 0 && self.head_dim > 0);
         assert!(
@@ -217,7 +217,7 @@ unsafe impl Send for WeightsOut {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for WeightsOut {}
 
-fn out_for(
+pub(super) fn out_for(
     problem: &Problem<'_>,
     out: &mut [f32],
     batch_stride: usize,
@@ -238,7 +238,7 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats.
-fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+pub(super) fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < len {
@@ -248,11 +248,11 @@ fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     });
 }
 
-const fn round_up(x: usize, to: usize) -> usize {
+pub(super) const fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn flash_scratch_len(head_dim: usize) -> usize {
+pub(super) fn flash_scratch_len(head_dim: usize) -> usize {
     let dp = round_up(head_dim, 16);
     head_dim * LD_Q + BLOCK_K * dp + BLOCK_K * LD_Q + BLOCK_Q * dp + 3 * BLOCK_Q
 }
@@ -347,8 +347,7 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
-/// The flash work item of one level's capability token, with that level's register blocking
-/// (QK rows, QK vectors, PV rows, PV vectors).
+/// Register blocking of the micro-kernels per level: QK rows, QK vectors, PV rows, PV vectors.
 ///
 /// The blocking keeps both FMA ports busy: an FMA has 4 cycles of latency and two issue per
 /// cycle, so a micro-kernel needs at least 8 independent accumulators, and each step's loads
@@ -358,6 +357,13 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
 /// 64 queries (QK) or 64 output columns (PV), a whole number of both in every tile. AVX2
 /// (16 registers): 6 × 2 = 12 accumulators + 2 + 1. Row counts that are not a multiple of
 /// `MR` finish in blocks of 4, 2 and 1 rows.
+pub(super) const AVX512_BLOCKING: [usize; 4] = [6, 4, 6, 4];
+/// See [`AVX512_BLOCKING`].
+pub(super) const AVX2_BLOCKING: [usize; 4] = [6, 2, 6, 2];
+/// Plain Rust on 8-lane arrays: small blocks the compiler keeps in registers.
+pub(super) const PORTABLE_BLOCKING: [usize; 4] = [4, 1, 4, 1];
+
+/// The flash work item of one level's capability token, with that level's register blocking.
 #[derive(Debug, Clone, Copy)]
 struct FlashItem<const D: usize> {
     level: Level,
@@ -379,12 +385,43 @@ impl<const D: usize> FlashItem<D> {
     unsafe fn run(self, p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
         match self.level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(FlashOp::<D, 6, 4, 6, 4> { p, out, index, buf }),
+            Level::Avx512(simd) => simd.vectorize(FlashOp::<
+                D,
+                { AVX512_BLOCKING[0] },
+                { AVX512_BLOCKING[1] },
+                { AVX512_BLOCKING[2] },
+                { AVX512_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(FlashOp::<D, 6, 2, 6, 2> { p, out, index, buf }),
-            Level::Portable(simd) => {
-                simd.vectorize(FlashOp::<D, 4, 1, 4, 1> { p, out, index, buf })
-            }
+            Level::Avx2(simd) => simd.vectorize(FlashOp::<
+                D,
+                { AVX2_BLOCKING[0] },
+                { AVX2_BLOCKING[1] },
+                { AVX2_BLOCKING[2] },
+                { AVX2_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
+            Level::Portable(simd) => simd.vectorize(FlashOp::<
+                D,
+                { PORTABLE_BLOCKING[0] },
+                { PORTABLE_BLOCKING[1] },
+                { PORTABLE_BLOCKING[2] },
+                { PORTABLE_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
         }
     }
 }
@@ -448,7 +485,13 @@ impl<const D: usize> WeightsItem<D> {
     ) {
         match self.level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(WeightsOp::<D, 6, 4, 6, 4> {
+            Level::Avx512(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { AVX512_BLOCKING[0] },
+                { AVX512_BLOCKING[1] },
+                { AVX512_BLOCKING[2] },
+                { AVX512_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
@@ -456,14 +499,26 @@ impl<const D: usize> WeightsItem<D> {
                 buf,
             }),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(WeightsOp::<D, 6, 2, 6, 2> {
+            Level::Avx2(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { AVX2_BLOCKING[0] },
+                { AVX2_BLOCKING[1] },
+                { AVX2_BLOCKING[2] },
+                { AVX2_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
                 index,
                 buf,
             }),
-            Level::Portable(simd) => simd.vectorize(WeightsOp::<D, 4, 1, 4, 1> {
+            Level::Portable(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { PORTABLE_BLOCKING[0] },
+                { PORTABLE_BLOCKING[1] },
+                { PORTABLE_BLOCKING[2] },
+                { PORTABLE_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
@@ -977,24 +1032,25 @@ fn zero_attention(p: &Problem<'_>, n: usize, h: usize, dst: &mut [f32]) {
 }
 
 /// A work item's block of queries and the sizes both kernels use.
-struct QueryBlock {
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueryBlock {
     /// Head dimension.
-    d: usize,
+    pub d: usize,
     /// `d` rounded up to whole vectors.
-    dp: usize,
+    pub dp: usize,
     /// The item index without its query block: `(n, h)` flattened (flash) or `n` (weights).
-    outer: usize,
+    pub outer: usize,
     /// First query.
-    q0: usize,
+    pub q0: usize,
     /// Queries in the block (up to [`BLOCK_Q`]).
-    rows: usize,
+    pub rows: usize,
     /// `S'`.
-    total: usize,
+    pub total: usize,
 }
 
 /// Splits a work item index into its outer part and query block `index % blocks`.
 #[inline(always)]
-fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryBlock {
+pub(super) fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryBlock {
     let d = if D > 0 { D } else { p.head_dim };
     let blocks = p.q_len.div_ceil(BLOCK_Q);
     let q0 = (index % blocks) * BLOCK_Q;
@@ -1009,11 +1065,8 @@ fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryB
 }
 
 /// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
-/// element `index / (blocks * H)`.
-///
-/// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
-/// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
-/// online softmax runs along the vector lanes (16 or 8 queries at a time).
+/// element `index / (blocks * H)`: [`flash_keys`] over every key the block can see, then
+/// [`finish_rows`].
 ///
 /// # Safety
 /// As [`FlashItem::run`]; `buf` holds at least `flash_scratch_len(head_dim)` floats.
@@ -1032,29 +1085,89 @@ unsafe fn flash_item<
     index: usize,
     buf: &mut [f32],
 ) {
-    let QueryBlock {
-        d,
-        dp,
-        outer: nh,
-        q0,
-        rows,
-        total,
-    } = query_block::<S, D>(p, index);
-    let (n, h) = (nh / p.heads, nh % p.heads);
-    let rows_padded = round_up(rows, S::LANES);
-    // Causally hidden keys get probability 0; they are skipped unless a value is not finite
-    // (`0 · v` is then NaN, as in torch's explicit product).
-    let kv_end = if p.causal
+    let qb = query_block::<S, D>(p, index);
+    let (n, h) = (qb.outer / p.heads, qb.outer % p.heads);
+    let keys = 0..visible_keys::<S>(simd, p, n, h, &qb);
+    // SAFETY: the caller's contract.
+    let state = unsafe { flash_keys::<S, D, QMR, QNV, PMR, PNV>(simd, p, n, h, &qb, keys, buf) };
+    finish_rows(p, n, h, &qb, &state, out);
+}
+
+/// The keys `0..end` query block `qb` of head `(n, h)` must visit: all of them, or with a
+/// causal mask those up to the block's last query. Causally hidden keys get probability 0; they
+/// are skipped unless a value is not finite (`0 · v` is then NaN, as in torch's explicit
+/// product).
+#[inline(always)]
+pub(super) fn visible_keys<S: Simd>(
+    simd: S,
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+) -> usize {
+    let (q0, rows, total) = (qb.q0, qb.rows, qb.total);
+    if p.causal
         && rows_finite::<S>(
             simd,
             (q0 + rows..total).map(|j| p.value(n, j, h)),
             p.head_dim,
-        ) {
+        )
+    {
         total.min(q0 + rows)
     } else {
         total
-    };
+    }
+}
 
+/// One query block's online-softmax state after [`flash_keys`], borrowed from the scratch
+/// buffer: per query `i < rows`, the unnormalised output `o[i * dp..][..d]`, the running maximum
+/// score `m[i]` (NaN ignored, `-inf` while every key seen is masked) and the sum `l[i]` of
+/// `exp(score - max(m[i], f32::MIN))`.
+pub(super) struct BlockState<'b> {
+    pub o: &'b [f32],
+    pub m: &'b [f32],
+    pub l: &'b [f32],
+}
+
+/// Runs query block `qb` of head `(n, h)` over the key tiles in `keys` (whole [`BLOCK_K`] tiles
+/// from `keys.start`, a multiple of `BLOCK_K`, except at the end) and returns its state.
+///
+/// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
+/// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
+/// online softmax runs along the vector lanes (16 or 8 queries at a time).
+///
+/// # Safety
+/// `p` passed [`Problem::check`], `qb` is one of its query blocks, `keys.end <= S'`, and `buf`
+/// holds at least `flash_scratch_len(head_dim)` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn flash_keys<
+    'b,
+    S: Simd,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+>(
+    simd: S,
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+    keys: std::ops::Range<usize>,
+    buf: &'b mut [f32],
+) -> BlockState<'b> {
+    let QueryBlock {
+        d,
+        dp,
+        q0,
+        rows,
+        total,
+        ..
+    } = *qb;
+    let rows_padded = round_up(rows, S::LANES);
+    let kv_end = keys.end;
     let (qt, rest) = buf.split_at_mut(d * LD_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
     let (st, rest) = rest.split_at_mut(BLOCK_K * LD_Q);
@@ -1085,7 +1198,7 @@ unsafe fn flash_item<
     let floor = simd.splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
-    let mut k0 = 0;
+    let mut k0 = keys.start;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
         if tile_skippable::<S>(simd, p, n, h, q0, rows, k0, cols, d) {
@@ -1195,20 +1308,35 @@ unsafe fn flash_item<
         k0 += BLOCK_K;
     }
 
-    for i in 0..rows {
+    BlockState { o, m, l }
+}
+
+/// Writes query block `qb`'s output rows of head `(n, h)` from its final state: `o / l`, or
+/// what the fully-masked-row policy gives for a row with no unmasked score.
+#[inline(always)]
+pub(super) fn finish_rows(
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+    state: &BlockState<'_>,
+    out: SeqOut,
+) {
+    let (d, dp) = (qb.d, state.o.len() / BLOCK_Q);
+    for i in 0..qb.rows {
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, qb.q0 + i, h, d), d) };
         // A row with no unmasked score (m = -inf) is fully masked: NaN scores do not rescue it.
         // Otherwise a NaN or +inf score has made `l` NaN, and the row NaN with it.
-        let inv = match (m[i] == f32::NEG_INFINITY, p.fully_masked) {
-            (false, _) => 1.0 / l[i],
+        let inv = match (state.m[i] == f32::NEG_INFINITY, p.fully_masked) {
+            (false, _) => 1.0 / state.l[i],
             (true, FullyMaskedRows::Nan) => f32::NAN,
             (true, FullyMaskedRows::Zero) => {
                 zero_attention(p, n, h, dst);
                 continue;
             }
         };
-        for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
+        for (x, &acc) in dst.iter_mut().zip(&state.o[i * dp..i * dp + d]) {
             *x = acc * inv;
         }
     }
