@@ -650,25 +650,63 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     // The last `rows % MR` rows in blocks of 4, 2, 1 (a one-row block does NV FMAs per NV + 1
     // loads, so a tile of 64 keys with MR = 6 would otherwise run 4 rows at a quarter speed).
     while i < rows {
-        let left = rows - i;
-        // SAFETY (each arm): rows `i..i + block` of what the caller guarantees.
-        i += if MR > 4 && left >= 4 {
-            unsafe {
-                qk_rows_at::<S, D, 4, NV>(simd, q_rows, i, d, kt, ld_kt, cols_padded, scores, ld)
-            }
-        } else if MR > 2 && left >= 2 {
-            unsafe {
-                qk_rows_at::<S, D, 2, NV>(simd, q_rows, i, d, kt, ld_kt, cols_padded, scores, ld)
-            }
-        } else {
-            unsafe {
-                qk_rows_at::<S, D, 1, NV>(simd, q_rows, i, d, kt, ld_kt, cols_padded, scores, ld)
+        let block = tail_block::<MR>(rows - i);
+        // SAFETY: rows `i..i + block` of what the caller guarantees.
+        unsafe {
+            match block {
+                4 => qk_rows_at::<S, D, 4, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
+                2 => qk_rows_at::<S, D, 2, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
+                _ => qk_rows_at::<S, D, 1, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
             }
         };
+        i += block;
     }
 }
 
-/// [`qk_rows`] for the `R` query rows from `i`; returns `R`.
+/// The rows of the next block after the whole `MR`-row blocks, `left` rows from the end: 4, 2
+/// or 1 (each smaller than `MR`).
+#[inline(always)]
+fn tail_block<const MR: usize>(left: usize) -> usize {
+    if MR > 4 && left >= 4 {
+        4
+    } else if MR > 2 && left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// [`qk_rows`] for the `R` query rows from `i`.
 ///
 /// # Safety
 /// As [`qk_tile`] for rows `i..i + R`.
@@ -684,12 +722,11 @@ unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
     cols_padded: usize,
     scores: *mut f32,
     ld: usize,
-) -> usize {
+) {
     let mut q = [std::ptr::null::<f32>(); R];
     q.copy_from_slice(&q_rows[i..i + R]);
     // SAFETY: the caller's guarantee for these rows.
     unsafe { qk_rows::<S, D, R, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
-    R
 }
 
 /// [`qk_tile`] for `MR` query rows.
@@ -803,19 +840,17 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
     }
     // The last `rows % MR` rows in blocks of 4, 2, 1, as in `qk_tile`.
     while i < rows {
-        let left = rows - i;
+        let block = tail_block::<MR>(rows - i);
         let (p, o) = (p.wrapping_add(i * p_rs), o.wrapping_add(i * dp));
-        // SAFETY (each arm): rows `i..i + block` of what the caller guarantees.
-        i += if MR > 4 && left >= 4 {
-            unsafe { pv_rows::<S, 4, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o) };
-            4
-        } else if MR > 2 && left >= 2 {
-            unsafe { pv_rows::<S, 2, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o) };
-            2
-        } else {
-            unsafe { pv_rows::<S, 1, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o) };
-            1
+        // SAFETY: rows `i..i + block` of what the caller guarantees.
+        unsafe {
+            match block {
+                4 => pv_rows::<S, 4, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+                2 => pv_rows::<S, 2, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+                _ => pv_rows::<S, 1, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+            }
         };
+        i += block;
     }
 }
 

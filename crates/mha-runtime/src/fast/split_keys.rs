@@ -98,7 +98,7 @@ pub(crate) fn flash_split_keys<const HEAD_DIM: usize>(
 ) {
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
-    assert!(chunk > 0 && chunk % BLOCK_K == 0);
+    assert!(chunk > 0 && chunk.is_multiple_of(BLOCK_K));
     let out = out_for(problem, out, out_batch_stride, out_row_stride);
     let level = Level::or_portable(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
