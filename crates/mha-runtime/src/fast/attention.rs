@@ -347,6 +347,12 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
+/// A query block is narrow when its rows fill at most `1 / NARROW_LANE_FRACTION` of a vector:
+/// the lane-parallel QK micro-kernel would then spend 4 or more FMAs per useful one on padded
+/// lanes, while a dot product along `d` spends one per `LANES` products and a horizontal sum
+/// (about `log2(LANES)` shuffles and adds) per score.
+const NARROW_LANE_FRACTION: usize = 4;
+
 /// Register blocking of the micro-kernels per level: QK rows, QK vectors, PV rows, PV vectors.
 ///
 /// The blocking keeps both FMA ports busy: an FMA has 4 cycles of latency and two issue per
@@ -799,6 +805,85 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
+/// `sᵀ[j][i] = k_j · q_i` for a narrow block: `rows` (at most `LANES / 4`) scaled query rows
+/// `dp` apart in `q`, dot products along `d` with one horizontal sum per score; the padded
+/// lanes `rows..rows_padded` of each score row get 0, as the wide kernel's zero queries give.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn qk_narrow<S: Simd, const D: usize>(
+    simd: S,
+    k_rows: &[*const f32],
+    q: &[f32],
+    rows: usize,
+    d: usize,
+    dp: usize,
+    st: &mut [f32],
+    rows_padded: usize,
+) {
+    match rows {
+        1 => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, rows_padded),
+        2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, rows_padded),
+        3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, rows_padded),
+        _ => {
+            for i0 in (0..rows).step_by(4) {
+                let r = (rows - i0).min(4);
+                let (q, st) = (&q[i0 * dp..], &mut st[i0..]);
+                match r {
+                    4 => qk_narrow_rows::<S, D, 4>(simd, k_rows, q, d, dp, st, 0),
+                    3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, 0),
+                    2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, 0),
+                    _ => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, 0),
+                }
+            }
+            for j in 0..k_rows.len() {
+                st[j * LD_Q + rows..j * LD_Q + rows_padded].fill(0.0);
+            }
+        }
+    }
+}
+
+/// [`qk_narrow`] for `R` query rows; `pad_to` > 0 zero-fills score lanes `R..pad_to`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn qk_narrow_rows<S: Simd, const D: usize, const R: usize>(
+    simd: S,
+    k_rows: &[*const f32],
+    q: &[f32],
+    d: usize,
+    dp: usize,
+    st: &mut [f32],
+    pad_to: usize,
+) {
+    let d = if D > 0 { D } else { d };
+    let whole = d - d % S::LANES;
+    for (j, &key) in k_rows.iter().enumerate() {
+        // SAFETY: key rows hold `d` floats (`Problem::check`).
+        let key = unsafe { std::slice::from_raw_parts(key, d) };
+        let mut acc = [simd.splat(0.0); R];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: `c + LANES <= whole <= d`, and each query row holds `dp >= d` floats.
+            let kv = unsafe { simd.load(key.as_ptr().add(c)) };
+            for i in 0..R {
+                // SAFETY: as above; `i < R` rows of `q`.
+                let qv = unsafe { simd.load(q.as_ptr().add(i * dp + c)) };
+                acc[i] = simd.mul_add(kv, qv, acc[i]);
+            }
+            c += S::LANES;
+        }
+        let row = &mut st[j * LD_Q..];
+        row[R..pad_to.max(R)].fill(0.0);
+        for i in 0..R {
+            let tail: f32 = key[whole..]
+                .iter()
+                .zip(&q[i * dp + whole..i * dp + d])
+                .map(|(&k, &q)| k * q)
+                .sum();
+            row[i] = simd.reduce_add(acc[i]) + tail;
+        }
+    }
+}
+
 /// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
 /// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
 ///
@@ -1214,16 +1299,33 @@ pub(super) unsafe fn flash_keys<
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
 
-    // Qᵀ · scale (torch's q_scaled): d × BLOCK_Q, padded queries zero.
-    for i in 0..rows {
-        // SAFETY: query rows are in bounds by `Problem::check`.
-        let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
-        for (c, &x) in q.iter().enumerate() {
-            qt[c * LD_Q + i] = x * p.scale;
+    // A narrow block (a decode step, a few folded query heads) fills under a quarter of a
+    // vector of query lanes: its scores are dot products along `d` (`qk_narrow`), reading the
+    // queries as rows; a wide one packs `Qᵀ` for the lane-parallel micro-kernel.
+    let narrow = rows * NARROW_LANE_FRACTION <= S::LANES;
+    if narrow {
+        // q · scale (torch's q_scaled), row-major: rows × dp, zero-padded.
+        for i in 0..rows {
+            // SAFETY: query rows are in bounds by `Problem::check`.
+            let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
+            let dst = &mut qt[i * dp..(i + 1) * dp];
+            for (x, &y) in dst.iter_mut().zip(q) {
+                *x = y * p.scale;
+            }
+            dst[d..].fill(0.0);
         }
-    }
-    for c in 0..d {
-        qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
+    } else {
+        // Qᵀ · scale: d × BLOCK_Q (LD_Q apart), padded queries zero.
+        for i in 0..rows {
+            // SAFETY: query rows are in bounds by `Problem::check`.
+            let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
+            for (c, &x) in q.iter().enumerate() {
+                qt[c * LD_Q + i] = x * p.scale;
+            }
+        }
+        for c in 0..d {
+            qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
+        }
     }
 
     // `m` holds each query's running maximum score, NaN ignored (`-inf` while every key is
@@ -1244,19 +1346,23 @@ pub(super) unsafe fn flash_keys<
             *slot = p.key(n, k0 + j, h);
         }
         // sᵀ[j][i] = k_j · q_i
-        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and `st`
-        // `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
-        unsafe {
-            qk_tile::<S, D, QMR, QNV>(
-                simd,
-                &k_rows[..cols],
-                d,
-                qt.as_ptr(),
-                LD_Q,
-                rows_padded,
-                st.as_mut_ptr(),
-                LD_Q,
-            );
+        if narrow {
+            qk_narrow::<S, D>(simd, &k_rows[..cols], qt, rows, d, dp, st, rows_padded);
+        } else {
+            // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
+            // `st` `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
+            unsafe {
+                qk_tile::<S, D, QMR, QNV>(
+                    simd,
+                    &k_rows[..cols],
+                    d,
+                    qt.as_ptr(),
+                    LD_Q,
+                    rows_padded,
+                    st.as_mut_ptr(),
+                    LD_Q,
+                );
+            }
         }
         // Mask and causal structure, one key row at a time.
         for j in 0..cols {
