@@ -4,9 +4,25 @@
 //!
 //! Work is split with rayon over `(batch, head, query block)` (flash; with a causal mask, block
 //! `b` and block `blocks - 1 - b` of a head form one unit, so units cost the same) or
-//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
-//! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
-//! buffer, so steady-state calls allocate nothing here.
+//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked
+//! micro-kernels on tiles of `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a
+//! thread-local scratch buffer, so steady-state calls allocate nothing here. Calls with fewer
+//! items than threads can split each block's keys instead (`split_keys`).
+//!
+//! Strategies of the flash tile loop ([`flash_keys`]):
+//! - **wide blocks**: scores transposed, `sᵀ = K Qᵀ`, queries along the vector lanes (`Qᵀ`
+//!   packed once per block, keys read in place), so the online softmax is lane-parallel;
+//! - **narrow blocks** (a decode step, a folded GQA group: at most a quarter of a vector of
+//!   queries): scores as dot products along `d` (`qk_narrow`), no padded lanes;
+//! - **causal**: key tiles past the block's last query are not visited, unless a hidden value
+//!   is not finite;
+//! - **masks**: a tile whose mask is `-inf` everywhere is skipped when its keys and values are
+//!   finite.
+//!
+//! The rule, on every instruction set: non-finite input propagates as in torch's explicit
+//! `softmax(q kᵀ · scale + mask) v` — a NaN or `+inf` score makes its row NaN, a hidden or
+//! masked key still contributes `0 · v` (NaN for a non-finite value), and a row with no
+//! unmasked score follows the fully-masked-row policy.
 
 use std::cell::RefCell;
 

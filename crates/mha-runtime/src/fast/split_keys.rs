@@ -4,7 +4,7 @@
 //!
 //! Strategy: the keys a query block sees are cut into chunks of whole key tiles
 //! ([`key_chunk`]); every `(item, chunk)` runs the flash tile loop
-//! ([`flash_keys`](super::attention::flash_keys)) alone and leaves its partial state — the
+//! ([`flash_keys`]) alone and leaves its partial state — the
 //! unnormalised output `o_c`, the running maximum `m_c` and the sum `l_c` of
 //! `exp(s - max(m_c, f32::MIN))` — in a workspace. A second pass merges each item's chunks the
 //! way the online softmax merges two tiles:
@@ -46,8 +46,15 @@ const CHUNKS_PER_THREAD: usize = 2;
 pub(crate) fn key_chunk(problem: &Problem<'_>, threads: usize) -> Option<usize> {
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
+    // `flash` runs a causal call's blocks in pairs of equal cost: units, not items, are what
+    // the threads share.
+    let units = if problem.causal {
+        problem.batch * problem.heads * blocks.div_ceil(2)
+    } else {
+        items
+    };
     let total = problem.total_keys();
-    if items >= threads || total < 2 * MIN_CHUNK_KEYS {
+    if units >= threads || total < 2 * MIN_CHUNK_KEYS {
         return None;
     }
     // Keys visited over all items: all of them, or with a causal mask about half.
