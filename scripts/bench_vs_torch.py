@@ -6,18 +6,23 @@ machine without network access, with a prebuilt worker and any python3 that has 
 
     python3 scripts/bench_vs_torch.py --bin path/to/bench_attention --threads 1,2,8,16
 
-Two sets of named cases: `shapes` (the seven batch-first self-attention shapes the speed work
-started from) and `calls` (the calls people make: torch's default sequence-first layout with a
+Three sets of named cases: `shapes` (the seven batch-first self-attention shapes the speed work
+started from), `calls` (the calls people make: torch's default sequence-first layout with a
 padding mask, the default call that returns averaged weights, a ViT layer, decoder
-cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer).
+cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer) and
+`sdpa` (functional attention: torch's F.scaled_dot_product_attention on the CPU, its flash
+kernel, against mha_runtime::scaled_dot_product_attention through the `bench_sdpa serve` worker
+that lies beside the layer's worker: (1, 32 heads, 2048, 128) plain and causal, grouped-query
+32 query / 8 key-value heads plain and causal, a decode step L=1 against S=4096, a mid size).
 
 For every case and thread count, rounds alternate: torch with its fast path on, torch with it
 off, then mha-runtime (the `bench_attention serve` worker), each timing ITERS calls; medians are
 over all rounds. torch runs in eval mode under inference_mode with set_num_threads = ours. The
 ratio is torch's faster setting / ours. GFLOP/s counts the useful work: the four projections
 2·N·(L·E·E + S·kdim·E + S·vdim·E + L·E·E) and the two attention products 4·N·L·S·E, of which
-a causal case has only the (L+1)/2L below the diagonal; % peak is against the FMA peak the
-worker measures at that thread count. `--phases` adds the fast path's per-phase times
+a causal case has only the (L+1)/2L below the diagonal; an `sdpa` case has only the attention
+products, 4·N·Hq·(query, key pairs)·E with torch's top-left causal alignment (query i sees keys
+0..=i); % peak is against the FMA peak the worker measures at that thread count. `--phases` adds the fast path's per-phase times
 (MHA_PHASE_TIMES, see mha_runtime::fast::phase_times) per call.
 """
 
@@ -52,7 +57,16 @@ CALLS = [
     ("causal L=4096", "b=1 l=4096 e=512 h=8 causal=1"),
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
 ]
-SETS = {"shapes": SHAPES, "calls": CALLS}
+# name -> (batch, query heads, key/value heads, L, S, head size, causal) for `bench_sdpa`.
+SDPA = [
+    ("(1,32,2048,128)", "n=1 hq=32 hkv=32 l=2048 s=2048 e=128"),
+    ("(1,32,2048,128) causal", "n=1 hq=32 hkv=32 l=2048 s=2048 e=128 causal=1"),
+    ("GQA 32/8 L=2048", "n=1 hq=32 hkv=8 l=2048 s=2048 e=128"),
+    ("GQA 32/8 L=2048 causal", "n=1 hq=32 hkv=8 l=2048 s=2048 e=128 causal=1"),
+    ("decode L=1 S=4096 32/8", "n=1 hq=32 hkv=8 l=1 s=4096 e=128"),
+    ("(4,16,512,64)", "n=4 hq=16 hkv=16 l=512 s=512 e=64"),
+]
+SETS = {"shapes": SHAPES, "calls": CALLS, "sdpa": SDPA}
 # Projection GEMMs (rows, in, out) of the projection-bound shapes: the fused QKV projection of
 # (8,128,512,8) and (2,1024,1024,16), and an output projection.
 GEMMS = [(1024, 512, 1536), (2048, 1024, 3072), (1024, 512, 512)]
@@ -79,6 +93,21 @@ def flops(c):
     if c["causal"]:
         pairs = l * (l + 1) // 2
     return proj + 4 * b * pairs * e
+
+
+def parse_sdpa(words):
+    spec = dict(w.split("=", 1) for w in words.split())
+    c = {k: int(spec[k]) for k in ("n", "hq", "hkv", "l", "s", "e")}
+    c["causal"] = spec.get("causal", "0") != "0"
+    return c
+
+
+def sdpa_flops(c):
+    """The two attention products over the (query, key) pairs that take part."""
+    l, s = c["l"], c["s"]
+    # top-left causal alignment: query i sees keys 0..=i (all of them once i >= S - 1)
+    pairs = sum(min(i + 1, s) for i in range(l)) if c["causal"] else l * s
+    return 4 * c["n"] * c["hq"] * pairs * c["e"]
 
 
 class Worker:
@@ -115,6 +144,51 @@ class Worker:
         except BrokenPipeError:
             pass
         self.proc.wait(timeout=30)
+
+
+class SdpaWorker(Worker):
+    """The `bench_sdpa serve` worker: `run N HQ HKV L S E CAUSAL THREADS ITERS`."""
+
+    def run(self, c, threads, iters):
+        words = f"{c['n']} {c['hq']} {c['hkv']} {c['l']} {c['s']} {c['e']} {int(c['causal'])}"
+        return [float(x) for x in self.ask(f"run {words} {threads} {iters}")]
+
+
+class SdpaTorchCase:
+    """torch.nn.functional.scaled_dot_product_attention on the same shapes (uniform [-1, 1))."""
+
+    def __init__(self, c):
+        torch.manual_seed(0)
+        self.c = c
+        self.q = torch.rand(c["n"], c["hq"], c["l"], c["e"]) * 2 - 1
+        self.k = torch.rand(c["n"], c["hkv"], c["s"], c["e"]) * 2 - 1
+        self.v = torch.rand(c["n"], c["hkv"], c["s"], c["e"]) * 2 - 1
+        self.kwargs = {"is_causal": c["causal"], "enable_gqa": c["hq"] != c["hkv"]}
+
+    def run(self, iters):
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        times = []
+        with torch.inference_mode():
+            for _ in range(iters):
+                start = time.perf_counter()
+                sdpa(self.q, self.k, self.v, **self.kwargs)
+                times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+
+def time_sdpa_case(worker, words, threads, rounds, round_ms):
+    """Alternating rounds of torch's SDPA and ours: (torch ms, which, our ms, flops)."""
+    c = parse_sdpa(words)
+    case = SdpaTorchCase(c)
+    case.run(1)
+    worker.run(c, threads, 1)
+    probe = min(statistics.median(case.run(3)), statistics.median(worker.run(c, threads, 3)))
+    iters = max(1, min(200, int(round_ms / max(probe, 1e-3))))
+    torch_ms, ours = [], []
+    for _ in range(rounds):
+        torch_ms += case.run(iters)
+        ours += worker.run(c, threads, iters)
+    return statistics.median(torch_ms), "sdpa", statistics.median(ours), sdpa_flops(c)
 
 
 class TorchCase:
@@ -189,8 +263,11 @@ def gemm_table(worker, threads_list, peaks, rounds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", required=True, help="path of the bench_attention worker binary")
+    parser.add_argument("--sdpa-bin", default="",
+                        help="path of the bench_sdpa worker binary (default: bench_sdpa beside --bin)")
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated (e.g. 1,2,8,16)")
-    parser.add_argument("--sets", default="shapes,calls", help="case sets: shapes, calls (comma-separated)")
+    parser.add_argument("--sets", default="shapes,calls,sdpa",
+                        help="case sets: shapes, calls, sdpa (comma-separated)")
     parser.add_argument("--cases", default="", help="only the cases whose name contains one of these (comma-separated)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per row")
     parser.add_argument("--round-ms", type=float, default=150.0, help="target time per side per round")
@@ -207,6 +284,10 @@ def main():
             parser.error(f"unknown set {s!r}; known: {', '.join(SETS)}")
 
     worker = Worker(args.bin, args.phases)
+    sdpa_worker = None
+    if "sdpa" in sets:
+        sdpa_bin = args.sdpa_bin or os.path.join(os.path.dirname(os.path.abspath(args.bin)), "bench_sdpa")
+        sdpa_worker = SdpaWorker(sdpa_bin, False)
     rows = []
     phase_rows = []
     try:
@@ -227,6 +308,15 @@ def main():
                 torch.set_num_threads(threads)
                 for name, words in SETS[set_name]:
                     if filters and not any(f in name for f in filters):
+                        continue
+                    if set_name == "sdpa":
+                        torch_best, which, ours, work = time_sdpa_case(
+                            sdpa_worker, words, threads, args.rounds, args.round_ms)
+                        gflops = work / (ours * 1e-3) / 1e9
+                        ratio = torch_best / ours
+                        rows.append((set_name, threads, ratio))
+                        print(f"{name:<24}{threads:>4}{torch_best:>10.3f}{which:>7}{ours:>10.3f}"
+                              f"{gflops:>9.1f}{100 * gflops / peaks[threads]:>7.0f}%{ratio:>10.2f}x", flush=True)
                         continue
                     c = parse_case(words)
                     case = TorchCase(c)
@@ -253,6 +343,8 @@ def main():
                         phase_rows.append((name, threads, worker.phases(words, threads, iters)))
     finally:
         worker.close()
+        if sdpa_worker is not None:
+            sdpa_worker.close()
 
     if phase_rows:
         print("\nper-phase ms per call (MHA_PHASE_TIMES; fan_out = idle thread time in parallel regions)")

@@ -4,9 +4,25 @@
 //!
 //! Work is split with rayon over `(batch, head, query block)` (flash; with a causal mask, block
 //! `b` and block `blocks - 1 - b` of a head form one unit, so units cost the same) or
-//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked micro-kernels on tiles of
-//! `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a thread-local scratch
-//! buffer, so steady-state calls allocate nothing here.
+//! `(batch, query block)` (weights); each work item runs single-threaded register-blocked
+//! micro-kernels on tiles of `BLOCK_Q` queries × `BLOCK_K` keys, with its packed operands in a
+//! thread-local scratch buffer, so steady-state calls allocate nothing here. Calls with fewer
+//! items than threads can split each block's keys instead (`split_keys`).
+//!
+//! Strategies of the flash tile loop ([`flash_keys`]):
+//! - **wide blocks**: scores transposed, `sᵀ = K Qᵀ`, queries along the vector lanes (`Qᵀ`
+//!   packed once per block, keys read in place), so the online softmax is lane-parallel;
+//! - **narrow blocks** (a decode step, a folded GQA group: at most a quarter of a vector of
+//!   queries): scores as dot products along `d` (`qk_narrow`), no padded lanes;
+//! - **causal**: key tiles past the block's last query are not visited, unless a hidden value
+//!   is not finite;
+//! - **masks**: a tile whose mask is `-inf` everywhere is skipped when its keys and values are
+//!   finite.
+//!
+//! The rule, on every instruction set: non-finite input propagates as in torch's explicit
+//! `softmax(q kᵀ · scale + mask) v` — a NaN or `+inf` score makes its row NaN, a hidden or
+//! masked key still contributes `0 · v` (NaN for a non-finite value), and a row with no
+//! unmasked score follows the fully-masked-row policy.
 
 use std::cell::RefCell;
 
@@ -24,6 +40,11 @@ use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 pub(crate) const BLOCK_Q: usize = 128;
 /// Keys per tile (a multiple of every ISA's lane count).
 pub(crate) const BLOCK_K: usize = 64;
+/// Row pitch of the query-major scratch tiles (`Qᵀ`, the scores `sᵀ`): `BLOCK_Q` plus one cache
+/// line. At exactly 128 floats (512 B) the rows of a tile fall into 8 of the L1 cache's 64 sets,
+/// so a micro-kernel walking one column block down 128 rows evicts its own lines; one line more
+/// spreads them over all sets.
+const LD_Q: usize = BLOCK_Q + 16;
 
 /// A `(batch, position, head, feature)` operand inside a flat buffer: element `(n, t, h, c)`
 /// is at `offset + n * batch_stride + t * row_stride + h * head_stride + c`.
@@ -125,7 +146,7 @@ impl Problem<'_> {
 
     /// Checks that every index the kernels form is in bounds (an internal invariant: the
     /// callers build problems from checked shapes).
-    fn check(&self) {
+    pub(super) fn check(&self) {
         let e = self.embed_dim();
         assert!(self.batch > 0 && self.q_len > 0 && self.heads > 0 && self.head_dim > 0);
         assert!(
@@ -212,7 +233,7 @@ unsafe impl Send for WeightsOut {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for WeightsOut {}
 
-fn out_for(
+pub(super) fn out_for(
     problem: &Problem<'_>,
     out: &mut [f32],
     batch_stride: usize,
@@ -233,7 +254,7 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats.
-fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+pub(super) fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < len {
@@ -243,13 +264,13 @@ fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     });
 }
 
-const fn round_up(x: usize, to: usize) -> usize {
+pub(super) const fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-fn flash_scratch_len(head_dim: usize) -> usize {
+pub(super) fn flash_scratch_len(head_dim: usize) -> usize {
     let dp = round_up(head_dim, 16);
-    head_dim * BLOCK_Q + BLOCK_K * dp + BLOCK_Q * BLOCK_K + BLOCK_Q * dp + 3 * BLOCK_Q
+    head_dim * LD_Q + BLOCK_K * dp + BLOCK_K * LD_Q + BLOCK_Q * dp + 3 * BLOCK_Q
 }
 
 fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
@@ -342,8 +363,29 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     region.finish(Phase::Attention, rayon::current_num_threads().min(items));
 }
 
-/// The flash work item of one level's capability token, with that level's register blocking
-/// (QK rows, QK vectors, PV rows, PV vectors).
+/// A query block is narrow when its rows fill at most `1 / NARROW_LANE_FRACTION` of a vector:
+/// the lane-parallel QK micro-kernel would then spend 4 or more FMAs per useful one on padded
+/// lanes, while a dot product along `d` spends one per `LANES` products and a horizontal sum
+/// (about `log2(LANES)` shuffles and adds) per score.
+const NARROW_LANE_FRACTION: usize = 4;
+
+/// Register blocking of the micro-kernels per level: QK rows, QK vectors, PV rows, PV vectors.
+///
+/// The blocking keeps both FMA ports busy: an FMA has 4 cycles of latency and two issue per
+/// cycle, so a micro-kernel needs at least 8 independent accumulators, and each step's loads
+/// (`NV` vector loads + `MR` broadcasts) must stay well under its `MR · NV` FMAs. AVX-512
+/// (32 registers): 6 × 4 = 24 accumulators + 4 operand vectors + 1 broadcast, 10 loads per 24
+/// FMAs (8 × 2 had 10 per 16 and measured 6–10% slower on both micro-kernels); 4 vectors are
+/// 64 queries (QK) or 64 output columns (PV), a whole number of both in every tile. AVX2
+/// (16 registers): 6 × 2 = 12 accumulators + 2 + 1. Row counts that are not a multiple of
+/// `MR` finish in blocks of 4, 2 and 1 rows.
+pub(super) const AVX512_BLOCKING: [usize; 4] = [6, 4, 6, 4];
+/// See [`AVX512_BLOCKING`].
+pub(super) const AVX2_BLOCKING: [usize; 4] = [6, 2, 6, 2];
+/// Plain Rust on 8-lane arrays: small blocks the compiler keeps in registers.
+pub(super) const PORTABLE_BLOCKING: [usize; 4] = [4, 1, 4, 1];
+
+/// The flash work item of one level's capability token, with that level's register blocking.
 #[derive(Debug, Clone, Copy)]
 struct FlashItem<const D: usize> {
     level: Level,
@@ -365,12 +407,43 @@ impl<const D: usize> FlashItem<D> {
     unsafe fn run(self, p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
         match self.level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(FlashOp::<D, 8, 2, 4, 4> { p, out, index, buf }),
+            Level::Avx512(simd) => simd.vectorize(FlashOp::<
+                D,
+                { AVX512_BLOCKING[0] },
+                { AVX512_BLOCKING[1] },
+                { AVX512_BLOCKING[2] },
+                { AVX512_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(FlashOp::<D, 6, 2, 6, 2> { p, out, index, buf }),
-            Level::Portable(simd) => {
-                simd.vectorize(FlashOp::<D, 4, 1, 4, 1> { p, out, index, buf })
-            }
+            Level::Avx2(simd) => simd.vectorize(FlashOp::<
+                D,
+                { AVX2_BLOCKING[0] },
+                { AVX2_BLOCKING[1] },
+                { AVX2_BLOCKING[2] },
+                { AVX2_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
+            Level::Portable(simd) => simd.vectorize(FlashOp::<
+                D,
+                { PORTABLE_BLOCKING[0] },
+                { PORTABLE_BLOCKING[1] },
+                { PORTABLE_BLOCKING[2] },
+                { PORTABLE_BLOCKING[3] },
+            > {
+                p,
+                out,
+                index,
+                buf,
+            }),
         }
     }
 }
@@ -434,7 +507,13 @@ impl<const D: usize> WeightsItem<D> {
     ) {
         match self.level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(WeightsOp::<D, 8, 2, 4, 4> {
+            Level::Avx512(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { AVX512_BLOCKING[0] },
+                { AVX512_BLOCKING[1] },
+                { AVX512_BLOCKING[2] },
+                { AVX512_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
@@ -442,14 +521,26 @@ impl<const D: usize> WeightsItem<D> {
                 buf,
             }),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(WeightsOp::<D, 6, 2, 6, 2> {
+            Level::Avx2(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { AVX2_BLOCKING[0] },
+                { AVX2_BLOCKING[1] },
+                { AVX2_BLOCKING[2] },
+                { AVX2_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
                 index,
                 buf,
             }),
-            Level::Portable(simd) => simd.vectorize(WeightsOp::<D, 4, 1, 4, 1> {
+            Level::Portable(simd) => simd.vectorize(WeightsOp::<
+                D,
+                { PORTABLE_BLOCKING[0] },
+                { PORTABLE_BLOCKING[1] },
+                { PORTABLE_BLOCKING[2] },
+                { PORTABLE_BLOCKING[3] },
+            > {
                 p,
                 out,
                 w,
@@ -578,22 +669,86 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
         };
         i += MR;
     }
+    // The last `rows % MR` rows in blocks of 4, 2, 1 (a one-row block does NV FMAs per NV + 1
+    // loads, so a tile of 64 keys with MR = 6 would otherwise run 4 rows at a quarter speed).
     while i < rows {
-        // SAFETY: row `i` of what the caller guarantees.
+        let block = tail_block::<MR>(rows - i);
+        // SAFETY: rows `i..i + block` of what the caller guarantees.
         unsafe {
-            qk_rows::<S, D, 1, NV>(
-                simd,
-                [q_rows[i]],
-                d,
-                kt,
-                ld_kt,
-                cols_padded,
-                scores.add(i * ld),
-                ld,
-            )
+            match block {
+                4 => qk_rows_at::<S, D, 4, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
+                2 => qk_rows_at::<S, D, 2, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
+                _ => qk_rows_at::<S, D, 1, NV>(
+                    simd,
+                    q_rows,
+                    i,
+                    d,
+                    kt,
+                    ld_kt,
+                    cols_padded,
+                    scores,
+                    ld,
+                ),
+            }
         };
-        i += 1;
+        i += block;
     }
+}
+
+/// The rows of the next block after the whole `MR`-row blocks, `left` rows from the end: 4, 2
+/// or 1 (each smaller than `MR`).
+#[inline(always)]
+fn tail_block<const MR: usize>(left: usize) -> usize {
+    if MR > 4 && left >= 4 {
+        4
+    } else if MR > 2 && left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// [`qk_rows`] for the `R` query rows from `i`.
+///
+/// # Safety
+/// As [`qk_tile`] for rows `i..i + R`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
+    simd: S,
+    q_rows: &[*const f32],
+    i: usize,
+    d: usize,
+    kt: *const f32,
+    ld_kt: usize,
+    cols_padded: usize,
+    scores: *mut f32,
+    ld: usize,
+) {
+    let mut q = [std::ptr::null::<f32>(); R];
+    q.copy_from_slice(&q_rows[i..i + R]);
+    // SAFETY: the caller's guarantee for these rows.
+    unsafe { qk_rows::<S, D, R, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
 }
 
 /// [`qk_tile`] for `MR` query rows.
@@ -666,6 +821,85 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
+/// `sᵀ[j][i] = k_j · q_i` for a narrow block: `rows` (at most `LANES / 4`) scaled query rows
+/// `dp` apart in `q`, dot products along `d` with one horizontal sum per score; the padded
+/// lanes `rows..rows_padded` of each score row get 0, as the wide kernel's zero queries give.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn qk_narrow<S: Simd, const D: usize>(
+    simd: S,
+    k_rows: &[*const f32],
+    q: &[f32],
+    rows: usize,
+    d: usize,
+    dp: usize,
+    st: &mut [f32],
+    rows_padded: usize,
+) {
+    match rows {
+        1 => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, rows_padded),
+        2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, rows_padded),
+        3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, rows_padded),
+        _ => {
+            for i0 in (0..rows).step_by(4) {
+                let r = (rows - i0).min(4);
+                let (q, st) = (&q[i0 * dp..], &mut st[i0..]);
+                match r {
+                    4 => qk_narrow_rows::<S, D, 4>(simd, k_rows, q, d, dp, st, 0),
+                    3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, 0),
+                    2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, 0),
+                    _ => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, 0),
+                }
+            }
+            for j in 0..k_rows.len() {
+                st[j * LD_Q + rows..j * LD_Q + rows_padded].fill(0.0);
+            }
+        }
+    }
+}
+
+/// [`qk_narrow`] for `R` query rows; `pad_to` > 0 zero-fills score lanes `R..pad_to`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+fn qk_narrow_rows<S: Simd, const D: usize, const R: usize>(
+    simd: S,
+    k_rows: &[*const f32],
+    q: &[f32],
+    d: usize,
+    dp: usize,
+    st: &mut [f32],
+    pad_to: usize,
+) {
+    let d = if D > 0 { D } else { d };
+    let whole = d - d % S::LANES;
+    for (j, &key) in k_rows.iter().enumerate() {
+        // SAFETY: key rows hold `d` floats (`Problem::check`).
+        let key = unsafe { std::slice::from_raw_parts(key, d) };
+        let mut acc = [simd.splat(0.0); R];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: `c + LANES <= whole <= d`, and each query row holds `dp >= d` floats.
+            let kv = unsafe { simd.load(key.as_ptr().add(c)) };
+            for i in 0..R {
+                // SAFETY: as above; `i < R` rows of `q`.
+                let qv = unsafe { simd.load(q.as_ptr().add(i * dp + c)) };
+                acc[i] = simd.mul_add(kv, qv, acc[i]);
+            }
+            c += S::LANES;
+        }
+        let row = &mut st[j * LD_Q..];
+        row[R..pad_to.max(R)].fill(0.0);
+        for i in 0..R {
+            let tail: f32 = key[whole..]
+                .iter()
+                .zip(&q[i * dp + whole..i * dp + d])
+                .map(|(&k, &q)| k * q)
+                .sum();
+            row[i] = simd.reduce_add(acc[i]) + tail;
+        }
+    }
+}
+
 /// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
 /// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
 ///
@@ -705,22 +939,19 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
         };
         i += MR;
     }
+    // The last `rows % MR` rows in blocks of 4, 2, 1, as in `qk_tile`.
     while i < rows {
-        // SAFETY: row `i` of what the caller guarantees.
+        let block = tail_block::<MR>(rows - i);
+        let (p, o) = (p.wrapping_add(i * p_rs), o.wrapping_add(i * dp));
+        // SAFETY: rows `i..i + block` of what the caller guarantees.
         unsafe {
-            pv_rows::<S, 1, NV>(
-                simd,
-                p.add(i * p_rs),
-                p_rs,
-                p_cs,
-                cols,
-                v,
-                ld_v,
-                dp,
-                o.add(i * dp),
-            )
+            match block {
+                4 => pv_rows::<S, 4, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+                2 => pv_rows::<S, 2, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+                _ => pv_rows::<S, 1, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+            }
         };
-        i += 1;
+        i += block;
     }
 }
 
@@ -937,24 +1168,25 @@ fn zero_attention(p: &Problem<'_>, n: usize, h: usize, dst: &mut [f32]) {
 }
 
 /// A work item's block of queries and the sizes both kernels use.
-struct QueryBlock {
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueryBlock {
     /// Head dimension.
-    d: usize,
+    pub d: usize,
     /// `d` rounded up to whole vectors.
-    dp: usize,
+    pub dp: usize,
     /// The item index without its query block: `(n, h)` flattened (flash) or `n` (weights).
-    outer: usize,
+    pub outer: usize,
     /// First query.
-    q0: usize,
+    pub q0: usize,
     /// Queries in the block (up to [`BLOCK_Q`]).
-    rows: usize,
+    pub rows: usize,
     /// `S'`.
-    total: usize,
+    pub total: usize,
 }
 
 /// Splits a work item index into its outer part and query block `index % blocks`.
 #[inline(always)]
-fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryBlock {
+pub(super) fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryBlock {
     let d = if D > 0 { D } else { p.head_dim };
     let blocks = p.q_len.div_ceil(BLOCK_Q);
     let q0 = (index % blocks) * BLOCK_Q;
@@ -969,11 +1201,8 @@ fn query_block<S: Simd, const D: usize>(p: &Problem<'_>, index: usize) -> QueryB
 }
 
 /// One flash work item: query block `index % blocks` of head `(index / blocks) % H` of batch
-/// element `index / (blocks * H)`.
-///
-/// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
-/// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
-/// online softmax runs along the vector lanes (16 or 8 queries at a time).
+/// element `index / (blocks * H)`: [`flash_keys`] over every key the block can see, then
+/// [`finish_rows`].
 ///
 /// # Safety
 /// As [`FlashItem::run`]; `buf` holds at least `flash_scratch_len(head_dim)` floats.
@@ -992,32 +1221,92 @@ unsafe fn flash_item<
     index: usize,
     buf: &mut [f32],
 ) {
-    let QueryBlock {
-        d,
-        dp,
-        outer: nh,
-        q0,
-        rows,
-        total,
-    } = query_block::<S, D>(p, index);
-    let (n, h) = (nh / p.heads, nh % p.heads);
-    let rows_padded = round_up(rows, S::LANES);
-    // Causally hidden keys get probability 0; they are skipped unless a value is not finite
-    // (`0 · v` is then NaN, as in torch's explicit product).
-    let kv_end = if p.causal
+    let qb = query_block::<S, D>(p, index);
+    let (n, h) = (qb.outer / p.heads, qb.outer % p.heads);
+    let keys = 0..visible_keys::<S>(simd, p, n, h, &qb);
+    // SAFETY: the caller's contract.
+    let state = unsafe { flash_keys::<S, D, QMR, QNV, PMR, PNV>(simd, p, n, h, &qb, keys, buf) };
+    finish_rows(p, n, h, &qb, &state, out);
+}
+
+/// The keys `0..end` query block `qb` of head `(n, h)` must visit: all of them, or with a
+/// causal mask those up to the block's last query. Causally hidden keys get probability 0; they
+/// are skipped unless a value is not finite (`0 · v` is then NaN, as in torch's explicit
+/// product).
+#[inline(always)]
+pub(super) fn visible_keys<S: Simd>(
+    simd: S,
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+) -> usize {
+    let (q0, rows, total) = (qb.q0, qb.rows, qb.total);
+    if p.causal
         && rows_finite::<S>(
             simd,
             (q0 + rows..total).map(|j| p.value(n, j, h)),
             p.head_dim,
-        ) {
+        )
+    {
         total.min(q0 + rows)
     } else {
         total
-    };
+    }
+}
 
-    let (qt, rest) = buf.split_at_mut(d * BLOCK_Q);
+/// One query block's online-softmax state after [`flash_keys`], borrowed from the scratch
+/// buffer: per query `i < rows`, the unnormalised output `o[i * dp..][..d]`, the running maximum
+/// score `m[i]` (NaN ignored, `-inf` while every key seen is masked) and the sum `l[i]` of
+/// `exp(score - max(m[i], f32::MIN))`.
+pub(super) struct BlockState<'b> {
+    pub o: &'b [f32],
+    pub m: &'b [f32],
+    pub l: &'b [f32],
+}
+
+/// Runs query block `qb` of head `(n, h)` over the key tiles in `keys` (whole [`BLOCK_K`] tiles
+/// from `keys.start`, a multiple of `BLOCK_K`, except at the end) and returns its state.
+///
+/// Scores are computed transposed, `sᵀ = K Qᵀ` (keys × queries), against the query block packed
+/// once as `Qᵀ`, so keys are read straight from the projections (no per-tile transpose) and the
+/// online softmax runs along the vector lanes (16 or 8 queries at a time).
+///
+/// # Safety
+/// `p` passed [`Problem::check`], `qb` is one of its query blocks, `keys.end <= S'`, and `buf`
+/// holds at least `flash_scratch_len(head_dim)` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn flash_keys<
+    'b,
+    S: Simd,
+    const D: usize,
+    const QMR: usize,
+    const QNV: usize,
+    const PMR: usize,
+    const PNV: usize,
+>(
+    simd: S,
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+    keys: std::ops::Range<usize>,
+    buf: &'b mut [f32],
+) -> BlockState<'b> {
+    let QueryBlock {
+        d,
+        dp,
+        q0,
+        rows,
+        total,
+        ..
+    } = *qb;
+    let rows_padded = round_up(rows, S::LANES);
+    let kv_end = keys.end;
+    let (qt, rest) = buf.split_at_mut(d * LD_Q);
     let (vp, rest) = rest.split_at_mut(BLOCK_K * dp);
-    let (st, rest) = rest.split_at_mut(BLOCK_K * BLOCK_Q);
+    let (st, rest) = rest.split_at_mut(BLOCK_K * LD_Q);
     let (o, rest) = rest.split_at_mut(BLOCK_Q * dp);
     let (m, rest) = rest.split_at_mut(BLOCK_Q);
     let (l, rest) = rest.split_at_mut(BLOCK_Q);
@@ -1026,16 +1315,33 @@ unsafe fn flash_item<
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
 
-    // Qᵀ · scale (torch's q_scaled): d × BLOCK_Q, padded queries zero.
-    for i in 0..rows {
-        // SAFETY: query rows are in bounds by `Problem::check`.
-        let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
-        for (c, &x) in q.iter().enumerate() {
-            qt[c * BLOCK_Q + i] = x * p.scale;
+    // A narrow block (a decode step, a few folded query heads) fills under a quarter of a
+    // vector of query lanes: its scores are dot products along `d` (`qk_narrow`), reading the
+    // queries as rows; a wide one packs `Qᵀ` for the lane-parallel micro-kernel.
+    let narrow = rows * NARROW_LANE_FRACTION <= S::LANES;
+    if narrow {
+        // q · scale (torch's q_scaled), row-major: rows × dp, zero-padded.
+        for i in 0..rows {
+            // SAFETY: query rows are in bounds by `Problem::check`.
+            let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
+            let dst = &mut qt[i * dp..(i + 1) * dp];
+            for (x, &y) in dst.iter_mut().zip(q) {
+                *x = y * p.scale;
+            }
+            dst[d..].fill(0.0);
         }
-    }
-    for c in 0..d {
-        qt[c * BLOCK_Q + rows..c * BLOCK_Q + rows_padded].fill(0.0);
+    } else {
+        // Qᵀ · scale: d × BLOCK_Q (LD_Q apart), padded queries zero.
+        for i in 0..rows {
+            // SAFETY: query rows are in bounds by `Problem::check`.
+            let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
+            for (c, &x) in q.iter().enumerate() {
+                qt[c * LD_Q + i] = x * p.scale;
+            }
+        }
+        for c in 0..d {
+            qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
+        }
     }
 
     // `m` holds each query's running maximum score, NaN ignored (`-inf` while every key is
@@ -1045,7 +1351,7 @@ unsafe fn flash_item<
     let floor = simd.splat(f32::MIN);
     let mut rng = p.dropout.map(|dr| dr.generator(n, h, p.heads));
     let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
-    let mut k0 = 0;
+    let mut k0 = keys.start;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
         if tile_skippable::<S>(simd, p, n, h, q0, rows, k0, cols, d) {
@@ -1056,23 +1362,27 @@ unsafe fn flash_item<
             *slot = p.key(n, k0 + j, h);
         }
         // sᵀ[j][i] = k_j · q_i
-        // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × BLOCK_Q` and `st`
-        // `BLOCK_K × BLOCK_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
-        unsafe {
-            qk_tile::<S, D, QMR, QNV>(
-                simd,
-                &k_rows[..cols],
-                d,
-                qt.as_ptr(),
-                BLOCK_Q,
-                rows_padded,
-                st.as_mut_ptr(),
-                BLOCK_Q,
-            );
+        if narrow {
+            qk_narrow::<S, D>(simd, &k_rows[..cols], qt, rows, d, dp, st, rows_padded);
+        } else {
+            // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
+            // `st` `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
+            unsafe {
+                qk_tile::<S, D, QMR, QNV>(
+                    simd,
+                    &k_rows[..cols],
+                    d,
+                    qt.as_ptr(),
+                    LD_Q,
+                    rows_padded,
+                    st.as_mut_ptr(),
+                    LD_Q,
+                );
+            }
         }
         // Mask and causal structure, one key row at a time.
         for j in 0..cols {
-            let row = &mut st[j * BLOCK_Q..j * BLOCK_Q + rows_padded];
+            let row = &mut st[j * LD_Q..j * LD_Q + rows_padded];
             if let Some(mask) = &p.mask {
                 if mask.row_stride == 0 {
                     // SAFETY: in bounds by `Problem::check`.
@@ -1101,14 +1411,14 @@ unsafe fn flash_item<
             let base_old = simd.max(m_new, floor);
             for j in 0..cols {
                 // SAFETY: see above.
-                let x = unsafe { simd.load(st.as_ptr().add(j * BLOCK_Q + iv)) };
+                let x = unsafe { simd.load(st.as_ptr().add(j * LD_Q + iv)) };
                 m_new = simd.max(x, m_new);
             }
             let base = simd.max(m_new, floor);
             let a = simd.exp(simd.sub(base_old, base));
             let mut sum = simd.splat(0.0);
             for j in 0..cols {
-                let at = st[j * BLOCK_Q + iv..].as_mut_ptr();
+                let at = st[j * LD_Q + iv..].as_mut_ptr();
                 // SAFETY: see above.
                 let e = simd.exp(simd.sub(unsafe { simd.load(at) }, base));
                 // SAFETY: see above.
@@ -1127,7 +1437,7 @@ unsafe fn flash_item<
         }
         if let (Some(dr), Some(rng)) = (&p.dropout, rng.as_mut()) {
             for i in 0..rows {
-                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], BLOCK_Q, cols);
+                apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], LD_Q, cols);
             }
         }
         for i in 0..rows {
@@ -1136,14 +1446,14 @@ unsafe fn flash_item<
             }
         }
         let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
-        // SAFETY: `st` holds p(i, j) at `i + j * BLOCK_Q` for `i < rows`, `j < cols`;
+        // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
         // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
             pv_tile::<S, PMR, PNV>(
                 simd,
                 st.as_ptr(),
                 1,
-                BLOCK_Q,
+                LD_Q,
                 rows,
                 cols,
                 v,
@@ -1155,20 +1465,35 @@ unsafe fn flash_item<
         k0 += BLOCK_K;
     }
 
-    for i in 0..rows {
+    BlockState { o, m, l }
+}
+
+/// Writes query block `qb`'s output rows of head `(n, h)` from its final state: `o / l`, or
+/// what the fully-masked-row policy gives for a row with no unmasked score.
+#[inline(always)]
+pub(super) fn finish_rows(
+    p: &Problem<'_>,
+    n: usize,
+    h: usize,
+    qb: &QueryBlock,
+    state: &BlockState<'_>,
+    out: SeqOut,
+) {
+    let (d, dp) = (qb.d, state.o.len() / BLOCK_Q);
+    for i in 0..qb.rows {
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, qb.q0 + i, h, d), d) };
         // A row with no unmasked score (m = -inf) is fully masked: NaN scores do not rescue it.
         // Otherwise a NaN or +inf score has made `l` NaN, and the row NaN with it.
-        let inv = match (m[i] == f32::NEG_INFINITY, p.fully_masked) {
-            (false, _) => 1.0 / l[i],
+        let inv = match (state.m[i] == f32::NEG_INFINITY, p.fully_masked) {
+            (false, _) => 1.0 / state.l[i],
             (true, FullyMaskedRows::Nan) => f32::NAN,
             (true, FullyMaskedRows::Zero) => {
                 zero_attention(p, n, h, dst);
                 continue;
             }
         };
-        for (x, &acc) in dst.iter_mut().zip(&o[i * dp..i * dp + d]) {
+        for (x, &acc) in dst.iter_mut().zip(&state.o[i * dp..i * dp + d]) {
             *x = acc * inv;
         }
     }

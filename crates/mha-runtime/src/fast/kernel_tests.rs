@@ -1,6 +1,7 @@
 //! The attention kernels against a naive f64 implementation, on every ISA this CPU runs.
 
-use super::attention::{flash, with_weights, Problem, SeqRef};
+use super::attention::{flash, with_weights, Problem, SeqRef, BLOCK_K};
+use super::split_keys::flash_split_keys;
 use super::Isa;
 use crate::prepare::{FullyMaskedRows, MaskRows};
 
@@ -264,6 +265,11 @@ fn check_case(case: &Case, seed: u64) {
             flash::<8>(isa, &p, &mut out, bs, rs);
             outs.push(("flash<8>", out));
         }
+        for chunk in [BLOCK_K, 2 * BLOCK_K] {
+            let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+            flash_split_keys::<0>(isa, &p, &mut out, bs, rs, chunk);
+            outs.push(("split keys", out));
+        }
         for per_head in [true, false] {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
             let heads = if per_head { case.heads } else { 1 };
@@ -377,6 +383,60 @@ fn long_rows_of_large_logits_do_not_overflow() {
                 g.is_finite() && (*g as f64 - w).abs() <= 1e-3 * (1.0 + w.abs()),
                 "{isa}: {g} vs {w}"
             );
+        }
+    }
+}
+
+/// The split-keys kernel merges chunks as the single pass merges tiles, so non-finite input
+/// (a NaN or ±inf in a query, key or value, hidden by the causal mask or not) gives NaN in the
+/// same places as [`flash`], on every ISA and for chunks of one and two key tiles.
+#[test]
+fn split_keys_follows_flash_on_non_finite_input() {
+    let mut rng = Lcg(99);
+    for round in 0..24 {
+        let case = Case {
+            batch: 1 + rng.below(2),
+            heads: 1 + rng.below(2),
+            head_dim: [3, 16, 17][rng.below(3)],
+            q_len: 1 + rng.below(140),
+            src_len: 1 + rng.below(300),
+            extra: 0,
+            mask: [MaskKind::None, MaskKind::PerHead][rng.below(2)],
+            causal: rng.below(2) == 0,
+            fully_masked: if rng.below(2) == 0 {
+                FullyMaskedRows::Nan
+            } else {
+                FullyMaskedRows::Zero
+            },
+            seq_first: false,
+        };
+        let mut data = make(&case, &mut rng);
+        let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.below(3)];
+        let target = match rng.below(3) {
+            0 => &mut data.q,
+            1 => &mut data.k,
+            _ => &mut data.v,
+        };
+        let at = rng.below(target.len());
+        target[at] = bad;
+        let p = problem(&case, &data);
+        let e = case.heads * case.head_dim;
+        let (bs, rs) = (case.q_len * e, e);
+        for isa in Isa::supported() {
+            let mut want = vec![0.0f32; case.batch * case.q_len * e];
+            flash::<0>(isa, &p, &mut want, bs, rs);
+            for chunk in [BLOCK_K, 2 * BLOCK_K] {
+                let mut got = vec![0.0f32; want.len()];
+                flash_split_keys::<0>(isa, &p, &mut got, bs, rs, chunk);
+                for (x, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let same = if w.is_nan() {
+                        g.is_nan()
+                    } else {
+                        g == w || (g - w).abs() <= 1e-5 + 1e-4 * w.abs()
+                    };
+                    assert!(same, "round {round} {isa} chunk {chunk} at {x}: {g} vs {w}");
+                }
+            }
         }
     }
 }

@@ -69,6 +69,7 @@ mod panel_gemm;
 mod phases;
 mod projection;
 mod simd;
+mod split_keys;
 
 #[cfg(test)]
 mod kernel_tests;
@@ -77,3 +78,4 @@ pub(crate) use attention::{flash, Problem, SeqRef};
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};
 pub use phases::{phase_times, reset_phase_times, Phase};
+pub(crate) use split_keys::{flash_split_keys, key_chunk};

@@ -30,7 +30,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::call::{unravel, LeadMap, SdpaCall};
-use crate::fast::{flash, Isa, Problem, SeqRef};
+use crate::fast::{flash, flash_split_keys, key_chunk, Isa, Problem, SeqRef};
 use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A contiguous input and how to find its block for one batch index.
@@ -212,7 +212,9 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
     Some(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("batches · Hq · L · E values"))
 }
 
-/// The flash kernel, with the head size a compile-time constant where it is a common one.
+/// The flash kernel, with the head size a compile-time constant where it is a common one; with
+/// each query block's keys split across threads when the call has fewer query blocks than the
+/// pool has threads (a decode step with few key/value heads on many cores).
 fn run_flash(
     isa: Isa,
     problem: &Problem<'_>,
@@ -220,10 +222,17 @@ fn run_flash(
     batch_stride: usize,
     row_stride: usize,
 ) {
-    match problem.head_dim {
-        64 => flash::<64>(isa, problem, out, batch_stride, row_stride),
-        128 => flash::<128>(isa, problem, out, batch_stride, row_stride),
-        _ => flash::<0>(isa, problem, out, batch_stride, row_stride),
+    let (bs, rs) = (batch_stride, row_stride);
+    match (
+        key_chunk(problem, rayon::current_num_threads()),
+        problem.head_dim,
+    ) {
+        (None, 64) => flash::<64>(isa, problem, out, bs, rs),
+        (None, 128) => flash::<128>(isa, problem, out, bs, rs),
+        (None, _) => flash::<0>(isa, problem, out, bs, rs),
+        (Some(chunk), 64) => flash_split_keys::<64>(isa, problem, out, bs, rs, chunk),
+        (Some(chunk), 128) => flash_split_keys::<128>(isa, problem, out, bs, rs, chunk),
+        (Some(chunk), _) => flash_split_keys::<0>(isa, problem, out, bs, rs, chunk),
     }
 }
 
