@@ -667,7 +667,18 @@ fn kernels_for<const D: usize>(
     weights: Option<(&mut [f32], bool)>,
 ) {
     match weights {
-        None => attention::flash::<D>(isa, problem, out.data, out.batch_stride, out.row_stride),
+        // Fewer work units than threads (one long sequence, a decode step): split the keys.
+        None => match super::key_chunk(problem, rayon::current_num_threads()) {
+            Some(chunk) => super::flash_split_keys::<D>(
+                isa,
+                problem,
+                out.data,
+                out.batch_stride,
+                out.row_stride,
+                chunk,
+            ),
+            None => attention::flash::<D>(isa, problem, out.data, out.batch_stride, out.row_stride),
+        },
         Some((w, per_head)) => attention::with_weights::<D>(
             isa,
             problem,
