@@ -49,14 +49,15 @@ def load_sdpa_index(folder: Path) -> dict:
 
 
 def sdpa_glue():
-    """(mha_glue package, the op's glue module of the framework under test)."""
+    """(mha_glue._shared, the package-level helpers such as UnsupportedFeature; the op's glue module of the
+    framework under test)."""
     glue_dir = os.environ.get("MHA_GLUE_DIR")
     if not glue_dir:
         raise _support.SuiteSetupError("MHA_GLUE_DIR is not set (run the suite through scripts/test-frameworks.sh)")
     if glue_dir not in sys.path:
         sys.path.insert(0, glue_dir)
-    package = importlib.import_module("mha_glue")
-    return package, importlib.import_module(f"mha_glue.{OP_MODULE}.{_support.framework_key()}")
+    shared = importlib.import_module("mha_glue._shared")
+    return shared, importlib.import_module(f"mha_glue.{OP_MODULE}.{_support.framework_key()}")
 
 
 def _cases():
