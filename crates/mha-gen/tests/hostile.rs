@@ -17,6 +17,8 @@ use mha_gen::{GeneratedFile, Options, Templates};
 
 const FILE: &str = "hostile.yaml";
 const BUNDLED: &str = include_str!("../../../specs/multihead_attention.yaml");
+/// The function op's spec: its cases (`FUNCTION_CASES`) are edits of this one.
+const FUNCTION: &str = include_str!("../../../specs/scaled_dot_product_attention.yaml");
 
 /// The word every code-shaped payload uses: it must never be a name in generated code.
 const MARK: &str = "PWNED";
@@ -120,10 +122,43 @@ const CASES: &[Case] = &[
     ("docs_url_javascript", &[(TORCH_URL, "docs_url: 'javascript:PWNED()'")], Error("docs_url")),
     ("docs_url_quote", &[(TORCH_URL, "docs_url: 'https://x/\" onclick=\"PWNED()'")], Error("docs_url")),
     ("docs_url_rst", &[(TORCH_URL, "docs_url: 'https://x/>`__ PWNED'")], Error("docs_url")),
+    // `extends`: a framework entry written as a change of another.
+    ("extends_unknown", &[("extends: keras", "extends: kerass")], Error("frameworks.tensorflow.extends")),
+    ("extends_itself", &[("extends: keras", "extends: tensorflow")], Error("frameworks.tensorflow.extends")),
+    ("extends_payload", &[("extends: keras", "extends: '../keras\"; PWNED()'")], Error("frameworks.tensorflow.extends")),
+    ("extends_a_list", &[("extends: keras", "extends: [keras]")], Error("frameworks.tensorflow.extends")),
+    ("extends_chain", &[("  mlx:\n    display_name", "  mlx:\n    extends: tensorflow\n    display_name")], Error("frameworks.mlx.extends")),
+    ("extends_overrides_with_payload", &[("    display_name: TensorFlow\n", "    display_name: '\" onclick=\"PWNED()'\n")], Inert),
+];
+
+/// Hostile edits of the function op's spec (its new fields: dimensions, shapes, layouts, and
+/// what a function may not have).
+const FUNCTION_CASES: &[Case] = &[
+    ("dimension_name_payload", &[("{name: Hq,", "{name: \"Hq'); PWNED('\",")], Error("dimensions[1].name")),
+    ("dimension_doc_newline", &[("{name: Hq, doc: \"query heads (and output heads)\"}", "{name: Hq, doc: \"x\\n.. raw:: html\"}")], Error("dimensions[1].doc")),
+    ("dimension_twice", &[("{name: Ev,", "{name: E,")], Error("dimensions[6].name")),
+    ("shape_unknown_dimension", &[("shape: [\"...\", Hq, L, E]", "shape: [\"...\", Hq, L, PWNED]")], Error("call.args[0].shape[3]")),
+    ("shape_dimension_twice", &[("shape: [\"...\", Hq, L, E]", "shape: [\"...\", Hq, L, L]")], Error("call.args[0].shape[3]")),
+    ("shape_leading_dims_last", &[("shape: [\"...\", Hq, L, E]", "shape: [Hq, L, E, \"...\"]")], Error("call.args[0].shape[3]")),
+    ("shape_on_a_flag", &[("default: false\n      doc: \"Apply", "default: false\n      shape: [L]\n      doc: \"Apply")], Error("call.args[5].shape")),
+    ("layout_not_a_permutation", &[("query: [\"...\", L, Hq, E]", "query: [\"...\", L, Hq, Ev]")], Error("frameworks.keras.layouts.query")),
+    ("layout_of_unknown_tensor", &[("output: [\"...\", L, Hq, Ev]", "PWNED: [\"...\", L, Hq, Ev]")], Error("frameworks.keras.layouts.PWNED")),
+    ("function_with_weights", &[("features:\n", "weights:\n  tensors: [{name: w, shape: [1], doc: x}]\n\nfeatures:\n")], Error("weights")),
+    ("function_with_signature", &[("dimensions:\n", "signature:\n  - {name: n, type: int, doc: x}\n\ndimensions:\n")], Error("signature")),
+    ("function_framework_layout", &[("    mask_polarity: true_attends\n    args:\n      - {native: q,", "    mask_polarity: true_attends\n    layout: batch_first\n    args:\n      - {native: q,")], Error("frameworks.mlx.layout")),
+    ("call_default_nan", &[("default: 0.0\n      doc: Probability", "default: .nan\n      doc: Probability")], Error("call.args[4].default")),
+    ("call_default_wrong_type", &[("default: false\n      doc: \"Grouped", "default: 3\n      doc: \"Grouped")], Error("call.args[7].default")),
+    ("call_argument_unmapped", &[("      - {native: scale, from: scale}\n      - {drop: is_causal", "      - {drop: is_causal")], Error("frameworks.mlx.args")),
+    ("op_kind_unknown", &[("kind: function", "kind: PWNED")], Error("kind")),
+    ("layer_without_signature", &[("kind: function", "kind: layer")], Error("signature")),
 ];
 
 fn apply(edits: &[(&str, &str)]) -> String {
-    let mut text = BUNDLED.to_string();
+    apply_to(BUNDLED, edits)
+}
+
+fn apply_to(base: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = base.to_string();
     for (find, replace) in edits {
         assert!(
             text.contains(find),
@@ -161,6 +196,18 @@ fn whole_documents() -> Vec<(&'static str, String)> {
         (
             "too_large",
             format!("{BUNDLED}\n# {}\n", "x".repeat(mha_spec::MAX_SPEC_BYTES)),
+        ),
+        (
+            // 600 entries extending keras: each copy is small, together they are not.
+            "extends_bomb",
+            BUNDLED.replacen(
+                "  mlx:\n",
+                &(0..600)
+                    .map(|i| format!("  fw{i}:\n    extends: keras\n"))
+                    .chain(["  mlx:\n".to_string()])
+                    .collect::<String>(),
+                1,
+            ),
         ),
         (
             "expr_1500_parentheses",
@@ -355,10 +402,16 @@ sys.exit(1 if bad else 0)
 #[test]
 fn hostile_specs_that_must_fail_name_file_line_and_field() {
     let mut errors = 0;
-    for (name, edits, expect) in CASES {
-        if let Error(field) = expect {
-            check_error(name, mha_spec::load_str(FILE, &apply(edits)), field);
-            errors += 1;
+    for (base, cases) in [(BUNDLED, CASES), (FUNCTION, FUNCTION_CASES)] {
+        for (name, edits, expect) in cases {
+            if let Error(field) = expect {
+                check_error(
+                    name,
+                    mha_spec::load_str(FILE, &apply_to(base, edits)),
+                    field,
+                );
+                errors += 1;
+            }
         }
     }
     for (name, text) in whole_documents() {
@@ -371,7 +424,7 @@ fn hostile_specs_that_must_fail_name_file_line_and_field() {
             "{name}: {refused}"
         );
     }
-    assert!(errors >= 40, "only {errors} error cases");
+    assert!(errors >= 60, "only {errors} error cases");
 }
 
 /// Spec texts written as TOML strings by `toml_str` and `pip_name` (`python/toml_probe.toml`)

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 pub use error::{did_you_mean, suggest, SpecError, SpecErrors};
 pub use expr::{Expr, ExprType, ExprValue, MAX_EXPR_DEPTH, MAX_EXPR_LEN};
-pub use load::{load_dir, load_file, load_str, MAX_SPEC_BYTES, MAX_YAML_DEPTH};
+pub use load::{load_dir, load_file, load_str, MAX_EXTENDED_NODES, MAX_SPEC_BYTES, MAX_YAML_DEPTH};
 pub use locate::{Locator, Position};
 pub use model::*;
 pub use names::{

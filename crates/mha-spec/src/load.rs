@@ -202,6 +202,12 @@ pub fn load_str(file: &str, text: &str) -> Result<Spec, SpecErrors> {
         }
     };
 
+    let (problems, dropped) = resolve_extends(&mut value);
+    for (path, message) in problems {
+        errors.push(error(&pruned, &path, message, false));
+    }
+    pruned.names.extend(dropped);
+
     let spec = loop {
         match deserialize(value.clone()) {
             Ok(spec) => break Some(spec),
@@ -239,6 +245,119 @@ pub fn load_str(file: &str, text: &str) -> Result<Spec, SpecErrors> {
         Some(spec) if errors.is_empty() => Ok(spec),
         _ => Err(SpecErrors(errors)),
     }
+}
+
+/// The most YAML nodes the framework entries may hold once `extends` has copied base entries
+/// into the entries that extend them (the bundled specs hold about 600).
+pub const MAX_EXTENDED_NODES: usize = 20_000;
+
+/// Merges each framework entry that says `extends: BASE` over a copy of the entry `BASE`:
+/// mappings merge key by key, recursively (so `support: {feature: {note: ...}}` changes one
+/// note); any other value of the extending entry replaces the base's. The `extends` key stays,
+/// so that the model and the docs know where an entry came from. A base must be written out
+/// in full (it may not extend another entry). Returns the problems as (field path, message),
+/// and the keys of the entries dropped because their `extends` is wrong (an entry without its
+/// base would only add errors about the fields it meant to inherit).
+fn resolve_extends(root: &mut Value) -> (Vec<(String, String)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut dropped = Vec::new();
+    let Some(Value::Mapping(frameworks)) = root.get_mut("frameworks") else {
+        return (problems, dropped);
+    };
+    let keys: Vec<String> = frameworks
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    let base_of = |entry: &Value| entry.get("extends").map(|b| b.as_str().map(str::to_string));
+    let mut total = 0usize;
+    for key in &keys {
+        let Some(Some(base)) = frameworks.get(key.as_str()).and_then(base_of) else {
+            if let Some(None) = frameworks.get(key.as_str()).and_then(base_of) {
+                problems.push((
+                    format!("frameworks.{key}.extends"),
+                    "`extends` names another framework key".to_string(),
+                ));
+                frameworks.remove(key.as_str());
+                dropped.push(key.clone());
+            }
+            continue;
+        };
+        let path = format!("frameworks.{key}.extends");
+        let problem = match frameworks.get(base.as_str()) {
+            _ if base == *key => Some("an entry cannot extend itself".to_string()),
+            None => Some(format!(
+                "unknown framework `{base}`{}",
+                crate::error::did_you_mean(&base, keys.iter().map(String::as_str))
+            )),
+            Some(b) if b.get("extends").is_some() => Some(format!(
+                "`{base}` extends another entry itself; extend an entry written out in full"
+            )),
+            Some(b) if !b.is_mapping() => Some(format!("`{base}` is not a mapping")),
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            problems.push((path, message));
+            frameworks.remove(key.as_str());
+            dropped.push(key.clone());
+            continue;
+        }
+        let mut merged = frameworks[base.as_str()].clone();
+        total += node_count(&merged, MAX_EXTENDED_NODES + 1);
+        if total > MAX_EXTENDED_NODES {
+            problems.push((
+                path,
+                format!("the extended framework entries hold more than {MAX_EXTENDED_NODES} nodes"),
+            ));
+            return (problems, dropped);
+        }
+        let Some(entry) = frameworks.get(key.as_str()).cloned() else {
+            continue;
+        };
+        merge(&mut merged, entry);
+        frameworks.insert(Value::String(key.clone()), merged);
+    }
+    (problems, dropped)
+}
+
+/// Merges `over` into `base`: mappings key by key, recursively; anything else replaces.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            for (k, v) in over {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// The number of nodes in `value`, counted up to `limit`.
+fn node_count(value: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count >= limit {
+            return count;
+        }
+        match v {
+            Value::Sequence(items) => stack.extend(items),
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    stack.push(k);
+                    stack.push(v);
+                }
+            }
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Deserializes a spec, enums written as `{variant: value}` maps; an error comes with its path.

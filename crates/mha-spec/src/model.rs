@@ -14,12 +14,19 @@ use crate::expr::Expr;
 pub struct Spec {
     /// The op's name, e.g. `MultiheadAttention`.
     pub op: String,
+    /// A layer (constructed, with weights) or a function (called, no state).
+    #[serde(default)]
+    pub kind: OpKind,
     /// One-line description.
     pub summary: String,
     /// The framework whose semantics are the reference (a key of `frameworks`).
     pub reference: String,
-    /// Constructor parameters, in order.
+    /// Constructor parameters, in order (none for a function).
+    #[serde(default)]
     pub signature: Vec<Param>,
+    /// Named tensor dimensions that call arguments' and returns' shapes use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<Dimension>,
     /// Named values computed from the parameters, usable in expressions.
     #[serde(default)]
     pub derived: Vec<Derived>,
@@ -27,7 +34,8 @@ pub struct Spec {
     pub call: Call,
     /// Call conventions of the reference framework.
     pub conventions: Conventions,
-    /// The canonical weight layout.
+    /// The canonical weight layout (none for a function).
+    #[serde(default)]
     pub weights: Weights,
     /// Call or constructor features a target may not express natively.
     #[serde(default)]
@@ -35,6 +43,31 @@ pub struct Spec {
     /// Per framework key (`pytorch`, `keras`, ...), how the op maps onto it.
     pub frameworks: IndexMap<String, Framework>,
 }
+
+/// What kind of op a spec describes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    /// A layer: constructed from `signature`, holding `weights`, run by `call`.
+    #[default]
+    Layer,
+    /// A function: no constructor and no weights; `call` is the whole op.
+    Function,
+}
+
+/// A named tensor dimension, e.g. `L` (target length).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    /// Its name as shapes use it: an ASCII identifier (`Hq`, `L`), or `...` for any number of
+    /// leading (batch) dimensions.
+    pub name: String,
+    /// One-line documentation.
+    pub doc: String,
+}
+
+/// The name that stands for any number of leading dimensions in a shape.
+pub const LEADING_DIMS: &str = "...";
 
 /// A constructor parameter.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +226,10 @@ pub struct CallArg {
         skip_serializing_if = "Option::is_none"
     )]
     pub default: Option<Literal>,
+    /// For a tensor or mask: its dimensions in the reference's order, by name (see
+    /// [`Spec::dimensions`]); a mask's shape is the one it broadcasts to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<String>>,
     /// One-line documentation.
     pub doc: String,
 }
@@ -207,6 +244,17 @@ pub enum CallArgType {
     OptionalMask,
     /// A flag.
     Bool,
+    /// A floating-point number.
+    Float,
+    /// A floating-point number or null.
+    OptionalFloat,
+}
+
+impl CallArgType {
+    /// Whether values of this kind are tensors (and may have a shape and a layout).
+    pub fn is_tensor(self) -> bool {
+        matches!(self, CallArgType::Tensor | CallArgType::OptionalMask)
+    }
 }
 
 /// A returned value.
@@ -215,6 +263,9 @@ pub enum CallArgType {
 pub struct Return {
     /// Its name.
     pub name: String,
+    /// Its dimensions in the reference's order, by name (see [`Spec::dimensions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<String>>,
     /// One-line documentation.
     pub doc: String,
 }
@@ -247,25 +298,34 @@ pub enum MaskPolarity {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conventions {
-    /// Input/output layout.
-    pub layout: Layout,
+    /// Input/output layout of a layer; a function's inputs give theirs as shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
     /// Meaning of boolean masks.
     pub mask_polarity: MaskPolarity,
     /// How float masks act.
     pub float_masks: String,
     /// How scores are formed.
     pub scaling: String,
-    /// How the two masks combine.
-    pub mask_merging: String,
+    /// How masks combine, where there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_merging: Option<String>,
+    /// How grouped-query attention is spelled and which key/value head serves which query head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouped_query: Option<String>,
+    /// Where the causal mask sits, also when the query and key lengths differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal: Option<String>,
     /// What a fully masked query row gives.
     pub fully_masked_rows: String,
 }
 
 /// The canonical weight layout.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
     /// Tensors under the reference framework's state_dict names.
+    #[serde(default)]
     pub tensors: Vec<WeightTensor>,
     /// Per-projection views of those tensors that framework mappings start from.
     #[serde(default)]
@@ -330,6 +390,10 @@ pub struct Feature {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Framework {
+    /// The framework entry this one was written as a change of (`tensorflow` extends `keras`):
+    /// the loader merged that entry's fields under this one's (see [`crate::load_str`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// Name shown to people, e.g. `Apple MLX`.
     pub display_name: String,
     /// The native API's dotted path.
@@ -344,13 +408,20 @@ pub struct Framework {
     /// The backend the package runs on, where it has several (Keras).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
-    /// The native input layout.
-    pub layout: Layout,
+    /// A layer's native input layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// A function's native layout per tensor argument or return: its dimensions in the native
+    /// order, by name; unlisted tensors have the reference's layout.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub layouts: IndexMap<String, Vec<String>>,
     /// The native mask polarity.
     pub mask_polarity: MaskPolarity,
-    /// Constructor argument map.
+    /// Argument map: a layer's constructor parameters, a function's call arguments.
+    #[serde(default)]
     pub args: Vec<ArgMapping>,
-    /// Weight mapping from the canonical layout.
+    /// Weight mapping from the canonical layout (none for a function).
+    #[serde(default)]
     pub weights: Vec<WeightMapping>,
     /// Features the target does not express natively; unlisted features are native.
     #[serde(default)]

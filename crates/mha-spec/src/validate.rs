@@ -4,11 +4,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::did_you_mean;
 use crate::expr::{Expr, ExprType};
-use crate::model::{ArgMapping, Constraint, Literal, ParamType, Spec, Step};
+use crate::model::{
+    ArgMapping, CallArgType, Constraint, Literal, OpKind, ParamType, Spec, Step, LEADING_DIMS,
+};
 use crate::names;
 
 /// Plugins the generators implement; a framework's `strategy: {plugin: NAME}` must name one.
-pub const KNOWN_PLUGINS: &[&str] = &["repack_attn_keras", "repack_attn_flax"];
+pub const KNOWN_PLUGINS: &[&str] = &["repack_attn_keras", "repack_attn_flax", "transpose_heads"];
 
 /// Every semantic problem of `spec`. Names in `pruned` belong to items already reported and
 /// removed, so references to them are not reported again.
@@ -19,6 +21,7 @@ pub fn validate(spec: &Spec, pruned: &BTreeSet<String>) -> Vec<(String, String)>
         findings: Vec::new(),
     };
     v.names();
+    v.kind();
     v.signature();
     v.derived();
     v.call();
@@ -139,12 +142,25 @@ impl Validator<'_> {
         }
         let c = &spec.conventions;
         for (field, text) in [
-            ("float_masks", &c.float_masks),
-            ("scaling", &c.scaling),
-            ("mask_merging", &c.mask_merging),
-            ("fully_masked_rows", &c.fully_masked_rows),
+            ("float_masks", Some(&c.float_masks)),
+            ("scaling", Some(&c.scaling)),
+            ("mask_merging", c.mask_merging.as_ref()),
+            ("grouped_query", c.grouped_query.as_ref()),
+            ("causal", c.causal.as_ref()),
+            ("fully_masked_rows", Some(&c.fully_masked_rows)),
         ] {
-            self.rule(format!("conventions.{field}"), names::check_line(text));
+            if let Some(text) = text {
+                self.rule(format!("conventions.{field}"), names::check_line(text));
+            }
+        }
+        for (i, d) in spec.dimensions.iter().enumerate() {
+            if d.name != LEADING_DIMS {
+                self.rule(
+                    format!("dimensions[{i}].name"),
+                    names::check_identifier(&d.name),
+                );
+            }
+            self.rule(format!("dimensions[{i}].doc"), names::check_line(&d.doc));
         }
         for (i, t) in spec.weights.tensors.iter().enumerate() {
             self.rule(
@@ -392,6 +408,164 @@ impl Validator<'_> {
                 .enumerate()
                 .map(|(i, r)| (format!("call.returns[{i}].name"), r.name.as_str())),
         );
+        let dims = &self.spec.dimensions;
+        self.unique(
+            "dimension",
+            dims.iter()
+                .enumerate()
+                .map(|(i, d)| (format!("dimensions[{i}].name"), d.name.as_str())),
+        );
+        for (i, arg) in args.iter().enumerate() {
+            let path = format!("call.args[{i}]");
+            if let Some(default) = &arg.default {
+                if let Some(problem) = call_default_problem(default, arg.ty) {
+                    self.report(format!("{path}.default"), problem);
+                }
+            }
+            if let Some(shape) = &arg.shape {
+                if !arg.ty.is_tensor() {
+                    self.report(
+                        format!("{path}.shape"),
+                        "only a tensor or a mask has a shape",
+                    );
+                }
+                self.shape(&format!("{path}.shape"), shape);
+            }
+        }
+        for (i, ret) in returns.iter().enumerate() {
+            if let Some(shape) = &ret.shape {
+                self.shape(&format!("call.returns[{i}].shape"), shape);
+            }
+        }
+    }
+
+    /// A shape names declared dimensions, each once; `...` only first.
+    fn shape(&mut self, path: &str, shape: &[String]) {
+        let known: Vec<&str> = self
+            .spec
+            .dimensions
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (d, name) in shape.iter().enumerate() {
+            let at = format!("{path}[{d}]");
+            if !self.known(at.clone(), "dimension", name, &known) {
+                continue;
+            }
+            if !seen.insert(name.as_str()) {
+                self.report(at, format!("dimension `{name}` appears twice"));
+            } else if name == LEADING_DIMS && d != 0 {
+                self.report(at, "`...` (the leading dimensions) comes first");
+            }
+        }
+    }
+
+    /// A layer has a constructor and weights; a function has neither, and its frameworks map
+    /// call arguments rather than constructor parameters.
+    fn kind(&mut self) {
+        let spec = self.spec;
+        match spec.kind {
+            OpKind::Layer => {
+                if spec.signature.is_empty() {
+                    self.report("signature", "a layer needs constructor parameters (an op without them is `kind: function`)");
+                }
+                if spec.conventions.layout.is_none() {
+                    self.report("conventions", "a layer's conventions need `layout`");
+                }
+                for (key, fw) in &spec.frameworks {
+                    if fw.layout.is_none() {
+                        self.report(
+                            format!("frameworks.{key}"),
+                            "a layer's framework entry needs `layout`",
+                        );
+                    }
+                    if !fw.layouts.is_empty() {
+                        self.report(
+                            format!("frameworks.{key}.layouts"),
+                            "per-tensor `layouts` are for functions; a layer has `layout`",
+                        );
+                    }
+                }
+            }
+            OpKind::Function => {
+                for (field, present) in [
+                    ("signature", !spec.signature.is_empty()),
+                    ("derived", !spec.derived.is_empty()),
+                    (
+                        "weights",
+                        !spec.weights.tensors.is_empty() || !spec.weights.logical.is_empty(),
+                    ),
+                    ("conventions.layout", spec.conventions.layout.is_some()),
+                ] {
+                    if present {
+                        self.report(
+                            field,
+                            format!("a function has no `{field}` (it is a layer's); its tensors' `shape`s give the layout"),
+                        );
+                    }
+                }
+                for (key, fw) in &spec.frameworks {
+                    let base = format!("frameworks.{key}");
+                    if fw.layout.is_some() {
+                        self.report(
+                            format!("{base}.layout"),
+                            "a function gives per-tensor `layouts`, not one `layout`",
+                        );
+                    }
+                    if !fw.weights.is_empty() {
+                        self.report(format!("{base}.weights"), "a function has no weights");
+                    }
+                    self.layouts(&base, fw);
+                }
+            }
+        }
+    }
+
+    /// Each native layout names a tensor argument or return with a shape, and orders the same
+    /// dimensions.
+    fn layouts(&mut self, base: &str, fw: &crate::model::Framework) {
+        let call = &self.spec.call;
+        let shapes: Vec<(&str, &Vec<String>)> = call
+            .args
+            .iter()
+            .filter_map(|a| Some((a.name.as_str(), a.shape.as_ref()?)))
+            .chain(
+                call.returns
+                    .iter()
+                    .filter_map(|r| Some((r.name.as_str(), r.shape.as_ref()?))),
+            )
+            .collect();
+        let names: Vec<&str> = shapes.iter().map(|(n, _)| *n).collect();
+        for (tensor, dims) in &fw.layouts {
+            let path = format!("{base}.layouts.{tensor}");
+            if !self.known(path.clone(), "tensor with a shape", tensor, &names) {
+                continue;
+            }
+            let Some((_, reference)) = shapes.iter().find(|(n, _)| n == tensor) else {
+                continue;
+            };
+            let mut want: Vec<&str> = reference.iter().map(String::as_str).collect();
+            let mut got: Vec<&str> = dims.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            got.sort_unstable();
+            if want != got {
+                self.report(
+                    path,
+                    format!(
+                        "[{}] must order the dimensions of `{tensor}`'s shape [{}]",
+                        dims.join(", "),
+                        reference.join(", ")
+                    ),
+                );
+            } else if dims
+                .iter()
+                .position(|d| d == LEADING_DIMS)
+                .is_some_and(|p| p != 0)
+            {
+                self.report(path, "`...` (the leading dimensions) stays first");
+            }
+        }
     }
 
     fn weights(&mut self) {
@@ -478,7 +652,15 @@ impl Validator<'_> {
                 .enumerate()
                 .map(|(i, f)| (format!("features[{i}].name"), f.name.as_str())),
         );
-        let params: Vec<&str> = spec.signature.iter().map(|p| p.name.as_str()).collect();
+        // A layer's frameworks map constructor parameters, a function's its call arguments.
+        let params: Vec<&str> = match spec.kind {
+            OpKind::Layer => spec.signature.iter().map(|p| p.name.as_str()).collect(),
+            OpKind::Function => spec.call.args.iter().map(|a| a.name.as_str()).collect(),
+        };
+        let what = match spec.kind {
+            OpKind::Layer => "parameter",
+            OpKind::Function => "call argument",
+        };
         let weight_sources: Vec<&str> = spec
             .weights
             .tensors
@@ -490,6 +672,11 @@ impl Validator<'_> {
 
         for (key, fw) in &spec.frameworks {
             let base = format!("frameworks.{key}");
+            if let Some(extends) = &fw.extends {
+                if extends == key || !keys.contains(&extends.as_str()) {
+                    self.known(format!("{base}.extends"), "framework", extends, &[]);
+                }
+            }
             if let crate::model::Strategy::Plugin(name) = &fw.strategy {
                 self.known(
                     format!("{base}.strategy.plugin"),
@@ -503,7 +690,7 @@ impl Validator<'_> {
                 let path = format!("{base}.args[{i}]");
                 match arg {
                     ArgMapping::Rename { from, .. } => {
-                        self.known(format!("{path}.from"), "parameter", from, &params);
+                        self.known(format!("{path}.from"), what, from, &params);
                         // A misspelt name was reported above; count what it likely meant as mapped.
                         let meant = crate::error::suggest(from, params.iter().copied());
                         covered.insert(meant.unwrap_or(from.as_str()));
@@ -518,7 +705,7 @@ impl Validator<'_> {
                     }
                     ArgMapping::Constant { .. } => {}
                     ArgMapping::Dropped { param, .. } => {
-                        self.known(format!("{path}.drop"), "parameter", param, &params);
+                        self.known(format!("{path}.drop"), what, param, &params);
                         let meant = crate::error::suggest(param, params.iter().copied());
                         covered.insert(meant.unwrap_or(param.as_str()));
                     }
@@ -534,7 +721,7 @@ impl Validator<'_> {
                 if !covered.contains(param) && !self.pruned.contains(*param) {
                     self.report(
                         format!("{base}.args"),
-                        format!("parameter `{param}` is neither mapped nor dropped"),
+                        format!("{what} `{param}` is neither mapped nor dropped"),
                     );
                 }
             }
@@ -584,6 +771,29 @@ fn constant_problem(expr: &Expr) -> Option<String> {
             Some(format!("`{expr}` is {v}: a size cannot be negative"))
         }
         Ok(_) => None,
+    }
+}
+
+/// Why `value` cannot be the default of a call argument of kind `ty`, if it cannot.
+fn call_default_problem(value: &Literal, ty: CallArgType) -> Option<String> {
+    let fits = matches!(
+        (value, ty),
+        (Literal::Bool(_), CallArgType::Bool)
+            | (
+                Literal::Null(()),
+                CallArgType::OptionalMask | CallArgType::OptionalFloat
+            )
+            | (
+                Literal::Float(_) | Literal::Int(_),
+                CallArgType::Float | CallArgType::OptionalFloat
+            )
+    );
+    match value {
+        _ if !fits => Some(format!("default {} does not fit type {ty:?}", show(value))),
+        Literal::Float(f) if !f.is_finite() => {
+            Some(format!("default {} is not a finite number", show(value)))
+        }
+        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 const FILE: &str = "fuzz.yaml";
 const BUNDLED: &str = include_str!("../../../specs/multihead_attention.yaml");
+const FUNCTION: &str = include_str!("../../../specs/scaled_dot_product_attention.yaml");
 
 /// Expression-shaped text: tokens of the language, names, and some characters it has not.
 fn expression_text() -> impl Strategy<Value = String> {
@@ -79,12 +80,29 @@ const SPOTS: &[&str] = &[
     "  - name: in_proj_weight",
     "    when_null: embed_dim",
     "  float_masks: ",
+    "    extends: keras",
+];
+
+/// The spots of the function op's spec: its dimensions, shapes, layouts, kind and defaults.
+const FUNCTION_SPOTS: &[&str] = &[
+    "kind: ",
+    "  - {name: Hq,",
+    "      shape: [\"...\", Hq, L, E]",
+    "      query: [",
+    "      default: 0.0",
+    "    extends: keras",
+    "  causal: ",
+    "      - {native: mask, from: attn_mask}",
 ];
 
 /// The bundled spec with the line starting with `SPOTS[spot]` given `value` (a YAML
 /// double-quoted scalar, or the raw text when `raw`).
 fn with_value(spot: usize, value: &str, raw: bool) -> String {
-    let prefix = SPOTS[spot % SPOTS.len()];
+    with_value_in(BUNDLED, SPOTS, spot, value, raw)
+}
+
+fn with_value_in(base: &str, spots: &[&str], spot: usize, value: &str, raw: bool) -> String {
+    let prefix = spots[spot % spots.len()];
     let key = prefix.split(':').next().unwrap_or(prefix);
     let scalar = if raw {
         value.to_string()
@@ -92,8 +110,7 @@ fn with_value(spot: usize, value: &str, raw: bool) -> String {
         serde_json::to_string(value).expect("a JSON string is a YAML double-quoted scalar")
     };
     let mut done = false;
-    BUNDLED
-        .lines()
+    base.lines()
         .map(|line| {
             if !done && line.starts_with(prefix) {
                 done = true;
@@ -146,6 +163,11 @@ proptest! {
     #[test]
     fn any_yaml_in_any_field_gets_an_answer(spot in 0usize..SPOTS.len(), value in "[a-z0-9:\\[\\]{}&*!|>'\"#, .-]{0,40}") {
         check_answer(&with_value(spot, &value, true));
+    }
+
+    #[test]
+    fn any_string_or_yaml_in_a_function_field_gets_an_answer(spot in 0usize..FUNCTION_SPOTS.len(), value in "\\PC{0,40}|[a-zA-Z0-9:\\[\\]{}&*!|>'\"#, .-]{0,40}", raw: bool) {
+        check_answer(&with_value_in(FUNCTION, FUNCTION_SPOTS, spot, &value, raw));
     }
 }
 
