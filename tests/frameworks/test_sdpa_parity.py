@@ -1,8 +1,9 @@
 """Every torch SDPA parity case through the framework's scaled_dot_product_attention glue.
 
-The cases are the committed set (tests/fixtures/sdpa, made with real torch by scripts/make_sdpa_fixtures.py)
-and the three samples beside the format note (../shared/parity/sdpa/samples), both in the format
-`sdpa-golden-fixtures/1`. A case passes when the glue's output matches torch's within the set's
+The cases are the committed sets (tests/fixtures/sdpa, made with real torch by scripts/make_sdpa_fixtures.py;
+tests/fixtures/sdpa_corners, the non-finite corners where a fused op's masking differs from torch's, by
+scripts/make_sdpa_corner_fixtures.py) and the three samples beside the format note
+(../shared/parity/sdpa/samples), all in the format `sdpa-golden-fixtures/1`. A case passes when the glue's output matches torch's within the set's
 suggested tolerance (|got - want| <= atol + rtol |want| elementwise, NaN positions equal); a refusal
 (UnsupportedFeature), an exception or a mismatch fails it, and the failure says which (refused /
 crashed / wrong). With MHA_SDPA_MATRIX_OUT set, the outcome of every case and the largest |got - want|
@@ -27,11 +28,11 @@ OP_MODULE = "scaled_dot_product_attention"
 
 def sdpa_fixture_dirs() -> list:
     """(label, folder) of every SDPA case set: MHA_SDPA_FIXTURES (os.pathsep-separated) or the committed
-    set and the shared samples (when ../shared is beside the checkout)."""
+    sets and the shared samples (when ../shared is beside the checkout)."""
     given = os.environ.get("MHA_SDPA_FIXTURES")
     if given:
         return [(Path(p).name, Path(p)) for p in given.split(os.pathsep) if p]
-    dirs = [("sdpa", _support.ROOT / "tests" / "fixtures" / "sdpa")]
+    dirs = [(name, _support.ROOT / "tests" / "fixtures" / name) for name in ("sdpa", "sdpa_corners")]
     samples = _support.ROOT.parent / "shared" / "parity" / "sdpa" / "samples"
     if (samples / "index.json").is_file():
         dirs.append(("samples", samples))
@@ -133,7 +134,7 @@ def test_sdpa_case(sdpa, folder, case, tol, request):
 def test_sdpa_case_sets_are_complete():
     """The committed set is there, and each case's file holds what its index entry lists."""
     labels = [label for label, _ in sdpa_fixture_dirs()]
-    assert os.environ.get("MHA_SDPA_FIXTURES") or "sdpa" in labels
+    assert os.environ.get("MHA_SDPA_FIXTURES") or {"sdpa", "sdpa_corners"} <= set(labels)
     for _, folder in sdpa_fixture_dirs():
         index = load_sdpa_index(folder)
         assert index["cases"], f"{folder}: no cases"
