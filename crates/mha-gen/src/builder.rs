@@ -77,6 +77,12 @@ impl Builder {
         self
     }
 
+    /// Limits the outputs to these ops (the specs' `op` names).
+    pub fn ops<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ops: I) -> Self {
+        self.options.ops = ops.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Whether to print `cargo:rerun-if-changed` lines (on by default).
     pub fn emit_rerun_if_changed(mut self, on: bool) -> Self {
         self.emit_rerun = on;

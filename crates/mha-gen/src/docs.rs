@@ -18,6 +18,9 @@ use mha_spec::{Framework, Spec, Step};
 /// The seed page's `strategy` label keeps the seed format's wording (its TensorFlow tab says
 /// `Direct Mapping`); the details page shows this one beside it.
 pub(crate) fn glue_strategy(spec: &Spec, fw: &Framework) -> String {
+    if spec.kind == mha_spec::OpKind::Function {
+        return call_strategy(fw);
+    }
     let canonical = |name: &str| spec.weights.tensors.iter().find(|t| t.name == name);
     let mut done = BTreeSet::new();
     for w in &fw.weights {
@@ -65,6 +68,53 @@ pub(crate) fn glue_strategy(spec: &Spec, fw: &Framework) -> String {
     }
 }
 
+/// What the glue does to a function's call on `fw`: `Direct Mapping` when every argument keeps
+/// its name and every tensor its layout, else the tensors it permutes and the arguments it
+/// renames or drops, after the plugin's name if it has one.
+fn call_strategy(fw: &Framework) -> String {
+    let mut done = Vec::new();
+    if !fw.layouts.is_empty() {
+        let tensors: Vec<&str> = fw.layouts.keys().map(String::as_str).collect();
+        done.push(format!("permutes the axes of {}", tensors.join(", ")));
+    }
+    let renamed: Vec<String> = fw
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            mha_spec::ArgMapping::Rename { native, from } if native != from => {
+                Some(format!("{from} → {native}"))
+            }
+            _ => None,
+        })
+        .collect();
+    if !renamed.is_empty() {
+        done.push(format!("renames {}", renamed.join(", ")));
+    }
+    let dropped: Vec<&str> = fw
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            mha_spec::ArgMapping::Dropped { param, .. } => Some(param.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !dropped.is_empty() {
+        done.push(format!("handles {} itself", dropped.join(", ")));
+    }
+    let plugin = match &fw.strategy {
+        mha_spec::Strategy::Direct => String::new(),
+        mha_spec::Strategy::Plugin(name) => format!("Plugin ({name}), "),
+    };
+    if done.is_empty() {
+        return format!("{plugin}Direct Mapping");
+    }
+    let what = done.join("; ");
+    match plugin.is_empty() {
+        true => format!("{}{}", what[..1].to_uppercase(), &what[1..]),
+        false => format!("{plugin}{what}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::glue_strategy;
@@ -100,6 +150,22 @@ mod tests {
 
     /// A reshape to the canonical shape (PyTorch's `bias_k`) is no repacking; MLX splits the
     /// packed projection and renames, without moving an axis.
+    /// A function's label says which tensors the glue permutes and which arguments it renames.
+    #[test]
+    fn a_functions_label_names_its_permutations_and_renames() {
+        let spec = mha_spec::bundled().expect("bundled specs").remove(1);
+        let label = |key: &str| super::glue_strategy(&spec, &spec.frameworks[key]);
+        assert_eq!(label("pytorch"), "Direct Mapping");
+        assert_eq!(
+            label("keras"),
+            "Plugin (transpose_heads), permutes the axes of query, key, value, output; renames attn_mask → mask; handles dropout_p, enable_gqa itself"
+        );
+        assert_eq!(
+            label("mlx"),
+            "Renames query → q, key → k, value → v, attn_mask → mask; handles is_causal, dropout_p, enable_gqa itself"
+        );
+    }
+
     #[test]
     fn identity_reshapes_are_direct_and_splits_are_named() {
         assert_eq!(label("pytorch").1, "Direct Mapping");

@@ -41,6 +41,20 @@ pub enum GenError {
         /// The frameworks there are.
         known: Vec<String>,
     },
+    /// `--op` named an op no spec defines.
+    UnknownOp {
+        /// The name given.
+        name: String,
+        /// The ops there are.
+        known: Vec<String>,
+    },
+    /// A template sits where no output goes.
+    MisplacedTemplate {
+        /// The template's path under the templates folder.
+        name: String,
+        /// Where such templates go.
+        message: String,
+    },
     /// A framework has no module template.
     MissingTemplate {
         /// The template expected.
@@ -79,6 +93,15 @@ impl std::fmt::Display for GenError {
                 mha_spec::did_you_mean(name, known.iter().map(String::as_str)),
                 known.join(", ")
             ),
+            GenError::UnknownOp { name, known } => write!(
+                f,
+                "unknown op `{name}`{}; known: {}",
+                mha_spec::did_you_mean(name, known.iter().map(String::as_str)),
+                known.join(", ")
+            ),
+            GenError::MisplacedTemplate { name, message } => {
+                write!(f, "template `{name}`: {message}")
+            }
             GenError::MissingTemplate { name } => write!(f, "missing template `{name}`"),
             GenError::DuplicateOutput(path) => {
                 write!(f, "two outputs would be written to `{path}`")

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use mha_spec::{Expr, ExprType, ParamType, Spec};
+use mha_spec::{CallArgType, Expr, ExprType, ParamType, Spec};
 use tera::{Error, Result, Value};
 
 type Args = HashMap<String, Value>;
@@ -89,6 +89,13 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
     tera.register_filter("rust_default", |v: &Value, _: &Args| {
         let ty = param_type(v.get("type").unwrap_or(&Value::Null))?;
         rust_literal(v.get("default").unwrap_or(&Value::Null), ty).map(Value::String)
+    });
+    tera.register_filter("rust_call_type", |v: &Value, _: &Args| {
+        rust_call_type(call_arg_type(v)?).map(|t| Value::String(t.to_string()))
+    });
+    tera.register_filter("rust_call_default", |v: &Value, _: &Args| {
+        let ty = call_arg_type(v.get("type").unwrap_or(&Value::Null))?;
+        rust_call_literal(v.get("default").unwrap_or(&Value::Null), ty).map(Value::String)
     });
     tera.register_filter("rust_f64", |v: &Value, _: &Args| {
         let f = v
@@ -186,6 +193,40 @@ fn expr(v: &Value) -> Result<Expr> {
 fn param_type(v: &Value) -> Result<ParamType> {
     serde_json::from_value(v.clone())
         .map_err(|e| Error::msg(format!("expected a parameter type, got {v}: {e}")))
+}
+
+fn call_arg_type(v: &Value) -> Result<CallArgType> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| Error::msg(format!("expected a call argument type, got {v}: {e}")))
+}
+
+/// The Rust type of a call option (a tensor or mask is no option).
+pub(crate) fn rust_call_type(ty: CallArgType) -> Result<&'static str> {
+    match ty {
+        CallArgType::Bool => Ok("bool"),
+        CallArgType::Float => Ok("f64"),
+        CallArgType::OptionalFloat => Ok("Option<f64>"),
+        CallArgType::Tensor | CallArgType::OptionalMask => Err(Error::msg(format!(
+            "a {ty:?} argument is a tensor, not a call option"
+        ))),
+    }
+}
+
+/// A Rust literal of call-option type `ty` for a JSON value; values the type cannot hold are refused.
+fn rust_call_literal(v: &Value, ty: CallArgType) -> Result<String> {
+    match (v, ty) {
+        (Value::Null, CallArgType::OptionalFloat) => Ok("None".into()),
+        (Value::Number(n), CallArgType::OptionalFloat) => Ok(format!(
+            "Some({})",
+            rust_f64(n.as_f64().unwrap_or(f64::NAN))?
+        )),
+        (Value::Number(n), CallArgType::Float) => rust_f64(n.as_f64().unwrap_or(f64::NAN)),
+        (Value::Bool(b), CallArgType::Bool) => Ok(b.to_string()),
+        (other, ty) => Err(Error::msg(format!(
+            "{other} is not a value of type {}",
+            rust_call_type(ty)?
+        ))),
+    }
 }
 
 /// A Python literal for a JSON value. Strings come out as pure ASCII: anything else, and every

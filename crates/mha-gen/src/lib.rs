@@ -7,8 +7,9 @@
 //! ```
 //! let specs = mha_spec::bundled().unwrap();
 //! let files = mha_gen::generate(&specs, &mha_gen::Templates::bundled(), &Default::default()).unwrap();
-//! assert!(files.iter().any(|f| f.path == "python/mha_glue/keras.py"));
-//! assert!(files.iter().any(|f| f.path == "docs/ops/MultiheadAttention.rst"));
+//! assert!(files.iter().any(|f| f.path == "python/mha_glue/multihead_attention/keras.py"));
+//! assert!(files.iter().any(|f| f.path == "python/mha_glue/scaled_dot_product_attention/_spec.py"));
+//! assert!(files.iter().any(|f| f.path == "docs/ops/ScaledDotProductAttention.rst"));
 //! ```
 
 #![deny(missing_docs)]
@@ -24,6 +25,6 @@ mod write;
 
 pub use builder::Builder;
 pub use error::GenError;
-pub use generate::{generate, snake_case, GeneratedFile, Options, PYTHON_PACKAGE};
+pub use generate::{generate, select_ops, snake_case, GeneratedFile, Options, PYTHON_PACKAGE};
 pub use templates::Templates;
 pub use write::{write_all, write_if_changed, WriteOutcome};

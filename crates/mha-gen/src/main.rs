@@ -25,6 +25,9 @@ enum Command {
         /// Only these frameworks' glue (repeatable); default all.
         #[arg(long = "framework", value_name = "NAME")]
         frameworks: Vec<String>,
+        /// Only these ops (repeatable; the spec's `op` name); default all.
+        #[arg(long = "op", value_name = "OP")]
+        ops: Vec<String>,
         /// Spec folder instead of the bundled specs.
         #[arg(long)]
         specs: Option<PathBuf>,
@@ -34,6 +37,9 @@ enum Command {
     },
     /// Validate specs and print every error.
     Check {
+        /// Only these ops (repeatable); default all.
+        #[arg(long = "op", value_name = "OP")]
+        ops: Vec<String>,
         /// Spec folder instead of the bundled specs.
         #[arg(long)]
         specs: Option<PathBuf>,
@@ -70,6 +76,9 @@ enum Command {
     },
     /// List the ops and their frameworks.
     List {
+        /// Only these ops (repeatable); default all.
+        #[arg(long = "op", value_name = "OP")]
+        ops: Vec<String>,
         /// Spec folder instead of the bundled specs.
         #[arg(long)]
         specs: Option<PathBuf>,
@@ -81,6 +90,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Generate {
         out: None,
         frameworks: Vec::new(),
+        ops: Vec::new(),
         specs: None,
         templates: None,
     });
@@ -105,6 +115,7 @@ fn run(command: Command) -> Result<(), GenError> {
         Command::Generate {
             out,
             frameworks,
+            ops,
             specs,
             templates,
         } => {
@@ -118,6 +129,7 @@ fn run(command: Command) -> Result<(), GenError> {
                 &templates,
                 &Options {
                     frameworks,
+                    ops,
                     ..Options::default()
                 },
             )?;
@@ -133,13 +145,20 @@ fn run(command: Command) -> Result<(), GenError> {
             }
             println!("{} files in {}", outcomes.len(), out.display());
         }
-        Command::Check { specs } => {
+        Command::Check { ops, specs } => {
             let specs = load_specs(&specs)?;
-            for spec in &specs {
+            for spec in mha_gen::select_ops(&specs, &ops)? {
+                let what = match spec.kind {
+                    mha_spec::OpKind::Layer => {
+                        format!("a layer, {} parameters", spec.signature.len())
+                    }
+                    mha_spec::OpKind::Function => {
+                        format!("a function, {} call arguments", spec.call.args.len())
+                    }
+                };
                 println!(
-                    "ok: {} ({} parameters, {} frameworks)",
+                    "ok: {} ({what}, {} frameworks)",
                     spec.op,
-                    spec.signature.len(),
                     spec.frameworks.len()
                 );
             }
@@ -154,12 +173,23 @@ fn run(command: Command) -> Result<(), GenError> {
             op,
             specs,
         } => convert(to, from, &input, &output, settings, keep, op, &specs)?,
-        Command::List { specs } => {
-            for spec in load_specs(&specs)? {
-                println!("{}: {}", spec.op, spec.summary);
+        Command::List { ops, specs } => {
+            let specs = load_specs(&specs)?;
+            for spec in mha_gen::select_ops(&specs, &ops)? {
+                println!(
+                    "{} ({}, glue package {}.{}): {}",
+                    spec.op,
+                    match spec.kind {
+                        mha_spec::OpKind::Layer => "layer",
+                        mha_spec::OpKind::Function => "function",
+                    },
+                    mha_gen::PYTHON_PACKAGE,
+                    mha_gen::snake_case(&spec.op),
+                    spec.summary
+                );
                 for (key, fw) in &spec.frameworks {
                     println!(
-                        "  {key:<12} {:<12} {:<45} {}",
+                        "  {key:<12} {:<12} {:<48} {}",
                         fw.display_name,
                         fw.api,
                         fw.strategy.label()
@@ -196,24 +226,33 @@ fn convert(
 ) -> Result<(), GenError> {
     use mha_gen::convert::{ConvertError, ConvertOptions, Direction};
     let specs = load_specs(specs)?;
-    let spec = match (&op, specs.as_slice()) {
-        (None, [only]) => only,
+    // Only layers have weights to convert.
+    let layers: Vec<&mha_spec::Spec> = specs
+        .iter()
+        .filter(|s| !s.weights.tensors.is_empty())
+        .collect();
+    let spec = match (&op, layers.as_slice()) {
+        (None, [only]) => *only,
         _ => {
-            let ops: Vec<&str> = specs.iter().map(|s| s.op.as_str()).collect();
+            let ops: Vec<&str> = layers.iter().map(|s| s.op.as_str()).collect();
             let wanted = op.as_deref().unwrap_or_default();
-            specs.iter().find(|s| s.op == wanted).ok_or_else(|| {
-                ConvertError::Usage(format!(
-                    "{}; the ops are: {}",
-                    match &op {
-                        Some(o) => format!(
-                            "no op `{o}`{}",
-                            mha_spec::did_you_mean(o, ops.iter().copied())
-                        ),
-                        None => "several ops: pick one with --op".to_string(),
-                    },
-                    ops.join(", ")
-                ))
-            })?
+            layers
+                .iter()
+                .copied()
+                .find(|s| s.op == wanted)
+                .ok_or_else(|| {
+                    ConvertError::Usage(format!(
+                        "{}; the ops are: {}",
+                        match &op {
+                            Some(o) => format!(
+                                "no op with weights `{o}`{}",
+                                mha_spec::did_you_mean(o, ops.iter().copied())
+                            ),
+                            None => "several ops have weights: pick one with --op".to_string(),
+                        },
+                        ops.join(", ")
+                    ))
+                })?
         }
     };
     let (direction, framework) = match (to, from) {

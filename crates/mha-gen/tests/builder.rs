@@ -15,7 +15,19 @@ fn builder_writes_the_rust_config_and_leaves_unchanged_files_alone() {
         .expect("generate");
     assert_eq!(
         files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-        ["rust/multihead_attention.rs"]
+        [
+            "rust/multihead_attention.rs",
+            "rust/scaled_dot_product_attention_call.rs"
+        ]
+    );
+    let one = Builder::new()
+        .rust_only()
+        .ops(["ScaledDotProductAttention"])
+        .files()
+        .expect("one op");
+    assert_eq!(
+        one.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        ["rust/scaled_dot_product_attention_call.rs"]
     );
     let path = dir.path().join("rust/multihead_attention.rs");
     let old = SystemTime::now() - Duration::from_secs(3600);

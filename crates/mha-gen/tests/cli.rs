@@ -21,8 +21,10 @@ fn generate_writes_every_output_and_is_idempotent() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     for path in [
         "python/mha_glue/__init__.py",
-        "python/mha_glue/flax_nnx.py",
+        "python/mha_glue/multihead_attention/flax_nnx.py",
+        "python/mha_glue/scaled_dot_product_attention/_spec.py",
         "docs/ops/MultiheadAttention.rst",
+        "docs/ops/ScaledDotProductAttention.rst",
         "docs/index.rst",
         "docs/_static/op_tabs.js",
         "rust/multihead_attention.rs",
@@ -44,15 +46,61 @@ fn generate_one_framework() {
     let out = dir.path().to_str().expect("utf-8 path");
     let run = mha_gen(&["generate", "--out", out, "--framework", "mlx"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert!(dir.path().join("python/mha_glue/mlx.py").is_file());
-    assert!(!dir.path().join("python/mha_glue/keras.py").exists());
+    assert!(dir
+        .path()
+        .join("python/mha_glue/multihead_attention/mlx.py")
+        .is_file());
+    assert!(!dir
+        .path()
+        .join("python/mha_glue/multihead_attention/keras.py")
+        .exists());
+}
+
+#[test]
+fn generate_one_op() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().to_str().expect("utf-8 path");
+    let run = mha_gen(&[
+        "generate",
+        "--out",
+        out,
+        "--op",
+        "ScaledDotProductAttention",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(dir
+        .path()
+        .join("docs/ops/ScaledDotProductAttention.rst")
+        .is_file());
+    assert!(!dir.path().join("docs/ops/MultiheadAttention.rst").exists());
+    assert!(!dir
+        .path()
+        .join("python/mha_glue/multihead_attention")
+        .exists());
+    let run = mha_gen(&["list", "--op", "MultiheadAttentio"]);
+    assert!(!run.status.success());
+    assert!(
+        text(&run.stderr)
+            .contains("unknown op `MultiheadAttentio` (did you mean `MultiheadAttention`?)"),
+        "{}",
+        text(&run.stderr)
+    );
 }
 
 #[test]
 fn check_accepts_the_bundled_specs() {
     let run = mha_gen(&["check"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert!(text(&run.stdout).contains("ok: MultiheadAttention"));
+    let stdout = text(&run.stdout);
+    assert!(
+        stdout.contains("ok: MultiheadAttention (a layer, 9 parameters, 5 frameworks)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("ok: ScaledDotProductAttention (a function, 8 call arguments, 5 frameworks)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -83,7 +131,9 @@ fn list_names_every_framework_with_its_strategy() {
     assert!(run.status.success());
     let stdout = text(&run.stdout);
     for needle in [
-        "MultiheadAttention",
+        "MultiheadAttention (layer, glue package mha_glue.multihead_attention)",
+        "ScaledDotProductAttention (function, glue package mha_glue.scaled_dot_product_attention)",
+        "keras.ops.dot_product_attention",
         "pytorch",
         "keras",
         "tensorflow",

@@ -10,36 +10,62 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 
 const BUNDLED: &str = include_str!("../../../specs/multihead_attention.yaml");
+const FUNCTION: &str = include_str!("../../../specs/scaled_dot_product_attention.yaml");
 
-/// (line prefix, key) of the prose fields the fuzzer fills.
+/// (line prefix, key) of the prose fields the fuzzer fills, in the order they appear.
 const FIELDS: &[(&str, &str)] = &[
     ("summary: ", "summary"),
     ("    doc: Total dimension", "    doc"),
-    ("    display_name: PyTorch", "    display_name"),
-    ("  scaling: ", "  scaling"),
     ("    doc: Features per head.", "    doc"),
+    ("  scaling: ", "  scaling"),
+    ("    display_name: PyTorch", "    display_name"),
 ];
 
-fn with_texts(texts: &[String]) -> String {
+/// The function op's prose fields: a dimension's doc, a call argument's doc, a convention, a note.
+const FUNCTION_FIELDS: &[(&str, &str)] = &[
+    ("summary: ", "summary"),
+    ("  - {name: Hq, doc:", "  - {name: Hq, doc"),
+    ("      doc: Probability of dropping", "      doc"),
+    ("  causal: ", "  causal"),
+    ("    display_name: Keras", "    display_name"),
+];
+
+fn with_texts(base: &str, fields: &[(&str, &str)], texts: &[String]) -> String {
     let mut out = Vec::new();
     let mut next = 0;
-    for line in BUNDLED.lines() {
-        match FIELDS.get(next) {
+    for line in base.lines() {
+        match fields.get(next) {
             Some((prefix, key)) if line.starts_with(prefix) => {
                 let value = serde_json::to_string(&texts[next]).expect("JSON string");
-                out.push(format!("{key}: {value}"));
+                // A flow mapping item keeps its closing brace.
+                let close = if key.contains('{') { "}" } else { "" };
+                out.push(format!("{key}: {value}{close}"));
                 next += 1;
             }
             _ => out.push(line.to_string()),
         }
     }
+    assert_eq!(
+        next,
+        fields.len(),
+        "test setup: every field is in the spec, in order"
+    );
     out.join("\n")
 }
 
 #[test]
 fn accepted_prose_always_generates_compiling_code() {
+    prose_cases(BUNDLED, FIELDS);
+}
+
+#[test]
+fn accepted_prose_in_a_function_spec_always_generates_compiling_code() {
+    prose_cases(FUNCTION, FUNCTION_FIELDS);
+}
+
+fn prose_cases(base: &str, fields: &[(&str, &str)]) {
     let text = "[\\PC\"'`\\\\{}%#*|_<>&;:.\\u{a0}\\u{2028}\\n]{1,30}";
-    let strategy = proptest::collection::vec(text, FIELDS.len());
+    let strategy = proptest::collection::vec(text, fields.len());
     let mut runner = TestRunner::new(Config {
         cases: 12,
         failure_persistence: None,
@@ -50,7 +76,7 @@ fn accepted_prose_always_generates_compiling_code() {
     let (mut accepted, mut refused) = (0, 0);
     for case in 0..12 {
         let texts = strategy.new_tree(&mut runner).expect("a value").current();
-        match mha_spec::load_str("fuzz.yaml", &with_texts(&texts)) {
+        match mha_spec::load_str("fuzz.yaml", &with_texts(base, fields, &texts)) {
             Err(errors) => {
                 assert!(
                     errors.0.iter().all(|e| e.line >= 1 && !e.path.is_empty()),

@@ -34,19 +34,32 @@ fn every_generated_file_matches_its_snapshot() {
 fn writes_the_five_glue_modules_both_doc_pages_and_the_rust_file() {
     let paths: Vec<String> = all_files().into_iter().map(|f| f.path).collect();
     for expected in [
+        "python/pyproject.toml",
         "python/mha_glue/__init__.py",
-        "python/mha_glue/pytorch.py",
-        "python/mha_glue/keras.py",
-        "python/mha_glue/tensorflow.py",
-        "python/mha_glue/mlx.py",
-        "python/mha_glue/flax_nnx.py",
+        "python/mha_glue/_shared.py",
+        "python/mha_glue/_frameworks.py",
+        "python/mha_glue/checkpoints.py",
+        "python/mha_glue/multihead_attention/__init__.py",
+        "python/mha_glue/multihead_attention/_spec.py",
+        "python/mha_glue/multihead_attention/_common.py",
+        "python/mha_glue/multihead_attention/_keras_glue.py",
+        "python/mha_glue/multihead_attention/pytorch.py",
+        "python/mha_glue/multihead_attention/keras.py",
+        "python/mha_glue/multihead_attention/tensorflow.py",
+        "python/mha_glue/multihead_attention/mlx.py",
+        "python/mha_glue/multihead_attention/flax_nnx.py",
+        "python/mha_glue/scaled_dot_product_attention/__init__.py",
+        "python/mha_glue/scaled_dot_product_attention/_spec.py",
         "docs/ops/MultiheadAttention.rst",
         "docs/ops/MultiheadAttention.details.rst",
+        "docs/ops/ScaledDotProductAttention.rst",
+        "docs/ops/ScaledDotProductAttention.details.rst",
         "docs/index.rst",
         "docs/conf.py",
         "docs/_static/op_tabs.js",
         "docs/_static/op_tabs.css",
         "rust/multihead_attention.rs",
+        "rust/scaled_dot_product_attention_call.rs",
     ] {
         assert!(
             paths.iter().any(|p| p == expected),
@@ -95,7 +108,7 @@ fn docs_site_ships_what_its_pages_load_and_indexes_every_page() {
         .iter()
         .filter(|f| f.path.starts_with("docs/ops/") && f.path.ends_with(".rst"))
         .collect();
-    assert_eq!(pages.len(), 2, "one op: its page and details page");
+    assert_eq!(pages.len(), 4, "two ops: each its page and details page");
     for page in pages {
         let doc = page.path["docs/".len()..].trim_end_matches(".rst");
         assert!(
@@ -132,7 +145,7 @@ fn details_page_calls_are_the_glue_modules_functions() {
     for key in specs[0].frameworks.keys() {
         let module = &files
             .iter()
-            .find(|f| f.path == format!("python/mha_glue/{key}.py"))
+            .find(|f| f.path == format!("python/mha_glue/multihead_attention/{key}.py"))
             .expect("glue module")
             .contents;
         let mut calls = 0;
@@ -203,9 +216,12 @@ fn framework_selection_limits_the_glue() {
         .map(|f| f.path.as_str())
         .filter(|p| p.starts_with("python/"))
         .collect();
-    assert!(glue.contains(&"python/mha_glue/keras.py"), "{glue:?}");
+    assert!(
+        glue.contains(&"python/mha_glue/multihead_attention/keras.py"),
+        "{glue:?}"
+    );
     for other in ["pytorch", "tensorflow", "mlx", "flax_nnx"] {
-        let module = format!("python/mha_glue/{other}.py");
+        let module = format!("python/mha_glue/multihead_attention/{other}.py");
         assert!(
             !glue.contains(&module.as_str()),
             "{module} generated: {glue:?}"

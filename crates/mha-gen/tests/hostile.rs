@@ -151,6 +151,10 @@ const FUNCTION_CASES: &[Case] = &[
     ("call_argument_unmapped", &[("      - {native: scale, from: scale}\n      - {drop: is_causal", "      - {drop: is_causal")], Error("frameworks.mlx.args")),
     ("op_kind_unknown", &[("kind: function", "kind: PWNED")], Error("kind")),
     ("layer_without_signature", &[("kind: function", "kind: layer")], Error("signature")),
+    ("dimension_doc_quotes", &[("{name: Hq, doc: \"query heads (and output heads)\"}", "{name: Hq, doc: 'x \"\"\" PWNED() '''' \\ y </div>'}")], Inert),
+    ("convention_causal_payload", &[("  causal: \"is_causal masks", "  causal: \"*/ \\\" PWNED(); \\\"\\\"\\\" .. raw:: html is_causal masks")], Inert),
+    ("call_doc_payload", &[("doc: Probability of dropping an attention probability (random; 0 in evaluation).", "doc: '\"; PWNED(); // */ Probability'")], Inert),
+    ("support_note_payload", &[("{status: native, note: \"the reference\"}", "{status: native, note: \"'); PWNED(); (' <script>\"}")], Inert),
 ];
 
 fn apply(edits: &[(&str, &str)]) -> String {
@@ -429,7 +433,7 @@ fn hostile_specs_that_must_fail_name_file_line_and_field() {
 
 /// Spec texts written as TOML strings by `toml_str` and `pip_name` (`python/toml_probe.toml`)
 /// and as JSON (`python/toml_probe.json`): the Python check reads both and compares.
-const TOML_PROBE: &str = r#"summary = {{ spec.summary | toml_str }}
+const TOML_PROBE: &str = r#"{% set spec = ops[0].spec %}summary = {{ spec.summary | toml_str }}
 reference = {{ spec.reference | toml_str }}
 {%- for c, text in spec.conventions %}
 {{ c | toml_str }} = {{ text | toml_str }}
@@ -445,7 +449,7 @@ api = {{ fw.api | toml_str }}
 package = {{ fw.package | pip_name }}
 {%- endfor %}
 "#;
-const JSON_PROBE: &str = r#"{"summary": {{ spec.summary | json_encode }}, "reference": {{ spec.reference | json_encode }},
+const JSON_PROBE: &str = r#"{% set spec = ops[0].spec %}{"summary": {{ spec.summary | json_encode }}, "reference": {{ spec.reference | json_encode }},
 {%- for c, text in spec.conventions %} {{ c | json_encode }}: {{ text | json_encode }},{% endfor %}
 "docs": { {%- for p in spec.signature %}{{ p.name | json_encode }}: {{ p.doc | json_encode }}{% if not loop.last %}, {% endif %}{% endfor -%} },
 "frameworks": { {%- for k, fw in spec.frameworks %}{{ k | json_encode }}: {"display_name": {{ fw.display_name | json_encode }}, "api": {{ fw.api | json_encode }}, "package": {{ fw.package | json_encode }}}{% if not loop.last %}, {% endif %}{% endfor -%} }}
@@ -492,20 +496,32 @@ fn a_package_that_is_not_a_distribution_name_is_a_render_error() {
     );
 }
 
-/// The accepted cases, in two halves that run in parallel.
+/// The accepted cases of both bases, in two halves that run in parallel; each is compared with
+/// its base spec's own output.
 fn inert_cases(half: usize) {
     let probe_dir = tempfile::tempdir().expect("temp dir");
     let templates = with_toml_probe(probe_dir.path());
-    let specs = mha_spec::bundled().expect("bundled specs");
-    let baseline = mha_gen::generate(&specs, &templates, &Options::default()).expect("baseline");
     let dir = tempfile::tempdir().expect("temp dir");
-    let accepted = CASES.iter().filter(|(_, _, e)| matches!(e, Inert));
-    for (name, edits, _) in accepted.skip(half).step_by(2) {
-        let spec = mha_spec::load_str(FILE, &apply(edits))
+    let accepted = [(BUNDLED, CASES), (FUNCTION, FUNCTION_CASES)]
+        .into_iter()
+        .flat_map(|(base, cases)| cases.iter().map(move |case| (base, case)))
+        .filter(|(_, (_, _, e))| matches!(e, Inert));
+    let baselines: Vec<(&str, Vec<GeneratedFile>)> = [BUNDLED, FUNCTION]
+        .into_iter()
+        .map(|base| {
+            let spec = mha_spec::load_str(FILE, base).expect("a bundled spec");
+            let files =
+                mha_gen::generate(&[spec], &templates, &Options::default()).expect("baseline");
+            (base, files)
+        })
+        .collect();
+    for (base, (name, edits, _)) in accepted.skip(half).step_by(2) {
+        let spec = mha_spec::load_str(FILE, &apply_to(base, edits))
             .unwrap_or_else(|e| panic!("{name}: expected inert output:\n{e}"));
         let files = mha_gen::generate(&[spec], &templates, &Options::default())
             .unwrap_or_else(|e| panic!("{name}: generate: {e}"));
-        check_inert(name, &files, &baseline);
+        let baseline = &baselines.iter().find(|(b, _)| *b == base).expect("base").1;
+        check_inert(name, &files, baseline);
         mha_gen::write_all(&dir.path().join(name), &files)
             .unwrap_or_else(|e| panic!("{name}: write: {e}"));
     }
@@ -522,35 +538,42 @@ fn hostile_specs_that_load_generate_inert_output_second_half() {
     inert_cases(1);
 }
 
-/// One real rustc build of the config generated from a spec holding every accepted payload.
+/// One real rustc build of the Rust generated from each base spec holding every accepted
+/// payload of its cases (the layer's config, the function's call options).
 #[test]
 fn generated_config_from_hostile_text_compiles_with_rustc() {
-    // Every accepted payload at once, the first of each spot.
-    let mut edits: Vec<(&str, &str)> = Vec::new();
-    for (_, case_edits, expect) in CASES {
-        if matches!(expect, Inert) {
-            for (find, replace) in case_edits.iter() {
-                if !edits.iter().any(|(f, _)| f == find) {
-                    edits.push((find, replace));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sources = String::from("#![deny(warnings)]\n");
+    let bases = [(BUNDLED, CASES), (FUNCTION, FUNCTION_CASES)];
+    for (i, (base, cases)) in bases.into_iter().enumerate() {
+        // Every accepted payload at once, the first of each spot.
+        let mut edits: Vec<(&str, &str)> = Vec::new();
+        for (_, case_edits, expect) in cases {
+            if matches!(expect, Inert) {
+                for (find, replace) in case_edits.iter() {
+                    if !edits.iter().any(|(f, _)| f == find) {
+                        edits.push((find, replace));
+                    }
                 }
             }
         }
+        let spec =
+            mha_spec::load_str(FILE, &apply_to(base, &edits)).unwrap_or_else(|e| panic!("{e}"));
+        let files = mha_gen::generate(
+            &[spec],
+            &Templates::bundled(),
+            &Options {
+                python: false,
+                docs: false,
+                ..Options::default()
+            },
+        )
+        .expect("generate");
+        assert_eq!(files.len(), 1, "one Rust file per op");
+        sources.push_str(&format!("pub mod op{i} {{\n{}\n}}\n", files[0].contents));
     }
-    let spec = mha_spec::load_str(FILE, &apply(&edits)).unwrap_or_else(|e| panic!("{e}"));
-    let files = mha_gen::generate(
-        &[spec],
-        &Templates::bundled(),
-        &Options {
-            python: false,
-            docs: false,
-            ..Options::default()
-        },
-    )
-    .expect("generate");
-    let dir = tempfile::tempdir().expect("temp dir");
     let lib = dir.path().join("lib.rs");
-    let config = &files[0].contents;
-    std::fs::write(&lib, format!("#![deny(warnings)]\n{config}")).expect("write lib.rs");
+    std::fs::write(&lib, sources).expect("write lib.rs");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = Command::new(rustc)
         .args([
@@ -568,7 +591,7 @@ fn generated_config_from_hostile_text_compiles_with_rustc() {
         .expect("rustc");
     assert!(
         out.status.success(),
-        "the generated config does not compile:\n{}",
+        "the generated Rust does not compile:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

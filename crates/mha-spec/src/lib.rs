@@ -35,10 +35,16 @@ pub use names::{
 pub use validate::KNOWN_PLUGINS;
 
 /// The specs shipped in the repository's `specs/` folder, as (file name, text).
-pub const BUNDLED: &[(&str, &str)] = &[(
-    "specs/multihead_attention.yaml",
-    include_str!("../../../specs/multihead_attention.yaml"),
-)];
+pub const BUNDLED: &[(&str, &str)] = &[
+    (
+        "specs/multihead_attention.yaml",
+        include_str!("../../../specs/multihead_attention.yaml"),
+    ),
+    (
+        "specs/scaled_dot_product_attention.yaml",
+        include_str!("../../../specs/scaled_dot_product_attention.yaml"),
+    ),
+];
 
 /// Checks a spec that did not come through the loader (one built or changed in code) with the
 /// loader's rules. Errors have no position (line 1, column 1); the file is `<spec>`.

@@ -25,7 +25,7 @@ pub struct Spec {
     #[serde(default)]
     pub signature: Vec<Param>,
     /// Named tensor dimensions that call arguments' and returns' shapes use.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub dimensions: Vec<Dimension>,
     /// Named values computed from the parameters, usable in expressions.
     #[serde(default)]
@@ -413,7 +413,7 @@ pub struct Framework {
     pub layout: Option<Layout>,
     /// A function's native layout per tensor argument or return: its dimensions in the native
     /// order, by name; unlisted tensors have the reference's layout.
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[serde(default)]
     pub layouts: IndexMap<String, Vec<String>>,
     /// The native mask polarity.
     pub mask_polarity: MaskPolarity,

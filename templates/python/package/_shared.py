@@ -1,0 +1,125 @@
+"""Helpers every op's glue uses (numpy only): keyword checking with suggestions, checkpoint prefixes,
+support tables and `UnsupportedFeature`. Nothing here knows an op: each op's modules pass their spec's
+facts in."""
+import difflib
+import functools
+import inspect
+from collections.abc import Mapping
+
+import numpy as np
+
+SUPPORT_STATUSES = ("native", "emulated", "unsupported")
+
+
+def did_you_mean(name, candidates):
+    """' (did you mean `x`?)' when a candidate is close to `name`, else ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def keywords(fn, spec_names=()):
+    """Wraps `fn` so that a misspelt keyword argument is a TypeError that suggests the closest one.
+
+    Keywords that `fn` collects in **kwargs (native constructor extras) pass through, unless they are
+    close to one of its own parameters or to `spec_names` (the op's parameter and argument names).
+    """
+    params = inspect.signature(fn).parameters
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    collects = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    known = named + [n for n in spec_names if n not in named]
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        for name in kwargs:
+            if name in named:
+                continue
+            hint = did_you_mean(name, known)
+            if hint or not collects:
+                raise TypeError(f"{fn.__module__}.{fn.__name__}() got an unexpected keyword argument `{name}`{hint}")
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def layer_prefixes(state, weight_names):
+    """The prefixes under which `state` holds an op's weights (`weight_names`, e.g. "layers.0.self_attn."),
+    in order."""
+    found = {}
+    for name in state:
+        for weight in weight_names:
+            head = name[: len(name) - len(weight)]
+            if name.endswith(weight) and (head == "" or head.endswith(".")):
+                found[head] = found.get(head, 0) + 1
+    return [p for p, n in found.items() if n >= 2]
+
+
+def prefix_hint(prefix, held, op):
+    """'; did you mean `p`? ...' naming the prefix of `held` (those that hold `op` weights) closest to `prefix`."""
+    if not held:
+        return ""
+    # One that holds what was given (`self_attn` -> `layers.0.self_attn.`), else the closest, else the first.
+    given = prefix.rstrip(".")
+    close = [p for p in held if given and given in p] or difflib.get_close_matches(prefix, held, n=1, cutoff=0.5)
+    first = close[0] if close else held[0]
+    return f"; did you mean `{first}`? (it holds {op} weights under {held[:8]}{' ...' if len(held) > 8 else ''})"
+
+
+def check_mapping(framework, state):
+    """`state` must be a mapping with string keys (the reference's state_dict names)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{framework}: the state must be a mapping of reference state_dict names to arrays, got {type(state).__name__}")
+    for key in state:
+        if not isinstance(key, str):
+            raise TypeError(f"{framework}: state key {key!r} ({type(key).__name__}) is not a string; keys are the reference's state_dict names")
+
+
+def select_prefix(framework, state, prefix, op, weight_names):
+    """The entries of `state` under `prefix`, with the prefix taken off (all of them for "")."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"{framework}: prefix must be a str, got {prefix!r}")
+    check_mapping(framework, state)
+    if not prefix:
+        return state
+    picked = {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
+    if not picked:
+        held = layer_prefixes(state, weight_names)
+        raise ValueError(f"{framework}: no weight under the prefix `{prefix}`{prefix_hint(prefix, held, op)}")
+    return picked
+
+
+class UnsupportedFeature(ValueError):
+    """The target framework cannot run this configuration or call exactly, and the glue does not emulate it."""
+
+    def __init__(self, framework, feature, why, op="", what=""):
+        self.framework = framework
+        self.feature = feature
+        self.why = why
+        self.op = op
+        detail = f" ({what})" if what else ""
+        of = f"{op} feature" if op else "feature"
+        super().__init__(f"{framework} does not support {of} `{feature}`{detail}: {why}")
+
+
+def support_table(features, listed):
+    """The full support table over `features` (names): every feature, unlisted ones native."""
+    table = {}
+    for name in features:
+        status, note = listed.get(name, ("native", ""))
+        if status not in SUPPORT_STATUSES:
+            raise ValueError(f"feature {name!r}: unknown support status {status!r}")
+        table[name] = (status, note)
+    unknown = set(listed) - set(features)
+    if unknown:
+        raise ValueError(f"support table names unknown features: {sorted(unknown)}")
+    return table
+
+
+def plain(value):
+    """A numpy scalar as the Python bool, int or float it holds (native layers want those)."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
