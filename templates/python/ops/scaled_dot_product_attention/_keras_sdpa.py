@@ -46,7 +46,7 @@ def _pad_last(x, size):
     return np.concatenate([x, pad], axis=-1)
 
 
-def attention(keras, framework, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
+def attention(keras, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
     """Runs a parsed call (`_sdpa.parse`) on keras.ops.dot_product_attention; returns numpy."""
     native_gqa = True
     if gqa_needs_many_kv_heads and args.enable_gqa:

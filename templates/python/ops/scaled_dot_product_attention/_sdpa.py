@@ -27,38 +27,31 @@ reference's (torch's) conventions. This module holds what they share:
 
 The glue computes in float32: float inputs of other widths (and torch bfloat16 tensors) are converted.
 """
-import functools
-import inspect
 import math
 import numbers
 
 import numpy as np
 
-from .._shared import UnsupportedFeature, did_you_mean
+from .._shared import UnsupportedFeature, keywords
 from . import _spec
 
-KEYWORDS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-OP = "scaled_dot_product_attention"
+OP = _spec.CALL
 
 
 def checked_keywords(fn):
-    """Decorator: an unknown keyword is a TypeError that suggests the closest parameter."""
-    named = tuple(inspect.signature(fn).parameters)
-
-    @functools.wraps(fn)
-    def checked(*args, **kwargs):
-        for name in kwargs:
-            if name not in named:
-                raise TypeError(f"{fn.__module__}.{fn.__name__}() got an unexpected keyword argument "
-                                f"`{name}`{did_you_mean(name, named)}")
-        return fn(*args, **kwargs)
-
-    return checked
+    """Decorator: a misspelt keyword is a TypeError that suggests the closest argument of the spec's call."""
+    return keywords(fn, tuple(_spec.SIGNATURE))
 
 
-def support(framework):
-    """The spec's support table of `framework`: feature -> (status, reason)."""
-    return _spec.SUPPORT[framework]
+def describe(framework):
+    """(API, STRATEGY, SUPPORT) of `framework` as the spec gives them; SUPPORT: feature -> (status, reason)."""
+    fw = _spec.FRAMEWORKS[framework]
+    return fw["api"], fw["strategy"], _spec.SUPPORT[framework]
+
+
+def backend(framework):
+    """The backend the spec names for `framework` (Keras's KERAS_BACKEND), or None."""
+    return _spec.FRAMEWORKS[framework]["backend"]
 
 
 class Args:
@@ -170,9 +163,9 @@ def parse(framework, query, key, value, attn_mask, dropout_p, is_causal, scale, 
         if mask.dtype != np.bool_:
             mask = np.asarray(mask, dtype=np.float32)
 
-    table = support(framework)
-    if dropout_p > 0 and table["dropout"][0] == "unsupported":
-        raise UnsupportedFeature(framework, "dropout", table["dropout"][1])
+    status, why = _spec.SUPPORT[framework]["dropout"]
+    if dropout_p > 0 and status == "unsupported":
+        raise UnsupportedFeature(framework, "dropout", why, op=OP, what=_spec.FEATURES["dropout"])
     return Args(
         framework=framework, query=q, key=k, value=v, mask=mask, dropout_p=dropout_p, is_causal=is_causal,
         scale=scale, enable_gqa=enable_gqa, kv_reps=kv_reps, out_lead=out_lead, l=l, e=e, s=s, ev=ev,

@@ -24,7 +24,7 @@ import numpy as np
 from . import _sdpa
 
 FRAMEWORK = "flax_nnx"
-SUPPORT = _sdpa.support(FRAMEWORK)
+API, STRATEGY, SUPPORT = _sdpa.describe(FRAMEWORK)
 
 
 def _pad_last(x, size):

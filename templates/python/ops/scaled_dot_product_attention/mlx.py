@@ -21,7 +21,7 @@ import numpy as np
 from . import _sdpa
 
 FRAMEWORK = "mlx"
-SUPPORT = _sdpa.support(FRAMEWORK)
+API, STRATEGY, SUPPORT = _sdpa.describe(FRAMEWORK)
 
 
 @_sdpa.checked_keywords

@@ -13,7 +13,7 @@ import torch
 from . import _sdpa
 
 FRAMEWORK = "pytorch"
-SUPPORT = _sdpa.support(FRAMEWORK)
+API, STRATEGY, SUPPORT = _sdpa.describe(FRAMEWORK)
 
 
 @_sdpa.checked_keywords

@@ -9,8 +9,8 @@ multi-query attention is repeated by the glue; value head sizes may differ from 
 from . import _keras_sdpa, _sdpa
 
 FRAMEWORK = "tensorflow"
-BACKEND = "tensorflow"
-SUPPORT = _sdpa.support(FRAMEWORK)
+BACKEND = _sdpa.backend(FRAMEWORK)
+API, STRATEGY, SUPPORT = _sdpa.describe(FRAMEWORK)
 keras = _keras_sdpa.load_keras(FRAMEWORK, BACKEND)
 
 
@@ -19,4 +19,4 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False):
     """torch's scaled dot-product attention, run by TensorFlow; numpy in and out, torch's conventions."""
     args = _sdpa.parse(FRAMEWORK, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    return _keras_sdpa.attention(keras, FRAMEWORK, args, gqa_needs_many_kv_heads=True, equal_head_sizes=False)
+    return _keras_sdpa.attention(keras, args, gqa_needs_many_kv_heads=True, equal_head_sizes=False)
