@@ -96,7 +96,7 @@ for key in "${KEYS[@]}"; do
         STATUS[$key]="glue generation failed"
         continue
     fi
-    module="$glue/python/mha_glue/$key.py"
+    module="$glue/python/mha_glue/multihead_attention/$key.py"
     say "== $key: venv .venvs/$venv"
     if ! "$SCRIPT_DIR/framework-env.sh" "$venv"; then
         STATUS[$key]="venv setup failed"

@@ -30,6 +30,10 @@ class SuiteSetupError(RuntimeError):
     """The suite's environment is incomplete (missing variable, package or fixture set)."""
 
 
+# The op package this suite tests: mha_glue.<OP_MODULE>.<framework>.
+OP_MODULE = "multihead_attention"
+
+
 def framework_key() -> str:
     key = os.environ.get("MHA_FRAMEWORK")
     if not key:
@@ -46,7 +50,7 @@ def glue_module():
         raise SuiteSetupError(f"MHA_GLUE_DIR={glue_dir} holds no generated mha_glue package")
     if glue_dir not in sys.path:
         sys.path.insert(0, glue_dir)
-    package = importlib.import_module("mha_glue")
+    package = importlib.import_module("mha_glue").load(OP_MODULE)
     return package, package.load(framework_key())
 
 

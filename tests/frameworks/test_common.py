@@ -1,4 +1,4 @@
-"""The framework-agnostic helpers every glue module builds on (mha_glue._common), checked against the
+"""The framework-agnostic helpers every glue module builds on (mha_glue.multihead_attention._common), checked against the
 reference's conventions (FORMAT.md) computed here independently."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import _support
 
 @pytest.fixture(scope="module")
 def common(glue):
-    import mha_glue._common as common
+    import mha_glue.multihead_attention._common as common
 
     return common
 

@@ -1,6 +1,7 @@
 """The glue module contract (issue 2, section 4) on the real framework: names, support table, errors."""
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import numpy as np
@@ -26,6 +27,33 @@ def test_module_describes_itself(glue, glue_module):
     assert issubclass(glue_pkg.UnsupportedFeature, ValueError)
 
 
+def test_spec_facts_are_the_modules(glue, glue_module):
+    """The op package's `_spec` (generic, generated from the spec) says what the framework module says."""
+    glue_pkg, _ = glue
+    facts = glue_pkg._spec
+    assert facts.OP == glue_pkg.OP == "MultiheadAttention" and facts.KIND == "layer"
+    assert facts.SUPPORT[glue_module.KEY] == glue_module.SUPPORT
+    assert facts.FRAMEWORKS[glue_module.KEY]["api"] == glue_module.API
+    assert facts.FRAMEWORKS[glue_module.KEY]["dropped"] == glue_module.DROPPED
+    assert {n: p.get("default") for n, p in facts.SIGNATURE.items() if "default" in p} == {
+        n: p.default for n, p in inspect.signature(glue_module.build).parameters.items()
+        if p.default is not p.empty
+    }
+
+
+def test_every_op_package_imports_without_a_framework(glue):
+    """An op without framework modules yet (ScaledDotProductAttention) is still a package with its spec."""
+    import mha_glue
+
+    for module, name in mha_glue.OPS.items():
+        package = mha_glue.load(name)
+        assert package.OP == name == package._spec.OP and module == package.__name__.rsplit(".", 1)[1]
+        assert set(package.FRAMEWORKS) <= set(package._spec.FRAMEWORKS)
+        for statuses in package._spec.SUPPORT.values():
+            assert set(statuses) == set(package._spec.FEATURES)
+            assert all(s in ("native", "emulated", "unsupported") for s, _ in statuses.values())
+
+
 def test_support_table_covers_every_spec_feature(glue_module):
     assert set(glue_module.SUPPORT) == FEATURES
     for feature, (status, note) in glue_module.SUPPORT.items():
@@ -49,28 +77,61 @@ def test_signatures_follow_the_contract(glue_module):
         key_padding_mask=None, need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(embed_dim=10, num_heads=3), "num_heads"),
-    (dict(embed_dim=0, num_heads=1), "embed_dim"),
-    (dict(embed_dim=8, num_heads=0), "num_heads"),
-    (dict(embed_dim=8, num_heads=2, dropout=1.0), "dropout"),
-    (dict(embed_dim=8, num_heads=2, dropout=-0.1), "dropout"),
-    (dict(embed_dim=8, num_heads=2, kdim=0), "kdim"),
-    (dict(embed_dim=8, num_heads=2, vdim=-3), "vdim"),
+# One message format for every constraint, the Rust side's too: "{Op}: `{name}` must {requirement}, got {value}".
+@pytest.mark.parametrize("bad, message", [
+    (dict(embed_dim=10, num_heads=3), "MultiheadAttention: `num_heads` must divide `embed_dim` (10), got 3"),
+    (dict(embed_dim=0, num_heads=1), "MultiheadAttention: `embed_dim` must be positive, got 0"),
+    (dict(embed_dim=8, num_heads=0), "MultiheadAttention: `num_heads` must be positive, got 0"),
+    (dict(embed_dim=8, num_heads=2, dropout=1.0), "MultiheadAttention: `dropout` must be below 1.0, got 1.0"),
+    (dict(embed_dim=8, num_heads=2, dropout=-0.1), "MultiheadAttention: `dropout` must be at least 0.0, got -0.1"),
+    (dict(embed_dim=8, num_heads=2, kdim=0), "MultiheadAttention: `kdim` must be positive, got 0"),
+    (dict(embed_dim=8, num_heads=2, vdim=-3), "MultiheadAttention: `vdim` must be positive, got -3"),
 ])
-def test_build_rejects_invalid_parameters(glue_module, bad, match):
-    with pytest.raises(ValueError, match=match):
+def test_build_rejects_invalid_parameters(glue_module, bad, message):
+    with pytest.raises(ValueError) as info:
         glue_module.build(**bad)
+    assert str(info.value) == message
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(embed_dim=8.0, num_heads=2), "embed_dim"),
-    (dict(embed_dim=8, num_heads=2, bias="yes"), "bias"),
-    (dict(embed_dim=8, num_heads=2, batch_first=1), "batch_first"),
+@pytest.mark.parametrize("bad, message", [
+    (dict(embed_dim=8.0, num_heads=2), "MultiheadAttention: `embed_dim` must be an int, got 8.0"),
+    (dict(embed_dim=8, num_heads=2, bias="yes"), "MultiheadAttention: `bias` must be a bool, got 'yes'"),
+    (dict(embed_dim=8, num_heads=2, batch_first=1), "MultiheadAttention: `batch_first` must be a bool, got 1"),
+    (dict(embed_dim=8, num_heads=2, dropout="0.1"), "MultiheadAttention: `dropout` must be a float, got '0.1'"),
 ])
-def test_build_rejects_wrong_types(glue_module, bad, match):
-    with pytest.raises(TypeError, match=match):
+def test_build_rejects_wrong_types(glue_module, bad, message):
+    with pytest.raises(TypeError) as info:
         glue_module.build(**bad)
+    assert str(info.value) == message
+
+
+def test_a_config_is_validated_once_per_build_not_per_load(glue, glue_module, monkeypatch):
+    """build checks the parameters and the weight layout they give; load_state_dict and state_dict
+    read what build checked (the layer's weight plan is made once) and validate nothing again."""
+    import mha_glue._shared as shared
+
+    common = importlib.import_module(f"{glue[0].__name__}._common")
+    calls = {"params": 0, "sizes": 0}
+    check_param, sizes = shared.check_param, common._sizes
+
+    def counting_check_param(*args):
+        calls["params"] += 1
+        return check_param(*args)
+
+    def counting_sizes(*args):
+        calls["sizes"] += 1
+        return sizes(*args)
+
+    monkeypatch.setattr(shared, "check_param", counting_check_param)
+    monkeypatch.setattr(common, "_sizes", counting_sizes)
+    layer = glue_module.build(embed_dim=8, num_heads=2)
+    assert calls["params"] == len(common.PARAMS), "each parameter checked once"
+    state = glue_module.state_dict(layer)
+    glue_module.load_state_dict(layer, state)
+    calls.update(params=0, sizes=0)
+    glue_module.load_state_dict(layer, state)
+    glue_module.state_dict(layer)
+    assert calls == {"params": 0, "sizes": 0}, calls
 
 
 def _layer(glue_module, **ctor):

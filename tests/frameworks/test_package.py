@@ -13,15 +13,17 @@ import pytest
 import _support
 
 CHECK = """
-import mha_glue, sys
+import mha_glue, mha_glue.multihead_attention as mha, sys
 print(mha_glue.__file__)
-assert mha_glue.FRAMEWORKS == {frameworks!r}, mha_glue.FRAMEWORKS
+assert mha_glue.OPS == {{"multihead_attention": "MultiheadAttention", "scaled_dot_product_attention": "ScaledDotProductAttention"}}, mha_glue.OPS
+assert mha.FRAMEWORKS == {frameworks!r}, mha.FRAMEWORKS
+assert mha_glue.load("ScaledDotProductAttention")._spec.KIND == "function"
 try:
-    import mha_glue.{missing}
+    import mha_glue.multihead_attention.{missing}
 except ImportError as e:
     print(e)
 else:
-    sys.exit("mha_glue.{missing} imported without its framework")
+    sys.exit("mha_glue.multihead_attention.{missing} imported without its framework")
 """
 
 
@@ -49,4 +51,4 @@ def test_pip_install_in_a_fresh_venv(tmp_path, editable):
     assert run.returncode == 0, run.stdout + run.stderr
     first, message = run.stdout.splitlines()[:2]
     assert first.startswith(str(source if editable else venv)), first
-    assert message.startswith(f"mha_glue.{missing} needs the ") and "pip install " in message, message
+    assert message.startswith(f"mha_glue.multihead_attention.{missing} needs the ") and "pip install " in message, message

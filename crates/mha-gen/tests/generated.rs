@@ -277,3 +277,37 @@ fn undefined_variable_in_a_template_names_the_template() {
         "{message}"
     );
 }
+
+/// A function's seed-format page shows its call (with the spec's defaults) where a layer's shows
+/// its constructor, and a tab per framework; its details page shows each framework's call of the
+/// glue module `mha_glue.<op_module>.<framework>` and the layouts the glue permutes to.
+#[test]
+fn a_functions_pages_show_its_call_per_framework() {
+    let files = all_files();
+    let text = |path: &str| {
+        files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} is generated"))
+            .contents
+            .clone()
+    };
+    let page = text("docs/ops/ScaledDotProductAttention.rst");
+    assert!(page.contains(
+        "``scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)``"
+    ), "{page}");
+    for name in ["PyTorch", "Keras", "TensorFlow", "Apple MLX", "Flax NNX"] {
+        assert!(page.contains(&format!(">{name}</button>")), "{name} tab");
+    }
+    let details = text("docs/ops/ScaledDotProductAttention.details.rst");
+    for key in ["pytorch", "keras", "tensorflow", "mlx", "flax_nnx"] {
+        assert!(details.contains(&format!(
+            "   from mha_glue.scaled_dot_product_attention import {key}\n\n   output = {key}.scaled_dot_product_attention(query, key, value, ...)"
+        )), "{key}:\n{details}");
+    }
+    assert!(
+        details.contains("- ``query``: ``(..., L, Hq, E)``"),
+        "{details}"
+    );
+    assert!(!details.contains("Canonical weights") && !details.contains("Constructor\n"));
+}

@@ -123,3 +123,58 @@ def plain(value):
     if isinstance(value, np.floating):
         return float(value)
     return value
+
+
+# Constraint messages: one format, shared with the Rust side (the runtime's and the macro's checks):
+#   "{Op}: `{name}` must {requirement}, got {value}"
+# with requirement `be positive`, "divide `{other}` ({other_value})", `be at least {bound}`,
+# `be below {bound}`, or (Python only, where a value's type is not fixed) `be a bool`, `be an int`,
+# `be a float`. Values and bounds as Python's repr writes them (1.0, not 1).
+def constraint_message(op, name, requirement, value):
+    """The one message of a parameter that violates a constraint."""
+    return f"{op}: `{name}` must {requirement}, got {value!r}"
+
+
+_TYPE_REQUIREMENTS = {"bool": "be a bool", "int": "be an int", "optional_int": "be an int", "float": "be a float"}
+
+
+def _type_ok(kind, value):
+    if kind == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if kind in ("int", "optional_int"):
+        return isinstance(value, (int, np.integer)) or (value is None and kind == "optional_int")
+    if kind == "float":
+        return isinstance(value, (int, float, np.floating, np.integer))
+    raise ValueError(f"unknown parameter type {kind!r}")
+
+
+def _requirement(constraint, value, scope):
+    """The requirement `constraint` puts on `value`, and whether `value` meets it."""
+    if constraint == "positive":
+        return "be positive", value > 0
+    if isinstance(constraint, dict) and "divides" in constraint:
+        other = constraint["divides"]
+        total = scope[other]
+        return f"divide `{other}` ({total!r})", value != 0 and total % value == 0
+    if isinstance(constraint, dict) and "at_least" in constraint:
+        bound = constraint["at_least"]
+        return f"be at least {bound!r}", value >= bound
+    if isinstance(constraint, dict) and "below" in constraint:
+        bound = constraint["below"]
+        return f"be below {bound!r}", value < bound
+    raise ValueError(f"unknown constraint {constraint!r}")
+
+
+def check_param(op, name, kind, value, constraints, scope):
+    """Checks one parameter of type `kind` against its spec `constraints` (`scope`: the other given
+    values, which `divides` reads). Raises TypeError or ValueError with the one message format."""
+    if not _type_ok(kind, value):
+        raise TypeError(constraint_message(op, name, _TYPE_REQUIREMENTS[kind], value))
+    if value is None:
+        return
+    for constraint in constraints:
+        requirement, ok = _requirement(constraint, value, scope)
+        if not ok:
+            raise ValueError(constraint_message(op, name, requirement, value))
