@@ -3,6 +3,7 @@ refusals as clear errors (the same in every framework), misspelt keywords, dropo
 the input forms numpy users pass. Which calls torch refuses is checked on real torch in the PyTorch run."""
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import numpy as np
@@ -63,10 +64,26 @@ def _kwargs(make):
     return kw
 
 
-def test_signature_is_torchs(sdpa):
+def _spec(module):
+    return importlib.import_module(module.__name__.rsplit(".", 1)[0] + "._spec")
+
+
+def test_signature_is_torchs_and_the_specs(sdpa):
     _, module = sdpa
     params = inspect.signature(module.scaled_dot_product_attention).parameters
     assert [(n, p.default) for n, p in params.items()] == SIGNATURE
+    spec = _spec(module).SIGNATURE
+    assert [(n, a.get("default", inspect.Parameter.empty)) for n, a in spec.items()] == SIGNATURE
+
+
+def test_module_describes_what_the_spec_says(sdpa):
+    _, module = sdpa
+    spec = _spec(module)
+    entry = spec.FRAMEWORKS[module.FRAMEWORK]
+    assert (module.API, module.STRATEGY) == (entry["api"], entry["strategy"])
+    assert module.SUPPORT == spec.SUPPORT[module.FRAMEWORK]
+    if entry["backend"] is not None:
+        assert module.keras.backend.backend() == entry["backend"] == module.BACKEND
 
 
 def test_support_table_covers_every_feature(sdpa):

@@ -21,8 +21,6 @@ Conversions around the fused op (what it takes differs from torch's conventions)
 """
 import os
 
-import numpy as np
-
 from . import _sdpa
 
 
@@ -39,13 +37,6 @@ def load_keras(framework, backend):
     return keras
 
 
-def _pad_last(x, size):
-    if x.shape[-1] == size:
-        return x
-    pad = np.zeros(x.shape[:-1] + (size - x.shape[-1],), dtype=np.float32)
-    return np.concatenate([x, pad], axis=-1)
-
-
 def attention(keras, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
     """Runs a parsed call (`_sdpa.parse`) on keras.ops.dot_product_attention; returns numpy."""
     native_gqa = True
@@ -54,10 +45,7 @@ def attention(keras, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
     call = _sdpa.canonical(args, native_gqa=native_gqa)
     if call.empty:
         return _sdpa.finish(call, None)
-    q, k, v = call.query, call.key, call.value
-    if equal_head_sizes and call.e != call.ev:
-        width = max(call.e, call.ev)
-        q, k, v = _pad_last(q, width), _pad_last(k, width), _pad_last(v, width)
+    q, k, v = _sdpa.equal_head_sizes(call) if equal_head_sizes else (call.query, call.key, call.value)
     out = keras.ops.dot_product_attention(
         q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
         bias=call.bias, scale=call.scale, is_causal=call.is_causal, flash_attention=False,

@@ -281,6 +281,20 @@ def _dead_rows(call):
     return dead
 
 
+def equal_head_sizes(call):
+    """(query, key, value) of `call` zero-padded on the last axis to one head size, max(E, Ev), for kernels
+    that want the value's head size equal to the query's: zeros add nothing to a score, and the output's
+    padded columns (`[..., :call.ev]` drops them) are 0 · probabilities. Exact."""
+    width = max(call.e, call.ev)
+
+    def pad(x):
+        if x.shape[-1] == width:
+            return x
+        return np.concatenate([x, np.zeros(x.shape[:-1] + (width - x.shape[-1],), dtype=np.float32)], axis=-1)
+
+    return pad(call.query), pad(call.key), pad(call.value)
+
+
 def finish(call, out):
     """A kernel's (B, H, L, Ev) result -> torch's layout, with torch's rows of nothing to attend."""
     if call.empty:

@@ -27,12 +27,6 @@ FRAMEWORK = "flax_nnx"
 API, STRATEGY, SUPPORT = _sdpa.describe(FRAMEWORK)
 
 
-def _pad_last(x, size):
-    if x.shape[-1] == size:
-        return x
-    return np.concatenate([x, np.zeros(x.shape[:-1] + (size - x.shape[-1],), dtype=np.float32)], axis=-1)
-
-
 @_sdpa.checked_keywords
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
@@ -41,8 +35,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     call = _sdpa.canonical(args, native_gqa=True)
     if call.empty:
         return _sdpa.finish(call, None)
-    width = max(call.e, call.ev)
-    q, k, v = (_pad_last(x, width).transpose(0, 2, 1, 3) for x in (call.query, call.key, call.value))
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in _sdpa.equal_head_sizes(call))
     out = jax.nn.dot_product_attention(
         q, k, v, bias=call.bias, scale=call.scale, is_causal=call.is_causal, implementation="xla",
     )
