@@ -109,10 +109,14 @@ fn call_strategy(fw: &Framework) -> String {
         return format!("{plugin}Direct Mapping");
     }
     let what = done.join("; ");
-    match plugin.is_empty() {
-        true => format!("{}{}", what[..1].to_uppercase(), &what[1..]),
-        false => format!("{plugin}{what}"),
+    if !plugin.is_empty() {
+        return format!("{plugin}{what}");
     }
+    let mut chars = what.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

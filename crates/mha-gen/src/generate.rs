@@ -240,24 +240,7 @@ impl Renderer<'_> {
     }
 
     fn render(&self, name: &str, ctx: tera::Context) -> Result<String, GenError> {
-        let error = |message: String| GenError::Render {
-            name: name.to_string(),
-            op: self.spec.op.clone(),
-            message,
-        };
-        // A template engine bug must not take the generator down: a panic is an error too.
-        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.tera.render(name, &ctx)
-        }))
-        .map_err(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            error(format!("the template engine panicked: {what}"))
-        })?;
-        rendered.map_err(|e| error(tera_message(&e)))
+        render(self.tera, name, &ctx, &self.spec.op)
     }
 
     /// The selected framework keys, in spec order.
@@ -459,19 +442,7 @@ impl<'a> Once<'a> {
             } else if let Some(file) = file.strip_suffix(".tera") {
                 let mut ctx = self.context.clone();
                 ctx.insert("generated_header", &header("#"));
-                let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    tera.render(name, &ctx)
-                }))
-                .map_err(|_| GenError::Render {
-                    name: name.to_string(),
-                    op: self.ops.join(", "),
-                    message: "the template engine panicked".into(),
-                })?;
-                let contents = rendered.map_err(|e| GenError::Render {
-                    name: name.to_string(),
-                    op: self.ops.join(", "),
-                    message: tera_message(&e),
-                })?;
+                let contents = render(tera, name, &ctx, &self.ops.join(", "))?;
                 files.push(GeneratedFile {
                     path: format!("{out_prefix}{file}"),
                     contents,
@@ -480,6 +451,33 @@ impl<'a> Once<'a> {
         }
         Ok(())
     }
+}
+
+/// Renders template `name` for `op` (the op, or the ops, it is rendered for, as errors name it).
+fn render(
+    tera: &tera::Tera,
+    name: &str,
+    ctx: &tera::Context,
+    op: &str,
+) -> Result<String, GenError> {
+    let error = |message: String| GenError::Render {
+        name: name.to_string(),
+        op: op.to_string(),
+        message,
+    };
+    // A template engine bug must not take the generator down: a panic is an error too.
+    let rendered =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tera.render(name, ctx))).map_err(
+            |panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                error(format!("the template engine panicked: {what}"))
+            },
+        )?;
+    rendered.map_err(|e| error(tera_message(&e)))
 }
 
 /// The `@generated` header of files made once from all the ops' specs.

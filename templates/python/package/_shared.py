@@ -178,3 +178,19 @@ def check_param(op, name, kind, value, constraints, scope):
         requirement, ok = _requirement(constraint, value, scope)
         if not ok:
             raise ValueError(constraint_message(op, name, requirement, value))
+
+
+def permute(array, from_dims, to_dims):
+    """`array` with its axes reordered from the named layout `from_dims` to `to_dims` (the spec's
+    `shape` and a framework's `layouts` entry, e.g. ("...", "Hq", "L", "E") -> ("...", "L", "Hq", "E")).
+    "..." stands for any number of leading axes, which stay first and in order."""
+    array = np.asarray(array)
+    if sorted(from_dims) != sorted(to_dims) or len(set(from_dims)) != len(from_dims):
+        raise ValueError(f"layouts {tuple(from_dims)} and {tuple(to_dims)} do not name the same dimensions")
+    named = [d for d in from_dims if d != "..."]
+    lead = array.ndim - len(named)
+    if lead < 0 or (lead > 0 and "..." not in from_dims):
+        raise ValueError(f"an array of rank {array.ndim} does not have the layout {tuple(from_dims)}")
+    axis = {d: lead + i for i, d in enumerate(named)}
+    order = list(range(lead)) + [axis[d] for d in to_dims if d != "..."]
+    return np.transpose(array, order)
