@@ -2,8 +2,8 @@
 TensorFlow (Keras on the TensorFlow backend) modules: `keras.ops.dot_product_attention`.
 
 Conversions around the fused op (what it takes differs from torch's conventions):
-- layout: torch's (..., H, L, E) -> Keras's (B, L, H, E): leading dimensions broadcast and flattened
-  into B (the op takes 4-D inputs only), heads and sequence swapped, and back for the output.
+- layout: torch's (..., H, L, E) -> the spec's `layouts` for the framework, Keras's (B, L, H, E):
+  leading dimensions broadcast and flattened into B (the op takes 4-D inputs only), and back.
 - attn_mask: torch's mask as its additive float32 bias (bool False -> -inf), given as `bias`, which
   the op adds to the scaled scores in float32 as torch does (Keras's boolean `mask` is a select and
   would hide a NaN key that torch's add keeps).
@@ -37,7 +37,7 @@ def load_keras(framework, backend):
     return keras
 
 
-def attention(keras, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
+def attention(keras, framework, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
     """Runs a parsed call (`_sdpa.parse`) on keras.ops.dot_product_attention; returns numpy."""
     native_gqa = True
     if gqa_needs_many_kv_heads and args.enable_gqa:
@@ -47,8 +47,9 @@ def attention(keras, args, *, gqa_needs_many_kv_heads, equal_head_sizes):
         return _sdpa.finish(call, None)
     q, k, v = _sdpa.equal_head_sizes(call) if equal_head_sizes else (call.query, call.key, call.value)
     out = keras.ops.dot_product_attention(
-        q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
+        _sdpa.to_native(framework, "query", q), _sdpa.to_native(framework, "key", k),
+        _sdpa.to_native(framework, "value", v),
         bias=call.bias, scale=call.scale, is_causal=call.is_causal, flash_attention=False,
     )
-    out = keras.ops.convert_to_numpy(out).transpose(0, 2, 1, 3)[..., : call.ev]
-    return _sdpa.finish(call, out)
+    out = _sdpa.from_native(framework, "output", keras.ops.convert_to_numpy(out))
+    return _sdpa.finish(call, out[..., : call.ev])

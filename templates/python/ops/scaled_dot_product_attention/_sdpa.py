@@ -32,7 +32,7 @@ import numbers
 
 import numpy as np
 
-from .._shared import UnsupportedFeature, keywords
+from .._shared import UnsupportedFeature, keywords, permute
 from . import _spec
 
 OP = _spec.CALL
@@ -279,6 +279,21 @@ def _dead_rows(call):
     if dead is None or not dead.any():
         return None
     return dead
+
+
+def _layout(framework, name):
+    return tuple(_spec.FRAMEWORKS[framework]["layouts"].get(name, _spec.SHAPES[name]))
+
+
+def to_native(framework, name, array):
+    """A canonical (B, H, n, d) tensor `name` (query, key, value) in `framework`'s layout, as the spec's
+    `layouts` give it (the reference's when unlisted)."""
+    return permute(array, _spec.SHAPES[name], _layout(framework, name))
+
+
+def from_native(framework, name, array):
+    """A result `name` (output) of `framework`'s op back in the reference's layout."""
+    return permute(array, _layout(framework, name), _spec.SHAPES[name])
 
 
 def equal_head_sizes(call):

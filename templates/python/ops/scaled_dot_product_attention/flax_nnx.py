@@ -3,8 +3,8 @@
 the Flax wrapper has no `scale` argument (pre-scaling the query would round differently from torch).
 
 Conversions around the fused op:
-- layout: torch's (..., H, L, E) -> JAX's (B, L, H, E): leading dimensions broadcast and flattened
-  into B, heads and sequence swapped, and back for the output.
+- layout: torch's (..., H, L, E) -> the spec's `layouts` for the framework, JAX's (B, L, H, E):
+  leading dimensions broadcast and flattened into B, and back for the output.
 - attn_mask: torch's mask as its additive float32 bias (bool False -> -inf), given as `bias`, which
   JAX adds to the scaled scores in float32 as torch does (JAX's boolean `mask` is a select and would
   hide a NaN key that torch's add keeps).
@@ -35,8 +35,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     call = _sdpa.canonical(args, native_gqa=True)
     if call.empty:
         return _sdpa.finish(call, None)
-    q, k, v = (x.transpose(0, 2, 1, 3) for x in _sdpa.equal_head_sizes(call))
+    q, k, v = (_sdpa.to_native(FRAMEWORK, name, x) for name, x in zip(("query", "key", "value"),
+                                                                    _sdpa.equal_head_sizes(call)))
     out = jax.nn.dot_product_attention(
         q, k, v, bias=call.bias, scale=call.scale, is_causal=call.is_causal, implementation="xla",
     )
-    return _sdpa.finish(call, np.asarray(out).transpose(0, 2, 1, 3)[..., : call.ev])
+    return _sdpa.finish(call, _sdpa.from_native(FRAMEWORK, "output", np.asarray(out))[..., : call.ev])

@@ -37,7 +37,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         mask = mx.array(call.bias)
     elif call.is_causal:
         mask = "causal" if call.l == call.s else mx.array(np.tril(np.ones((call.l, call.s), dtype=bool)))
-    out = mx.fast.scaled_dot_product_attention(
-        mx.array(call.query), mx.array(call.key), mx.array(call.value), scale=call.scale, mask=mask,
-    )
-    return _sdpa.finish(call, np.array(out))
+    q, k, v = (mx.array(_sdpa.to_native(FRAMEWORK, name, x))  # MLX's layout is torch's (B, H, n, d)
+               for name, x in (("query", call.query), ("key", call.key), ("value", call.value)))
+    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=call.scale, mask=mask)
+    return _sdpa.finish(call, _sdpa.from_native(FRAMEWORK, "output", np.array(out)))

@@ -19,4 +19,4 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False):
     """torch's scaled dot-product attention, run by TensorFlow; numpy in and out, torch's conventions."""
     args = _sdpa.parse(FRAMEWORK, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
-    return _keras_sdpa.attention(keras, args, gqa_needs_many_kv_heads=True, equal_head_sizes=False)
+    return _keras_sdpa.attention(keras, FRAMEWORK, args, gqa_needs_many_kv_heads=True, equal_head_sizes=False)
