@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(label("pytorch"), "Direct Mapping");
         assert_eq!(
             label("keras"),
-            "Plugin (transpose_heads), permutes the axes of query, key, value, output; renames attn_mask → mask; handles dropout_p, enable_gqa itself"
+            "Plugin (transpose_heads), permutes the axes of query, key, value, output; renames attn_mask → bias; handles dropout_p, enable_gqa itself"
         );
         assert_eq!(
             label("mlx"),
