@@ -14,6 +14,7 @@
 # fixture set. The checkpoint conversion tests get mha-gen (MHA_GEN) and the torch venv's python
 # (MHA_TORCH_PYTHON, which makes their TransformerEncoder checkpoint). At the end a matrix per framework
 # is printed: fixture cases matched / refused as unsupported / failed, and the other tests; then the
+# SDPA cases per framework (matched / wrong / crashed / refused, max |diff|) and the
 # conversion's max |diff| vs torch per framework. Logs: target/framework-tests/<NAME>.log.
 # Exit status: 0 only if every selected framework ran and nothing failed.
 set -uo pipefail
@@ -88,8 +89,9 @@ for key in "${KEYS[@]}"; do
     glue="$WORK/glue/$key"
     log="$WORK/$key.log"
     matrix="$WORK/$key.matrix.json"
+    sdpa_matrix="$WORK/$key.sdpa.json"
     convert_report="$WORK/$key.convert.json"
-    rm -rf "$glue" "$matrix" "$convert_report"
+    rm -rf "$glue" "$matrix" "$sdpa_matrix" "$convert_report"
     say "== $key: generating the glue into ${glue#"$ROOT"/}"
     if ! cargo run -q -p mha-gen -- generate --out "$glue" --framework "$key" >"$log" 2>&1; then
         cat "$log" >&2
@@ -103,6 +105,7 @@ for key in "${KEYS[@]}"; do
         continue
     fi
     envs=(MHA_FRAMEWORK="$key" MHA_GLUE_DIR="$glue/python" MHA_FIXTURES="$FIXTURES" MHA_MATRIX_OUT="$matrix"
+          MHA_SDPA_MATRIX_OUT="$sdpa_matrix"
           JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3 PYTHONDONTWRITEBYTECODE=1
           MHA_GEN="$MHA_GEN_EXE" MHA_TORCH_PYTHON="$ROOT/.venvs/torch/bin/python" MHA_CONVERT_OUT="$convert_report")
     [[ -n "$RUNNER" ]] && envs+=(MHA_PARITY_RUNNER="$RUNNER")
@@ -138,6 +141,26 @@ EOF
     else
         printf '%-11s %6s %8s %8s %7s   %-22s %s\n' "$key" - - - - - "$status"
     fi
+done
+
+echo
+say "ScaledDotProductAttention: torch SDPA cases (tests/fixtures/sdpa, sdpa_corners, shared samples) per framework"
+printf '%-11s %6s %8s %6s %8s %8s   %s\n' framework cases matched wrong crashed refused "max |diff|"
+for key in "${KEYS[@]}"; do
+    report="$WORK/$key.sdpa.json"
+    if [[ ! -f "$report" ]]; then
+        printf '%-11s no result\n' "$key"
+        continue
+    fi
+    "$HOST_PYTHON" - "$report" "$key" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+diff = "-" if m["max_abs_diff"] is None else f"{m['max_abs_diff']:.3g}"
+print(f"{sys.argv[2]:<11} {m['cases']:>6} {m['matched']:>8} {m['wrong']:>6} {m['crashed']:>8} {m['refused']:>8}   {diff}")
+for name, o in m["case_outcomes"].items():
+    if o["outcome"] != "matched":
+        print(f"{'':<11} {o['outcome']:>8}: {name}")
+EOF
 done
 
 echo
