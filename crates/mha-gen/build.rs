@@ -41,12 +41,19 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Hidden files, Python's byte-code caches and editor backups are not templates (a stray
+        // `__pycache__` from running a plain glue file in place would not even be UTF-8).
+        let skipped = name.starts_with('.')
+            || name == "__pycache__"
+            || name.ends_with(".pyc")
+            || name.ends_with('~');
+        if skipped {
+            continue;
+        }
         if path.is_dir() {
             collect(&path, files);
-        } else if path
-            .file_name()
-            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        {
+        } else {
             files.push(path);
         }
     }
