@@ -411,7 +411,7 @@ fn a_dynamic_layer_converts_only_with_the_same_config() {
         .to_string();
     assert_eq!(
         error,
-        "invalid MultiheadAttention config: invalid `dropout`: the layer has 0.5, `KdimVdim` has 0.0; \
-         invalid `batch_first`: the layer has true, `KdimVdim` has false"
+        "MultiheadAttention: `dropout` must be 0.0 as `KdimVdim` declares, got 0.5; \
+         MultiheadAttention: `batch_first` must be false as `KdimVdim` declares, got true"
     );
 }
