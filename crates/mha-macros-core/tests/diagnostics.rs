@@ -1,5 +1,5 @@
 //! The argument checks of `#[attention_layer]` as users meet them: each error's message and the
-//! source text it points at, checked on the expansion without compiling a crate. (The workspace's
+//! source text it points at, checked on the expansion without compiling a crate. (`mha-macros`'
 //! `tests/ui/` keeps the cases only a compiler run proves: how rustc renders these spans, the
 //! stub that keeps the user's code type-checking, the compiler's hint for a method of the
 //! dynamic layer.)
