@@ -435,7 +435,10 @@ mod basic {
 
     fn output_of(layer: &dyn AttentionLayer, x: &ArrayD<f32>) -> ArrayD<f32> {
         let options = ForwardOptions::default().with_need_weights(false);
-        layer.forward(x.view(), x.view(), x.view(), &options).unwrap().output
+        layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap()
+            .output
     }
 
     #[test]
@@ -448,7 +451,10 @@ mod basic {
         assert_eq!((Encoder::KDIM, Encoder::VDIM), (16, 16));
         assert_eq!(Encoder::DROPOUT, 0.0);
         assert!(
-            Encoder::BIAS && !Encoder::ADD_BIAS_KV && !Encoder::ADD_ZERO_ATTN && !Encoder::BATCH_FIRST
+            Encoder::BIAS
+                && !Encoder::ADD_BIAS_KV
+                && !Encoder::ADD_ZERO_ATTN
+                && !Encoder::BATCH_FIRST
         );
         assert!(Encoder::PACKED_IN_PROJ);
         assert_eq!(Encoder::EXTRA_KEYS, 0);
@@ -463,7 +469,9 @@ mod basic {
             .unwrap();
         assert_eq!(out.output.shape(), &[5, 2, 16]);
         let options = ForwardOptions::default().with_need_weights(false);
-        let direct = layer.forward(x.view(), x.view(), x.view(), &options).unwrap();
+        let direct = layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap();
         assert_eq!(output_of(&layer, &x), direct.output); // the trait and the inherent method agree
         assert!(format!("{layer:?}").contains("Encoder"));
     }
@@ -496,7 +504,14 @@ mod every_argument {
         let names: Vec<&str> = Cross::PARAMETER_SHAPES.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["q_proj_weight", "k_proj_weight", "v_proj_weight", "bias_k", "bias_v", "out_proj.weight"]
+            [
+                "q_proj_weight",
+                "k_proj_weight",
+                "v_proj_weight",
+                "bias_k",
+                "bias_v",
+                "out_proj.weight"
+            ]
         );
 
         let layer = Cross::random(3);
@@ -542,13 +557,19 @@ mod hygiene {
         let layer = Renamed::random(0);
         let x = ::mha::ndarray::ArrayD::<f32>::zeros(vec![3, 8]); // unbatched (L, E)
         let options = ::mha::ForwardOptions::default();
-        let out = layer.forward(x.view(), x.view(), x.view(), &options).unwrap();
+        let out = layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap();
         assert_eq!(out.output.shape(), &[3, 8]);
         let bare = bare::Bare::random(0);
         let k = ::mha::ndarray::ArrayD::<f32>::zeros(vec![4, 3]); // (S, kdim)
         let v = ::mha::ndarray::ArrayD::<f32>::zeros(vec![4, 8]); // (S, vdim)
-        let out = bare.forward(x.view(), k.view(), v.view(), &options).unwrap();
+        let out = bare
+            .forward(x.view(), k.view(), v.view(), &options)
+            .unwrap();
         assert_eq!(out.weights.unwrap().shape(), &[3, 4]);
-        assert!(bare.forward(x.view(), x.view(), x.view(), &options).is_err()); // key must be 3 wide
+        assert!(bare
+            .forward(x.view(), x.view(), x.view(), &options)
+            .is_err()); // key must be 3 wide
     }
 }

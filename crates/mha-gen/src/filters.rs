@@ -113,7 +113,9 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::msg("`rust_violation` needs `param`, the parameter's name"))?;
         let format = mha_spec::violation_format(&s.op, param, &constraint);
-        Ok(Value::String(proc_macro2::Literal::string(&format).to_string()))
+        Ok(Value::String(
+            proc_macro2::Literal::string(&format).to_string(),
+        ))
     });
     tera.register_filter("rst", |v: &Value, _: &Args| {
         Ok(Value::String(rst(&plain(v))))

@@ -15,7 +15,10 @@ fn builder_writes_the_rust_config_and_leaves_unchanged_files_alone() {
         .expect("generate");
     assert_eq!(
         files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-        ["rust/multihead_attention.rs"]
+        [
+            "rust/multihead_attention.rs",
+            "rust/multihead_attention_weights.rs"
+        ]
     );
     let path = dir.path().join("rust/multihead_attention.rs");
     let old = SystemTime::now() - Duration::from_secs(3600);

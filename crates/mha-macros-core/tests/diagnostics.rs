@@ -35,7 +35,11 @@ fn diagnostics<'s>(args: &'s str, item: &'s str) -> Vec<(String, At<'s>)> {
             _ => None,
         })
         .map(|m| {
-            let message = m.mac.parse_body::<syn::LitStr>().expect("a message").value();
+            let message = m
+                .mac
+                .parse_body::<syn::LitStr>()
+                .expect("a message")
+                .value();
             // `syn::Error::to_compile_error` spans the path from the error's first token and the
             // braces to its last.
             let first = m.mac.path.segments[0].ident.span();

@@ -51,17 +51,32 @@ mod tests {
         let config = MultiheadAttentionConfig::new(8, 2).with_add_bias_kv(true);
         let layer = MultiheadAttention::random(config.clone(), 0).unwrap();
         let bytes = layer.to_safetensors_bytes().unwrap();
-        let path = std::env::temp_dir().join(format!("mha_checks_once_{}.safetensors", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "mha_checks_once_{}.safetensors",
+            std::process::id()
+        ));
         layer.save_safetensors(&path).unwrap();
         let tensors: Vec<(String, ArrayD<f32>)> = layer.weights().state_dict();
         let weights: Weights = layer.weights().clone();
         let c = || config.clone();
         let loads: [(&str, usize); 5] = [
             ("random", checks_in(|| MultiheadAttention::random(c(), 1))),
-            ("new", checks_in(|| MultiheadAttention::new(c(), weights.clone()))),
-            ("from_tensors", checks_in(|| MultiheadAttention::from_tensors(c(), tensors.clone()))),
-            ("from_safetensors", checks_in(|| MultiheadAttention::from_safetensors(c(), &path, ""))),
-            ("from_safetensors_bytes", checks_in(|| MultiheadAttention::from_safetensors_bytes(c(), &bytes, ""))),
+            (
+                "new",
+                checks_in(|| MultiheadAttention::new(c(), weights.clone())),
+            ),
+            (
+                "from_tensors",
+                checks_in(|| MultiheadAttention::from_tensors(c(), tensors.clone())),
+            ),
+            (
+                "from_safetensors",
+                checks_in(|| MultiheadAttention::from_safetensors(c(), &path, "")),
+            ),
+            (
+                "from_safetensors_bytes",
+                checks_in(|| MultiheadAttention::from_safetensors_bytes(c(), &bytes, "")),
+            ),
         ];
         let _ = std::fs::remove_file(&path);
         assert_eq!(loads.map(|(_, n)| n), [1; 5], "{loads:?}");

@@ -38,7 +38,10 @@ fn scheme(w: W) -> Scheme {
 /// `bias_k` / `bias_v`, `kaiming_uniform_(a = √5)` for `out_proj.weight` (nn.Linear's default),
 /// and zeros for `in_proj_bias` and `out_proj.bias`. The tensors and their shapes are the
 /// config's weight layout; they are drawn in the order of the schemes above.
-pub(crate) fn torch_init(config: &MultiheadAttentionConfig, seed: u64) -> Result<Weights, MhaError> {
+pub(crate) fn torch_init(
+    config: &MultiheadAttentionConfig,
+    seed: u64,
+) -> Result<Weights, MhaError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut layout: Vec<(W, Vec<usize>)> = config
         .weight_shapes()
@@ -58,7 +61,9 @@ pub(crate) fn torch_init(config: &MultiheadAttentionConfig, seed: u64) -> Result
                     uniform(&mut rng, &shape, 1.0 / (fan_in as f64).sqrt())
                 }
                 // xavier_normal_ on (1, 1, E): fan_in = fan_out = E, std = sqrt(2 / 2E).
-                (Scheme::XavierNormal, &[.., e]) => normal(&mut rng, &shape, (1.0 / e as f64).sqrt()),
+                (Scheme::XavierNormal, &[.., e]) => {
+                    normal(&mut rng, &shape, (1.0 / e as f64).sqrt())
+                }
                 _ => ArrayD::zeros(IxDyn(&shape)),
             };
             (w, tensor)

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Dimension};
+use ndarray::{
+    s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Dimension,
+};
 
 use crate::{MhaError, MultiheadAttentionConfig, MultiheadAttentionWeight as W};
 
@@ -120,10 +122,12 @@ impl Weights {
                 return Ok(None);
             };
             let full = format!("{prefix}{}", w.name);
-            let tensor = given.remove(w.name).ok_or_else(|| MhaError::MissingWeight {
-                name: full.clone(),
-                shape: shape.clone(),
-            })?;
+            let tensor = given
+                .remove(w.name)
+                .ok_or_else(|| MhaError::MissingWeight {
+                    name: full.clone(),
+                    shape: shape.clone(),
+                })?;
             if tensor.shape() != shape.as_slice() {
                 return Err(wrong_shape(full, w, shape, tensor.shape()));
             }
@@ -209,11 +213,20 @@ impl Weights {
             }
         }
         let optional = [
-            (W::IN_PROJ_BIAS, self.in_proj_bias.as_ref().map(|t| t.view().into_dyn())),
+            (
+                W::IN_PROJ_BIAS,
+                self.in_proj_bias.as_ref().map(|t| t.view().into_dyn()),
+            ),
             (W::BIAS_K, self.bias_k.as_ref().map(|t| t.view().into_dyn())),
             (W::BIAS_V, self.bias_v.as_ref().map(|t| t.view().into_dyn())),
-            (W::OUT_PROJ_WEIGHT, Some(self.out_proj_weight.view().into_dyn())),
-            (W::OUT_PROJ_BIAS, self.out_proj_bias.as_ref().map(|t| t.view().into_dyn())),
+            (
+                W::OUT_PROJ_WEIGHT,
+                Some(self.out_proj_weight.view().into_dyn()),
+            ),
+            (
+                W::OUT_PROJ_BIAS,
+                self.out_proj_bias.as_ref().map(|t| t.view().into_dyn()),
+            ),
         ];
         out.extend(optional.into_iter().filter_map(|(w, t)| Some((w, t?))));
         out.sort_by_key(|(w, _)| w.index());
