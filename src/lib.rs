@@ -47,8 +47,8 @@
 //! ```
 //!
 //! A mistake in the attribute is a compile error at the argument, e.g.
-//! `#[attention_layer(embed_dim = 10, num_heads = 4)]` gives "`embed_dim` (10) must be divisible
-//! by `num_heads` (4); the nearest valid `num_heads` are 2 and 5".
+//! `#[attention_layer(embed_dim = 10, num_heads = 4)]` gives "MultiheadAttention: `num_heads`
+//! must divide `embed_dim` (10), got 4; the nearest valid `num_heads` are 2 and 5".
 //!
 //! # The generated type
 //!

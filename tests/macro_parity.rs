@@ -1,7 +1,12 @@
 //! The `#[attention_layer]` layer against the dynamic runtime layer on every torch fixture case in
 //! `tests/fixtures/torch`: loaded from the same file, given the same inputs, they give
 //! bit-identical outputs and weights (on the fast path and on the reference path), and both match torch's reference within the fixtures'
-//! tolerance.
+//! tolerance. Also the layers as users write them (the modules `basic`, `every_argument`,
+//! `hygiene` at the end): they compile in this test crate, a user crate of `mha` like any other,
+//! and work.
+
+// For the `hygiene` module: the facade under another name.
+extern crate mha as attention;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -411,7 +416,160 @@ fn a_dynamic_layer_converts_only_with_the_same_config() {
         .to_string();
     assert_eq!(
         error,
-        "invalid MultiheadAttention config: invalid `dropout`: the layer has 0.5, `KdimVdim` has 0.0; \
-         invalid `batch_first`: the layer has true, `KdimVdim` has false"
+        "MultiheadAttention: `dropout` must be 0.0 as `KdimVdim` declares, got 0.5; \
+         MultiheadAttention: `batch_first` must be false as `KdimVdim` declares, got true"
     );
+}
+
+/// The spec's defaults, the constants usable at compile time, forward through the runtime trait.
+mod basic {
+    use mha::ndarray::ArrayD;
+    use mha::{attention_layer, AttentionLayer, ForwardOptions, MultiheadAttentionConfig};
+
+    /// A documented, public layer with derives.
+    #[attention_layer(embed_dim = 16, num_heads = 4)]
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Encoder;
+
+    const PER_HEAD: [f32; Encoder::HEAD_DIM] = [0.0; Encoder::HEAD_DIM];
+
+    fn output_of(layer: &dyn AttentionLayer, x: &ArrayD<f32>) -> ArrayD<f32> {
+        let options = ForwardOptions::default().with_need_weights(false);
+        layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap()
+            .output
+    }
+
+    #[test]
+    fn defaults_constants_and_the_trait() {
+        assert_eq!(PER_HEAD.len(), 4);
+        assert_eq!(
+            (Encoder::EMBED_DIM, Encoder::NUM_HEADS, Encoder::HEAD_DIM),
+            (16, 4, 4)
+        );
+        assert_eq!((Encoder::KDIM, Encoder::VDIM), (16, 16));
+        assert_eq!(Encoder::DROPOUT, 0.0);
+        assert!(
+            Encoder::BIAS
+                && !Encoder::ADD_BIAS_KV
+                && !Encoder::ADD_ZERO_ATTN
+                && !Encoder::BATCH_FIRST
+        );
+        assert!(Encoder::PACKED_IN_PROJ);
+        assert_eq!(Encoder::EXTRA_KEYS, 0);
+        assert_eq!(Encoder::CONFIG, MultiheadAttentionConfig::new(16, 4));
+
+        let layer = Encoder::random(7);
+        assert_eq!(layer.clone(), layer);
+        assert_eq!(AttentionLayer::config(&layer), &Encoder::CONFIG);
+        let x = ArrayD::<f32>::ones(vec![5, 2, 16]); // (L, N, E)
+        let out = layer
+            .forward(x.view(), x.view(), x.view(), &ForwardOptions::default())
+            .unwrap();
+        assert_eq!(out.output.shape(), &[5, 2, 16]);
+        let options = ForwardOptions::default().with_need_weights(false);
+        let direct = layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap();
+        assert_eq!(output_of(&layer, &x), direct.output); // the trait and the inherent method agree
+        assert!(format!("{layer:?}").contains("Encoder"));
+    }
+}
+
+/// Every parameter of the spec, by name, with separate key/value sizes.
+mod every_argument {
+    use mha::ndarray::ArrayD;
+    use mha::{attention_layer, ForwardOptions, MultiheadAttention};
+
+    #[attention_layer(
+        embed_dim = 12,
+        num_heads = 3,
+        dropout = 0.25,
+        bias = false,
+        add_bias_kv = true,
+        add_zero_attn = true,
+        kdim = 5,
+        vdim = None,
+        batch_first = true,
+    )]
+    struct Cross {}
+
+    #[test]
+    fn every_argument_by_name() {
+        assert_eq!((Cross::HEAD_DIM, Cross::KDIM, Cross::VDIM), (4, 5, 12));
+        assert_eq!(Cross::DROPOUT, 0.25);
+        assert!(!Cross::PACKED_IN_PROJ);
+        assert_eq!(Cross::EXTRA_KEYS, 2);
+        let names: Vec<&str> = Cross::PARAMETER_SHAPES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "q_proj_weight",
+                "k_proj_weight",
+                "v_proj_weight",
+                "bias_k",
+                "bias_v",
+                "out_proj.weight"
+            ]
+        );
+
+        let layer = Cross::random(3);
+        let q = ArrayD::<f32>::ones(vec![2, 4, 12]); // (N, L, E)
+        let k = ArrayD::<f32>::ones(vec![2, 6, 5]); // (N, S, kdim)
+        let v = ArrayD::<f32>::ones(vec![2, 6, 12]); // (N, S, vdim)
+        let out = layer
+            .forward(q.view(), k.view(), v.view(), &ForwardOptions::default())
+            .unwrap();
+        assert_eq!(out.weights.unwrap().shape(), &[2, 4, 6 + Cross::EXTRA_KEYS]);
+
+        let dynamic: MultiheadAttention = layer.into();
+        assert_eq!(dynamic.config(), &Cross::CONFIG);
+    }
+}
+
+/// The expansion names nothing from the user's scope: this module shadows Result, Option,
+/// String, Path, Tensor, Weights, forward and `__private`, uses the facade under another name
+/// (`crate = ::attention`), and expands one layer in a module without the prelude.
+#[allow(dead_code)]
+mod hygiene {
+    type Result<T> = ::std::result::Result<T, ()>;
+    struct Option;
+    struct String;
+    struct Path;
+    struct Tensor;
+    struct Weights;
+    fn forward() {}
+    mod __private {}
+
+    #[attention::attention_layer(embed_dim = 8, num_heads = 2, crate = ::attention)]
+    struct Renamed;
+
+    #[no_implicit_prelude]
+    mod bare {
+        #[::mha::attention_layer(embed_dim = 8, num_heads = 2, kdim = 3)]
+        pub struct Bare;
+    }
+
+    #[test]
+    fn expansions_resolve_nothing_from_the_users_scope() {
+        forward();
+        let layer = Renamed::random(0);
+        let x = ::mha::ndarray::ArrayD::<f32>::zeros(vec![3, 8]); // unbatched (L, E)
+        let options = ::mha::ForwardOptions::default();
+        let out = layer
+            .forward(x.view(), x.view(), x.view(), &options)
+            .unwrap();
+        assert_eq!(out.output.shape(), &[3, 8]);
+        let bare = bare::Bare::random(0);
+        let k = ::mha::ndarray::ArrayD::<f32>::zeros(vec![4, 3]); // (S, kdim)
+        let v = ::mha::ndarray::ArrayD::<f32>::zeros(vec![4, 8]); // (S, vdim)
+        let out = bare
+            .forward(x.view(), k.view(), v.view(), &options)
+            .unwrap();
+        assert_eq!(out.weights.unwrap().shape(), &[3, 4]);
+        assert!(bare
+            .forward(x.view(), x.view(), x.view(), &options)
+            .is_err()); // key must be 3 wide
+    }
 }

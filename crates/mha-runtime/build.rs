@@ -1,4 +1,5 @@
-//! Generates `MultiheadAttentionConfig` from the op spec (specs/multihead_attention.yaml).
+//! Generates `MultiheadAttentionConfig` and the weight layout `MultiheadAttentionWeight` from the
+//! op spec (specs/multihead_attention.yaml).
 //!
 //! The spec and templates are bundled into mha-gen, so a spec change rebuilds mha-gen and Cargo
 //! reruns this script; nothing else in this package needs to rerun it.

@@ -5,7 +5,8 @@
 //!   and the block filter `py_docstring` (a whole `"""docstring"""`, escaped).
 //! - Rust: `rust_str`, `rust_ident`, `rust_f64`, `rust_default` (literals and identifiers built
 //!   by proc-macro2 / syn), `rust_expr` / `rust_checked` (checked arithmetic), the block filter
-//!   `rust_doc` (a `#[doc = "..."]` attribute).
+//!   `rust_doc` (a `#[doc = "..."]` attribute), `rust_violation` (a constraint's message as a
+//!   `format!` string literal, worded by `mha_spec::violation_format`).
 //! - reStructuredText: `rst` (prose that cannot start a directive or inline markup),
 //!   `rst_literal` (inside ``` `` ```), `rst_path` (a document name in a toctree or `:doc:`), `url`.
 //! - HTML: `html` (text and double-quoted attributes), `js_str` (inside a quoted JavaScript string
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use mha_spec::{CallArgType, Expr, ExprType, ParamType, Spec};
+use mha_spec::{CallArgType, Constraint, Expr, ExprType, ParamType, Spec};
 use tera::{Error, Result, Value};
 
 type Args = HashMap<String, Value>;
@@ -109,6 +110,19 @@ pub(crate) fn register(tera: &mut tera::Tera, spec: &Arc<Spec>) {
             "#[doc = {}]",
             proc_macro2::Literal::string(&doc)
         )))
+    });
+    let s = Arc::clone(spec);
+    tera.register_filter("rust_violation", move |v: &Value, args: &Args| {
+        let constraint: Constraint = serde_json::from_value(v.clone())
+            .map_err(|e| Error::msg(format!("expected a constraint, got {v}: {e}")))?;
+        let param = args
+            .get("param")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::msg("`rust_violation` needs `param`, the parameter's name"))?;
+        let format = mha_spec::violation_format(&s.op, param, &constraint);
+        Ok(Value::String(
+            proc_macro2::Literal::string(&format).to_string(),
+        ))
     });
     tera.register_filter("rst", |v: &Value, _: &Args| {
         Ok(Value::String(rst(&plain(v))))

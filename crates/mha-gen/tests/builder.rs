@@ -17,6 +17,7 @@ fn builder_writes_the_rust_config_and_leaves_unchanged_files_alone() {
         files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
         [
             "rust/multihead_attention.rs",
+            "rust/multihead_attention_weights.rs",
             "rust/scaled_dot_product_attention_call.rs"
         ]
     );

@@ -281,7 +281,7 @@ fn bad_settings_are_named() {
     );
     let e = error(&input, &options(Direction::To, "keras", &["num_heads=5"]));
     assert!(
-        e.contains("`embed_dim` (16) must be divisible by `num_heads` (5)"),
+        e.contains("MultiheadAttention: `num_heads` must divide `embed_dim` (16), got 5"),
         "{e}"
     );
     let e = error(&input, &options(Direction::To, "kera", &["num_heads=4"]));

@@ -102,19 +102,19 @@ pub fn api(layer: &Layer, bodies: Bodies) -> TokenStream {
     let config = body(quote!(self.__layer.get().config()));
     let trait_forward = body(quote!(#ident::forward(self, query, key, value, options)));
     let from_layer = body(quote!(layer.__layer.into_inner()));
-    let type_name = ident.to_string();
     let field_checks = layer.config_fields.iter().map(|(field, _)| {
         let name = field.to_string();
+        // The constraint wording ("{Op}: `{name}` must {requirement}, got {value}") with the
+        // requirement "be {value} as `{Type}` declares".
+        let message = format!(
+            "{}: `{name}` must be {{:?}} as `{ident}` declares, got {{:?}}",
+            layer.op
+        );
         quote! {
             if config.#field != Self::CONFIG.#field {
                 errors.push(#p::ConfigError {
                     field: #name,
-                    message: #p::format!(
-                        "the layer has {:?}, `{}` has {:?}",
-                        config.#field,
-                        #type_name,
-                        Self::CONFIG.#field,
-                    ),
+                    message: #p::format!(#message, Self::CONFIG.#field, config.#field),
                 });
             }
         }

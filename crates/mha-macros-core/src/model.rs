@@ -12,6 +12,8 @@ use crate::attr::Arguments;
 
 /// Everything the expansion needs, computed from the spec; no spec parameter is named here.
 pub struct Layer<'a> {
+    /// The op's name in the spec (`MultiheadAttention`), for messages.
+    pub op: String,
     /// The annotated item.
     pub item: &'a DeriveInput,
     /// The path of the facade's `__private` module, through which every generated path goes.
@@ -128,6 +130,7 @@ impl<'a> Layer<'a> {
             .collect();
 
         Layer {
+            op: spec.op.clone(),
             item,
             private,
             consts,

@@ -170,8 +170,8 @@ fn all_errors_at_once() {
             "`bias` expects `true` or `false`, found an integer `1`: write e.g. `bias = true`",
             "`bias` is given more than once",
             "`#[attention_layer]` applies to a struct without fields, not to an enum; declare the layer as `struct E;`",
-            "`num_heads` must be positive, got 0",
-            "`dropout` must be below 1.0, got 1.0",
+            "MultiheadAttention: `num_heads` must be positive, got 0",
+            "MultiheadAttention: `dropout` must be below 1.0, got 1.0",
         ]
     );
 }
@@ -180,11 +180,11 @@ fn all_errors_at_once() {
 fn divisibility_gives_both_numbers_and_the_nearest_head_counts() {
     assert_eq!(
         errors(quote!(embed_dim = 10, num_heads = 4), quote!(struct L;)),
-        ["`embed_dim` (10) must be divisible by `num_heads` (4); the nearest valid `num_heads` are 2 and 5"]
+        ["MultiheadAttention: `num_heads` must divide `embed_dim` (10), got 4; the nearest valid `num_heads` are 2 and 5"]
     );
     assert_eq!(
         errors(quote!(embed_dim = 6, num_heads = 8), quote!(struct L;)),
-        ["`embed_dim` (6) must be divisible by `num_heads` (8); the nearest valid `num_heads` is 6"]
+        ["MultiheadAttention: `num_heads` must divide `embed_dim` (6), got 8; the nearest valid `num_heads` is 6"]
     );
 }
 
@@ -197,7 +197,7 @@ fn an_invalid_size_does_not_also_fail_divisibility() {
                 struct L;
             )
         ),
-        ["`embed_dim` must be positive, got -12"]
+        ["MultiheadAttention: `embed_dim` must be positive, got -12"]
     );
 }
 
@@ -226,7 +226,7 @@ fn malformed_arguments_are_reported_each() {
         [
             "`embed_dim` needs a value: write `embed_dim = <value>`",
             "expected `,` after the value",
-            "`kdim` must be positive, got -3",
+            "MultiheadAttention: `kdim` must be positive, got -3",
         ]
     );
 }

@@ -11,13 +11,15 @@ impl MultiheadAttentionConfig {
     /// let err = MultiheadAttentionConfig::new(10, 3).check().unwrap_err();
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "invalid MultiheadAttention config: invalid `num_heads`: embed_dim (10) must be divisible by num_heads (3)"
+    ///     "MultiheadAttention: `num_heads` must divide `embed_dim` (10), got 3"
     /// );
     /// ```
     ///
     /// Also refuses a config whose weights no allocation, or not this machine's memory, can hold
     /// ([`MhaError::TooLarge`]).
     pub fn check(&self) -> Result<(), MhaError> {
+        #[cfg(test)]
+        tests::CHECKS.with(|n| n.set(n.get() + 1));
         self.validate().map_err(MhaError::InvalidConfig)?;
         crate::sizes::check_weights(self)
     }
@@ -25,7 +27,66 @@ impl MultiheadAttentionConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
+    use ndarray::ArrayD;
+
     use super::*;
+    use crate::{MultiheadAttention, Weights};
+
+    thread_local! {
+        /// How many times this thread has run [`MultiheadAttentionConfig::check`].
+        pub(super) static CHECKS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The config checks `load` makes.
+    fn checks_in<T>(load: impl FnOnce() -> T) -> usize {
+        let before = CHECKS.with(Cell::get);
+        let _ = load();
+        CHECKS.with(Cell::get) - before
+    }
+
+    #[test]
+    fn every_load_checks_the_config_once() {
+        let config = MultiheadAttentionConfig::new(8, 2).with_add_bias_kv(true);
+        let layer = MultiheadAttention::random(config.clone(), 0).unwrap();
+        let bytes = layer.to_safetensors_bytes().unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "mha_checks_once_{}.safetensors",
+            std::process::id()
+        ));
+        layer.save_safetensors(&path).unwrap();
+        let tensors: Vec<(String, ArrayD<f32>)> = layer.weights().state_dict();
+        let weights: Weights = layer.weights().clone();
+        let c = || config.clone();
+        let loads: [(&str, usize); 5] = [
+            ("random", checks_in(|| MultiheadAttention::random(c(), 1))),
+            (
+                "new",
+                checks_in(|| MultiheadAttention::new(c(), weights.clone())),
+            ),
+            (
+                "from_tensors",
+                checks_in(|| MultiheadAttention::from_tensors(c(), tensors.clone())),
+            ),
+            (
+                "from_safetensors",
+                checks_in(|| MultiheadAttention::from_safetensors(c(), &path, "")),
+            ),
+            (
+                "from_safetensors_bytes",
+                checks_in(|| MultiheadAttention::from_safetensors_bytes(c(), &bytes, "")),
+            ),
+        ];
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(loads.map(|(_, n)| n), [1; 5], "{loads:?}");
+        // A bad config is refused by that one check, before any weight is looked at.
+        let bad = MultiheadAttentionConfig::new(8, 3);
+        assert!(matches!(
+            MultiheadAttention::from_safetensors_bytes(bad, &bytes, ""),
+            Err(MhaError::InvalidConfig(_))
+        ));
+    }
 
     #[test]
     fn generated_derived_dims() {
@@ -53,8 +114,9 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "invalid MultiheadAttention config: invalid `embed_dim`: must be positive, got 0; \
-             invalid `num_heads`: must be positive, got 0; invalid `dropout`: must be below 1, got 1.5"
+            "MultiheadAttention: `embed_dim` must be positive, got 0; \
+             MultiheadAttention: `num_heads` must be positive, got 0; \
+             MultiheadAttention: `dropout` must be below 1.0, got 1.5"
         );
     }
 }

@@ -28,8 +28,9 @@ You may use the Transformer module method `generate_square_subsequent_mask` to c
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MhaError {
-    /// The config violates a constraint (e.g. `embed_dim` not divisible by `num_heads`).
-    #[error("invalid MultiheadAttention config: {}", join_config_errors(.0))]
+    /// The config violates a constraint (e.g. `num_heads` does not divide `embed_dim`); each
+    /// message names the op, the parameter and its value.
+    #[error("{}", join_config_errors(.0))]
     InvalidConfig(Vec<ConfigError>),
 
     /// A tensor has the wrong number of dimensions.

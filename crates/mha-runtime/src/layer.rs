@@ -55,11 +55,17 @@ impl MultiheadAttention {
     /// ```
     pub fn new(config: MultiheadAttentionConfig, weights: Weights) -> Result<Self, MhaError> {
         weights.check(&config)?;
-        Ok(Self {
+        Ok(Self::from_checked(config, weights))
+    }
+
+    /// The layer from a checked config and weights that match it (every constructor checks the
+    /// config once, then comes here).
+    fn from_checked(config: MultiheadAttentionConfig, weights: Weights) -> Self {
+        Self {
             config,
             weights,
             fast: FastCache::default(),
-        })
+        }
     }
 
     /// A layer initialised as torch initialises one (see [`Weights`]; zero biases, xavier-uniform
@@ -75,8 +81,9 @@ impl MultiheadAttention {
     /// # Ok::<(), mha_runtime::MhaError>(())
     /// ```
     pub fn random(config: MultiheadAttentionConfig, seed: u64) -> Result<Self, MhaError> {
+        config.check()?;
         let weights = init::torch_init(&config, seed)?;
-        Self::new(config, weights)
+        Ok(Self::from_checked(config, weights))
     }
 
     /// A layer from named tensors under torch's `state_dict` names (`in_proj_weight`,
@@ -102,9 +109,10 @@ impl MultiheadAttention {
         config: MultiheadAttentionConfig,
         tensors: impl IntoIterator<Item = (N, ArrayD<f32>)>,
     ) -> Result<Self, MhaError> {
+        config.check()?;
         let weights =
             Weights::from_named(&config, tensors.into_iter().map(|(n, t)| (n.into(), t)), "")?;
-        Self::new(config, weights)
+        Ok(Self::from_checked(config, weights))
     }
 
     /// A layer from a safetensors file, e.g. a torch `state_dict` saved with
@@ -179,7 +187,7 @@ impl MultiheadAttention {
             names.sort_unstable();
             with_prefix_hint(error, prefix, names, &config)
         })?;
-        Self::new(config, weights)
+        Ok(Self::from_checked(config, weights))
     }
 
     /// The parameters as safetensors bytes under torch's `state_dict` names.

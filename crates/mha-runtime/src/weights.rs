@@ -1,10 +1,15 @@
-//! The parameters of the layer: torch's `state_dict` names and shapes, and their checks.
+//! The parameters of the layer and their checks. Names, shapes and the conditions under which a
+//! tensor exists are the spec's weight layout ([`MultiheadAttentionWeight`](crate::MultiheadAttentionWeight),
+//! [`MultiheadAttentionConfig::weight_shapes`], both generated); only the struct's fields are
+//! written here.
 
 use std::collections::BTreeMap;
 
-use ndarray::{s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, Dimension};
+use ndarray::{
+    s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Dimension,
+};
 
-use crate::{MhaError, MultiheadAttentionConfig};
+use crate::{MhaError, MultiheadAttentionConfig, MultiheadAttentionWeight as W};
 
 /// The input projection weight, packed or per input as torch stores it.
 ///
@@ -90,12 +95,12 @@ impl Weights {
 
     /// Builds the weights from named tensors (names relative to the layer; `prefix` is only
     /// used in error messages). Missing, unexpected, repeated or wrongly shaped tensors are errors.
+    /// The config must already be checked ([`MultiheadAttentionConfig::check`]).
     pub(crate) fn from_named(
         config: &MultiheadAttentionConfig,
         tensors: impl IntoIterator<Item = (String, ArrayD<f32>)>,
         prefix: &str,
     ) -> Result<Self, MhaError> {
-        config.check()?;
         let expected = Self::parameter_shapes(config);
         let mut given: BTreeMap<String, ArrayD<f32>> = BTreeMap::new();
         for (name, tensor) in tensors {
@@ -110,136 +115,121 @@ impl Weights {
             .keys()
             .find(|n| !expected.iter().any(|(e, _)| e == *n))
         {
-            let names: Vec<String> = expected
-                .iter()
-                .map(|(n, _)| format!("{prefix}{n}"))
-                .collect();
-            return Err(MhaError::UnexpectedWeight {
-                name: format!("{prefix}{name}"),
-                expected: names.join(", "),
-            });
+            return Err(unexpected(&format!("{prefix}{name}"), &expected, prefix));
         }
-        let mut taker = Taker {
-            given,
-            expected: &expected,
-            prefix,
-        };
-        let in_proj = if config.packed_in_proj() {
-            InProjection::Packed(taker.take("in_proj_weight")?)
-        } else {
-            InProjection::Separate {
-                q: taker.take("q_proj_weight")?,
-                k: taker.take("k_proj_weight")?,
-                v: taker.take("v_proj_weight")?,
+        Self::assemble(|w| {
+            let Some((_, shape)) = expected.iter().find(|(n, _)| *n == w.name) else {
+                return Ok(None);
+            };
+            let full = format!("{prefix}{}", w.name);
+            let tensor = given
+                .remove(w.name)
+                .ok_or_else(|| MhaError::MissingWeight {
+                    name: full.clone(),
+                    shape: shape.clone(),
+                })?;
+            if tensor.shape() != shape.as_slice() {
+                return Err(wrong_shape(full, w, shape, tensor.shape()));
             }
-        };
-        let in_proj_bias = taker.take_if(config.bias, "in_proj_bias")?;
-        let bias_k = taker.take_if(config.add_bias_kv, "bias_k")?;
-        let bias_v = taker.take_if(config.add_bias_kv, "bias_v")?;
-        let out_proj_weight = taker.take("out_proj.weight")?;
-        let out_proj_bias = taker.take_if(config.bias, "out_proj.bias")?;
-        Ok(Self {
-            in_proj,
-            in_proj_bias,
-            bias_k,
-            bias_v,
-            out_proj_weight,
-            out_proj_bias,
+            Ok(Some(tensor))
         })
     }
 
-    /// Checks that exactly the parameters the config calls for are present, with their shapes.
+    /// The struct from the layout's tensors: `take` gives each tensor of the layout that the
+    /// config has (shape checked), `None` for those it does not have. The one place where the
+    /// fields meet the layout's names.
+    pub(crate) fn assemble(
+        mut take: impl FnMut(W) -> Result<Option<ArrayD<f32>>, MhaError>,
+    ) -> Result<Self, MhaError> {
+        let in_proj = match take(W::IN_PROJ_WEIGHT)? {
+            Some(packed) => InProjection::Packed(fixed_rank(W::IN_PROJ_WEIGHT, packed)?),
+            None => InProjection::Separate {
+                q: required(W::Q_PROJ_WEIGHT, take(W::Q_PROJ_WEIGHT)?)?,
+                k: required(W::K_PROJ_WEIGHT, take(W::K_PROJ_WEIGHT)?)?,
+                v: required(W::V_PROJ_WEIGHT, take(W::V_PROJ_WEIGHT)?)?,
+            },
+        };
+        Ok(Self {
+            in_proj,
+            in_proj_bias: optional(W::IN_PROJ_BIAS, take(W::IN_PROJ_BIAS)?)?,
+            bias_k: optional(W::BIAS_K, take(W::BIAS_K)?)?,
+            bias_v: optional(W::BIAS_V, take(W::BIAS_V)?)?,
+            out_proj_weight: required(W::OUT_PROJ_WEIGHT, take(W::OUT_PROJ_WEIGHT)?)?,
+            out_proj_bias: optional(W::OUT_PROJ_BIAS, take(W::OUT_PROJ_BIAS)?)?,
+        })
+    }
+
+    /// Checks the config ([`MultiheadAttentionConfig::check`]) and that exactly the parameters
+    /// it calls for are present, with their shapes.
     pub fn check(&self, config: &MultiheadAttentionConfig) -> Result<(), MhaError> {
         config.check()?;
-        let present: Vec<(&'static str, Vec<usize>)> = self
-            .named_views()
-            .into_iter()
-            .map(|(n, t)| (n, t.to_vec()))
-            .collect();
+        self.check_against(config)
+    }
+
+    /// [`check`](Self::check) for a config already checked.
+    pub(crate) fn check_against(&self, config: &MultiheadAttentionConfig) -> Result<(), MhaError> {
+        let present = self.tensors();
         let expected = Self::parameter_shapes(config);
         for (name, shape) in &expected {
-            match present.iter().find(|(n, _)| n == name) {
+            match present.iter().find(|(w, _)| w.name == *name) {
                 None => {
                     return Err(MhaError::MissingWeight {
                         name: (*name).to_string(),
                         shape: shape.clone(),
                     })
                 }
-                Some((_, actual)) if actual != shape => {
-                    return Err(MhaError::shape(
-                        *name,
-                        format!("{shape:?} ({})", meaning(name)),
-                        actual,
-                    ))
+                Some((w, actual)) if actual.shape() != shape.as_slice() => {
+                    return Err(wrong_shape(*name, *w, shape, actual.shape()))
                 }
                 Some(_) => {}
             }
         }
-        if let Some((name, _)) = present
+        if let Some((w, _)) = present
             .iter()
-            .find(|(n, _)| !expected.iter().any(|(e, _)| e == n))
+            .find(|(w, _)| !expected.iter().any(|(e, _)| *e == w.name))
         {
-            let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
-            return Err(MhaError::UnexpectedWeight {
-                name: (*name).to_string(),
-                expected: names.join(", "),
-            });
+            return Err(unexpected(w.name, &expected, ""));
         }
         Ok(())
     }
 
     /// The parameters as (torch `state_dict` name, tensor), in torch's order.
     pub fn state_dict(&self) -> Vec<(String, ArrayD<f32>)> {
-        let mut out: Vec<(String, ArrayD<f32>)> = Vec::with_capacity(8);
-        let mut push = |name: &str, t: ArrayD<f32>| out.push((name.to_string(), t));
-        match &self.in_proj {
-            InProjection::Packed(w) => push("in_proj_weight", w.clone().into_dyn()),
-            InProjection::Separate { q, k, v } => {
-                push("q_proj_weight", q.clone().into_dyn());
-                push("k_proj_weight", k.clone().into_dyn());
-                push("v_proj_weight", v.clone().into_dyn());
-            }
-        }
-        if let Some(b) = &self.in_proj_bias {
-            push("in_proj_bias", b.clone().into_dyn());
-        }
-        if let Some(b) = &self.bias_k {
-            push("bias_k", b.clone().into_dyn());
-        }
-        if let Some(b) = &self.bias_v {
-            push("bias_v", b.clone().into_dyn());
-        }
-        push("out_proj.weight", self.out_proj_weight.clone().into_dyn());
-        if let Some(b) = &self.out_proj_bias {
-            push("out_proj.bias", b.clone().into_dyn());
-        }
-        out
+        self.tensors()
+            .into_iter()
+            .map(|(w, t)| (w.name.to_string(), t.to_owned()))
+            .collect()
     }
 
-    /// (name, shape) of every present parameter.
-    fn named_views(&self) -> Vec<(&'static str, &[usize])> {
-        let mut out: Vec<(&'static str, &[usize])> = Vec::with_capacity(8);
+    /// Every present parameter with its place in the layout, in the layout's order.
+    fn tensors(&self) -> Vec<(W, ArrayViewD<'_, f32>)> {
+        let mut out: Vec<(W, ArrayViewD<'_, f32>)> = Vec::with_capacity(W::ALL.len());
         match &self.in_proj {
-            InProjection::Packed(w) => out.push(("in_proj_weight", w.shape())),
+            InProjection::Packed(w) => out.push((W::IN_PROJ_WEIGHT, w.view().into_dyn())),
             InProjection::Separate { q, k, v } => {
-                out.push(("q_proj_weight", q.shape()));
-                out.push(("k_proj_weight", k.shape()));
-                out.push(("v_proj_weight", v.shape()));
+                out.push((W::Q_PROJ_WEIGHT, q.view().into_dyn()));
+                out.push((W::K_PROJ_WEIGHT, k.view().into_dyn()));
+                out.push((W::V_PROJ_WEIGHT, v.view().into_dyn()));
             }
         }
-        if let Some(b) = &self.in_proj_bias {
-            out.push(("in_proj_bias", b.shape()));
-        }
-        if let Some(b) = &self.bias_k {
-            out.push(("bias_k", b.shape()));
-        }
-        if let Some(b) = &self.bias_v {
-            out.push(("bias_v", b.shape()));
-        }
-        out.push(("out_proj.weight", self.out_proj_weight.shape()));
-        if let Some(b) = &self.out_proj_bias {
-            out.push(("out_proj.bias", b.shape()));
-        }
+        let optional = [
+            (
+                W::IN_PROJ_BIAS,
+                self.in_proj_bias.as_ref().map(|t| t.view().into_dyn()),
+            ),
+            (W::BIAS_K, self.bias_k.as_ref().map(|t| t.view().into_dyn())),
+            (W::BIAS_V, self.bias_v.as_ref().map(|t| t.view().into_dyn())),
+            (
+                W::OUT_PROJ_WEIGHT,
+                Some(self.out_proj_weight.view().into_dyn()),
+            ),
+            (
+                W::OUT_PROJ_BIAS,
+                self.out_proj_bias.as_ref().map(|t| t.view().into_dyn()),
+            ),
+        ];
+        out.extend(optional.into_iter().filter_map(|(w, t)| Some((w, t?))));
+        out.sort_by_key(|(w, _)| w.index());
         out
     }
 
@@ -267,68 +257,47 @@ impl Weights {
     }
 }
 
-/// The meaning of a parameter's dimensions, for error messages.
-fn meaning(name: &str) -> &'static str {
-    match name {
-        "in_proj_weight" => "3*embed_dim, embed_dim",
-        "q_proj_weight" => "embed_dim, embed_dim",
-        "k_proj_weight" => "embed_dim, kdim",
-        "v_proj_weight" => "embed_dim, vdim",
-        "in_proj_bias" => "3*embed_dim",
-        "bias_k" | "bias_v" => "1, 1, embed_dim",
-        "out_proj.weight" => "embed_dim, embed_dim",
-        "out_proj.bias" => "embed_dim",
-        _ => "",
+/// `name` has a shape other than the one the config gives it; the message shows the spec's
+/// dimensions, e.g. `[24, 8] (3 * embed_dim, embed_dim)`.
+fn wrong_shape(name: impl Into<String>, w: W, expected: &[usize], actual: &[usize]) -> MhaError {
+    MhaError::shape(name, format!("{expected:?} ({})", w.dims_text()), actual)
+}
+
+/// `name` is not among the config's parameters (listed under `prefix`).
+fn unexpected(name: &str, expected: &[(&'static str, Vec<usize>)], prefix: &str) -> MhaError {
+    let names: Vec<String> = expected
+        .iter()
+        .map(|(n, _)| format!("{prefix}{n}"))
+        .collect();
+    MhaError::UnexpectedWeight {
+        name: name.to_string(),
+        expected: names.join(", "),
     }
 }
 
-/// Hands out the given tensors one by one, checking presence and shape.
-struct Taker<'a> {
-    given: BTreeMap<String, ArrayD<f32>>,
-    expected: &'a [(&'static str, Vec<usize>)],
-    prefix: &'a str,
+/// The tensor as the field's fixed-rank array (its rank is the layout's).
+fn fixed_rank<D: Dimension>(w: W, tensor: ArrayD<f32>) -> Result<Array<f32, D>, MhaError> {
+    let actual = tensor.shape().to_vec();
+    tensor
+        .into_dimensionality::<D>()
+        .map_err(|_| MhaError::shape(w.name, format!("({})", w.dims_text()), &actual))
 }
 
-impl Taker<'_> {
-    fn take<D: Dimension>(&mut self, name: &str) -> Result<Array<f32, D>, MhaError> {
-        let shape = self
-            .expected
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default();
-        let full = format!("{}{name}", self.prefix);
-        let tensor = self
-            .given
-            .remove(name)
-            .ok_or_else(|| MhaError::MissingWeight {
-                name: full.clone(),
-                shape: shape.clone(),
-            })?;
-        if tensor.shape() != shape.as_slice() {
-            return Err(MhaError::shape(
-                full,
-                format!("{shape:?} ({})", meaning(name)),
-                tensor.shape(),
-            ));
-        }
-        let actual = tensor.shape().to_vec();
-        tensor
-            .into_dimensionality::<D>()
-            .map_err(|_| MhaError::shape(full, format!("{shape:?} ({})", meaning(name)), &actual))
-    }
+/// A tensor the struct always has (the layout has it for this config, or a sibling instead).
+fn required<D: Dimension>(w: W, tensor: Option<ArrayD<f32>>) -> Result<Array<f32, D>, MhaError> {
+    let tensor = tensor.ok_or_else(|| MhaError::MissingWeight {
+        name: w.name.to_string(),
+        shape: Vec::new(),
+    })?;
+    fixed_rank(w, tensor)
+}
 
-    fn take_if<D: Dimension>(
-        &mut self,
-        present: bool,
-        name: &str,
-    ) -> Result<Option<Array<f32, D>>, MhaError> {
-        if present {
-            self.take(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
+/// A tensor the config may not have.
+fn optional<D: Dimension>(
+    w: W,
+    tensor: Option<ArrayD<f32>>,
+) -> Result<Option<Array<f32, D>>, MhaError> {
+    tensor.map(|t| fixed_rank(w, t)).transpose()
 }
 
 #[cfg(test)]

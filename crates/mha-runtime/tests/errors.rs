@@ -184,7 +184,7 @@ fn embed_dim_not_divisible_by_num_heads() {
     let err = MultiheadAttention::random(MultiheadAttentionConfig::new(10, 4), 0).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid MultiheadAttention config: invalid `num_heads`: embed_dim (10) must be divisible by num_heads (4)"
+        "MultiheadAttention: `num_heads` must divide `embed_dim` (10), got 4"
     );
     let err = MultiheadAttention::from_tensors(
         MultiheadAttentionConfig::new(10, 4),
@@ -239,7 +239,7 @@ fn missing_extra_duplicate_and_misshapen_weights() {
         MultiheadAttention::from_tensors(config.clone(), t)
             .unwrap_err()
             .to_string(),
-        "`in_proj_weight` has shape [8, 24], but expected [24, 8] (3*embed_dim, embed_dim)"
+        "`in_proj_weight` has shape [8, 24], but expected [24, 8] (3 * embed_dim, embed_dim)"
     );
 
     let kv = MultiheadAttentionConfig::new(8, 2)
@@ -296,7 +296,7 @@ fn safetensors_prefix_names_the_full_tensor() {
             .to_string();
     assert_eq!(
         err,
-        "`in_proj_weight` has shape [24, 8], but expected [12, 4] (3*embed_dim, embed_dim)"
+        "`in_proj_weight` has shape [24, 8], but expected [12, 4] (3 * embed_dim, embed_dim)"
     );
 }
 

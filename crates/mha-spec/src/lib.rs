@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+mod constraint_text;
 mod error;
 mod expr;
 mod load;
@@ -23,6 +24,7 @@ mod validate;
 
 use std::collections::HashMap;
 
+pub use constraint_text::{violation, violation_format};
 pub use error::{did_you_mean, suggest, SpecError, SpecErrors};
 pub use expr::{Expr, ExprType, ExprValue, MAX_EXPR_DEPTH, MAX_EXPR_LEN};
 pub use load::{load_dir, load_file, load_str, MAX_EXTENDED_NODES, MAX_SPEC_BYTES, MAX_YAML_DEPTH};
@@ -112,49 +114,6 @@ impl Spec {
         self.signature
             .iter()
             .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
-            .collect()
-    }
-
-    /// The messages of every constraint of `param` that its value in `values` violates.
-    /// Constraints that need a value `values` lacks are skipped.
-    pub fn check_param(&self, param: &Param, values: &HashMap<String, Literal>) -> Vec<String> {
-        let Some(value) = values.get(&param.name) else {
-            return Vec::new();
-        };
-        let number = match value {
-            Literal::Int(i) => *i as f64,
-            Literal::Float(f) => *f,
-            Literal::Bool(_) | Literal::Null(()) => return Vec::new(),
-        };
-        let shown = validate::show(value);
-        param
-            .constraints
-            .iter()
-            .filter_map(|c| match c {
-                Constraint::Positive if number <= 0.0 => {
-                    Some(format!("`{}` must be positive, got {shown}", param.name))
-                }
-                Constraint::AtLeast(bound) if number < *bound => Some(format!(
-                    "`{}` must be at least {bound:?}, got {shown}",
-                    param.name
-                )),
-                Constraint::Below(bound) if number >= *bound => Some(format!(
-                    "`{}` must be below {bound:?}, got {shown}",
-                    param.name
-                )),
-                Constraint::Divides(other) => match (values.get(other), value) {
-                    (Some(Literal::Int(total)), Literal::Int(part))
-                        if *part > 0 && total % part != 0 =>
-                    {
-                        Some(format!(
-                            "`{other}` ({total}) must be divisible by `{}` ({part})",
-                            param.name
-                        ))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            })
             .collect()
     }
 
