@@ -450,13 +450,15 @@ mod basic {
         );
         assert_eq!((Encoder::KDIM, Encoder::VDIM), (16, 16));
         assert_eq!(Encoder::DROPOUT, 0.0);
-        assert!(
-            Encoder::BIAS
-                && !Encoder::ADD_BIAS_KV
-                && !Encoder::ADD_ZERO_ATTN
-                && !Encoder::BATCH_FIRST
-        );
-        assert!(Encoder::PACKED_IN_PROJ);
+        const {
+            assert!(
+                Encoder::BIAS
+                    && !Encoder::ADD_BIAS_KV
+                    && !Encoder::ADD_ZERO_ATTN
+                    && !Encoder::BATCH_FIRST
+            )
+        };
+        const { assert!(Encoder::PACKED_IN_PROJ) };
         assert_eq!(Encoder::EXTRA_KEYS, 0);
         assert_eq!(Encoder::CONFIG, MultiheadAttentionConfig::new(16, 4));
 
@@ -499,7 +501,7 @@ mod every_argument {
     fn every_argument_by_name() {
         assert_eq!((Cross::HEAD_DIM, Cross::KDIM, Cross::VDIM), (4, 5, 12));
         assert_eq!(Cross::DROPOUT, 0.25);
-        assert!(!Cross::PACKED_IN_PROJ);
+        const { assert!(!Cross::PACKED_IN_PROJ) };
         assert_eq!(Cross::EXTRA_KEYS, 2);
         let names: Vec<&str> = Cross::PARAMETER_SHAPES.iter().map(|(n, _)| *n).collect();
         assert_eq!(

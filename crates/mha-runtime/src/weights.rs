@@ -1,7 +1,7 @@
 //! The parameters of the layer and their checks. Names, shapes and the conditions under which a
-//! tensor exists are the spec's weight layout ([`MultiheadAttentionWeight`](crate::MultiheadAttentionWeight),
-//! [`MultiheadAttentionConfig::weight_shapes`], both generated); only the struct's fields are
-//! written here.
+//! tensor exists are the spec's weight layout, generated from it: [`MultiheadAttentionWeight`]
+//! (each tensor as the spec writes it) and [`MultiheadAttentionConfig::weight_shapes`] (their
+//! shapes for one config). Only the struct's fields are written here.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,8 @@ use ndarray::{
     s, Array, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Dimension,
 };
 
-use crate::{MhaError, MultiheadAttentionConfig, MultiheadAttentionWeight as W};
+use crate::{MhaError, MultiheadAttentionConfig, MultiheadAttentionWeight};
+use MultiheadAttentionWeight as W;
 
 /// The input projection weight, packed or per input as torch stores it.
 ///
@@ -25,15 +26,15 @@ use crate::{MhaError, MultiheadAttentionConfig, MultiheadAttentionWeight as W};
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum InProjection {
-    /// `in_proj_weight` (3E, E): rows `[W_q; W_k; W_v]`; used when `kdim = vdim = embed_dim`.
+    /// [`IN_PROJ_WEIGHT`](W::IN_PROJ_WEIGHT): rows `[W_q; W_k; W_v]`.
     Packed(Array2<f32>),
-    /// `q_proj_weight` (E, E), `k_proj_weight` (E, kdim), `v_proj_weight` (E, vdim); used otherwise.
+    /// One weight per input, where the config has no packed one.
     Separate {
-        /// `q_proj_weight` (E, E).
+        /// [`Q_PROJ_WEIGHT`](W::Q_PROJ_WEIGHT).
         q: Array2<f32>,
-        /// `k_proj_weight` (E, kdim).
+        /// [`K_PROJ_WEIGHT`](W::K_PROJ_WEIGHT).
         k: Array2<f32>,
-        /// `v_proj_weight` (E, vdim).
+        /// [`V_PROJ_WEIGHT`](W::V_PROJ_WEIGHT).
         v: Array2<f32>,
     },
 }
@@ -59,17 +60,18 @@ pub enum InProjection {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weights {
-    /// `in_proj_weight`, or `q/k/v_proj_weight`.
+    /// [`IN_PROJ_WEIGHT`](W::IN_PROJ_WEIGHT), or [`Q_PROJ_WEIGHT`](W::Q_PROJ_WEIGHT),
+    /// [`K_PROJ_WEIGHT`](W::K_PROJ_WEIGHT) and [`V_PROJ_WEIGHT`](W::V_PROJ_WEIGHT).
     pub in_proj: InProjection,
-    /// `in_proj_bias` (3E) when `bias`: `[b_q; b_k; b_v]`.
+    /// [`IN_PROJ_BIAS`](W::IN_PROJ_BIAS): `[b_q; b_k; b_v]`, when the config has it.
     pub in_proj_bias: Option<Array1<f32>>,
-    /// `bias_k` (1, 1, E) when `add_bias_kv`.
+    /// [`BIAS_K`](W::BIAS_K), when the config has it.
     pub bias_k: Option<Array3<f32>>,
-    /// `bias_v` (1, 1, E) when `add_bias_kv`.
+    /// [`BIAS_V`](W::BIAS_V), when the config has it.
     pub bias_v: Option<Array3<f32>>,
-    /// `out_proj.weight` (E, E).
+    /// [`OUT_PROJ_WEIGHT`](W::OUT_PROJ_WEIGHT).
     pub out_proj_weight: Array2<f32>,
-    /// `out_proj.bias` (E) when `bias`.
+    /// [`OUT_PROJ_BIAS`](W::OUT_PROJ_BIAS), when the config has it.
     pub out_proj_bias: Option<Array1<f32>>,
 }
 
@@ -163,11 +165,6 @@ impl Weights {
     /// it calls for are present, with their shapes.
     pub fn check(&self, config: &MultiheadAttentionConfig) -> Result<(), MhaError> {
         config.check()?;
-        self.check_against(config)
-    }
-
-    /// [`check`](Self::check) for a config already checked.
-    pub(crate) fn check_against(&self, config: &MultiheadAttentionConfig) -> Result<(), MhaError> {
         let present = self.tensors();
         let expected = Self::parameter_shapes(config);
         for (name, shape) in &expected {
