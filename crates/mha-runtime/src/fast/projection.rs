@@ -372,18 +372,12 @@ mod tests {
 
     #[test]
     fn matches_naive_linear_on_parts_strides_and_thread_counts() {
-        // Row counts around the micro tile (14) and task minimum; a depth of two blocks and a
-        // remainder; parts of odd widths, a column range inside one part; 1, 3 and 8 threads (grids of
-        // one to eight tasks).
-        for threads in [1, 3, 8] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            for rows in [1, 13, 15, 70, 600] {
-                for with_bias in [true, false] {
-                    pool.install(|| check_linear(rows, with_bias, &[0..80, 37..80, 0..37, 5..60]));
-                }
+        // Row counts around the micro tile (14), the task minimum and the panel limit (256); a
+        // depth of two blocks and a remainder; parts of odd widths, a column range inside one
+        // part; 1, 3 and 8 threads (grids of one to eight tasks).
+        for rows in [1, 13, 15, 70, 600] {
+            for with_bias in [true, false] {
+                check_linear(rows, with_bias, &[0..80, 37..80, 0..37, 5..60], &[1, 3, 8]);
             }
         }
     }
@@ -396,10 +390,12 @@ mod tests {
             .num_threads(1)
             .build()
             .unwrap();
-        pool.install(|| check_linear(3500, true, &[0..80, 0..37]));
+        pool.install(|| check_linear(3500, true, &[0..80, 0..37], &[]));
     }
 
-    fn check_linear(rows: usize, with_bias: bool, col_sets: &[Range<usize>]) {
+    /// Checks `apply` on `rows` rows for every column set against a naive linear computed once,
+    /// in a pool of each of `threads` sizes (none: in the caller's pool).
+    fn check_linear(rows: usize, with_bias: bool, col_sets: &[Range<usize>], threads: &[usize]) {
         let in_dim = 300;
         let widths = [37, 3, 40];
         let weights: Vec<Array2<f32>> = widths
@@ -425,43 +421,66 @@ mod tests {
         let x: Vec<f32> = (0..rows * x_stride)
             .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.5)
             .collect();
-        for cols in col_sets {
-            let dst_stride = 90;
-            let mut dst = vec![f32::NAN; rows * dst_stride];
-            packed.apply(
-                &LinearInput {
-                    data: &x,
-                    rows,
-                    stride: x_stride,
-                },
-                cols.clone(),
-                &mut LinearOutput {
-                    data: &mut dst,
-                    stride: dst_stride,
-                    col: 1,
-                },
-                Phase::QkvProjection,
-            );
-            for r in 0..rows {
-                for (c, col) in cols.clone().enumerate() {
-                    let (mut part, mut o) = (0, col);
-                    while o >= widths[part] {
-                        o -= widths[part];
-                        part += 1;
+        // The naive result, once: every output column of every row, parts side by side.
+        let flat: Vec<(&[f32], f32)> = weights
+            .iter()
+            .zip(&biases)
+            .flat_map(|(w, b)| {
+                let w = w.as_slice().expect("standard layout");
+                (0..b.len()).map(move |o| {
+                    let bias = if with_bias { b[o] } else { 0.0 };
+                    (&w[o * in_dim..(o + 1) * in_dim], bias)
+                })
+            })
+            .collect();
+        let want: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let row = &x[r * x_stride..r * x_stride + in_dim];
+                flat.iter()
+                    .map(move |(w, b)| row.iter().zip(*w).map(|(a, b)| a * b).sum::<f32>() + b)
+            })
+            .collect();
+        let total = flat.len();
+        let run = || {
+            for cols in col_sets {
+                let dst_stride = 90;
+                let mut dst = vec![f32::NAN; rows * dst_stride];
+                packed.apply(
+                    &LinearInput {
+                        data: &x,
+                        rows,
+                        stride: x_stride,
+                    },
+                    cols.clone(),
+                    &mut LinearOutput {
+                        data: &mut dst,
+                        stride: dst_stride,
+                        col: 1,
+                    },
+                    Phase::QkvProjection,
+                );
+                for r in 0..rows {
+                    for (c, col) in cols.clone().enumerate() {
+                        let (got, want) = (dst[r * dst_stride + 1 + c], want[r * total + col]);
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "rows {rows} row {r} col {col}: {got} vs {want}"
+                        );
                     }
-                    let w = weights[part].row(o);
-                    let b = if with_bias { biases[part][o] } else { 0.0 };
-                    let want: f32 =
-                        (0..in_dim).map(|i| x[r * x_stride + i] * w[i]).sum::<f32>() + b;
-                    let got = dst[r * dst_stride + 1 + c];
-                    assert!(
-                        (got - want).abs() < 1e-3,
-                        "rows {rows} row {r} col {col}: {got} vs {want}"
-                    );
+                    assert!(dst[r * dst_stride].is_nan());
+                    assert!(dst[r * dst_stride + 1 + cols.len()].is_nan());
                 }
-                assert!(dst[r * dst_stride].is_nan());
-                assert!(dst[r * dst_stride + 1 + cols.len()].is_nan());
             }
+        };
+        if threads.is_empty() {
+            run();
+        }
+        for &n in threads {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
+            pool.install(run);
         }
     }
 
