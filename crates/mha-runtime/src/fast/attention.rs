@@ -639,34 +639,55 @@ fn tile_values(
     (vp.as_ptr(), dp)
 }
 
-/// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `cols_padded`
-/// keys; score row `i` starts at `scores + i * ld`.
+/// The keys a QKᵀ tile reads and the scores it writes (raw pointers: the micro-kernels index
+/// them by row and vector).
+#[derive(Clone, Copy)]
+struct ScoreTile {
+    /// Head size (the kernels use `D` instead when `D > 0`).
+    d: usize,
+    /// `d` rows of keys, transposed: key `j`'s element `c` at `kt[c * ld_kt + j]`.
+    kt: *const f32,
+    ld_kt: usize,
+    /// Keys in the tile, a multiple of `LANES` (padding keys are zeros).
+    cols_padded: usize,
+    /// Score row `i` starts at `scores + i * ld`.
+    scores: *mut f32,
+    ld: usize,
+}
+
+impl ScoreTile {
+    /// The same tile from score row `i` on.
+    ///
+    /// # Safety
+    /// `scores + i * ld` lies in (or one past) the caller's score buffer.
+    #[inline(always)]
+    unsafe fn starting_at_row(self, i: usize) -> Self {
+        Self {
+            // SAFETY: the caller's guarantee.
+            scores: unsafe { self.scores.add(i * self.ld) },
+            ..self
+        }
+    }
+}
+
+/// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `tile.cols_padded`
+/// keys.
 ///
 /// # Safety
-/// Each query row holds `d` readable floats, `kt` holds `d` rows of `cols_padded` readable
-/// floats `ld_kt` apart (`cols_padded` a multiple of `S::LANES`), and `scores` holds
-/// `q_rows.len()` rows of `cols_padded` writable floats `ld` apart.
+/// Each query row holds `tile.d` readable floats, `tile.kt` holds `d` rows of `cols_padded`
+/// readable floats `ld_kt` apart, and `tile.scores` holds `q_rows.len()` rows of `cols_padded`
+/// writable floats `ld` apart.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     simd: S,
     q_rows: &[*const f32],
-    d: usize,
-    kt: *const f32,
-    ld_kt: usize,
-    cols_padded: usize,
-    scores: *mut f32,
-    ld: usize,
+    tile: ScoreTile,
 ) {
     let rows = q_rows.len();
     let mut i = 0;
     while i + MR <= rows {
-        let mut q = [std::ptr::null::<f32>(); MR];
-        q.copy_from_slice(&q_rows[i..i + MR]);
         // SAFETY: rows `i..i + MR` of what the caller guarantees.
-        unsafe {
-            qk_rows::<S, D, MR, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld)
-        };
+        unsafe { qk_rows_at::<S, D, MR, NV>(simd, q_rows, i, tile) };
         i += MR;
     }
     // The last `rows % MR` rows in blocks of 4, 2, 1 (a one-row block does NV FMAs per NV + 1
@@ -676,39 +697,9 @@ unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
         // SAFETY: rows `i..i + block` of what the caller guarantees.
         unsafe {
             match block {
-                4 => qk_rows_at::<S, D, 4, NV>(
-                    simd,
-                    q_rows,
-                    i,
-                    d,
-                    kt,
-                    ld_kt,
-                    cols_padded,
-                    scores,
-                    ld,
-                ),
-                2 => qk_rows_at::<S, D, 2, NV>(
-                    simd,
-                    q_rows,
-                    i,
-                    d,
-                    kt,
-                    ld_kt,
-                    cols_padded,
-                    scores,
-                    ld,
-                ),
-                _ => qk_rows_at::<S, D, 1, NV>(
-                    simd,
-                    q_rows,
-                    i,
-                    d,
-                    kt,
-                    ld_kt,
-                    cols_padded,
-                    scores,
-                    ld,
-                ),
+                4 => qk_rows_at::<S, D, 4, NV>(simd, q_rows, i, tile),
+                2 => qk_rows_at::<S, D, 2, NV>(simd, q_rows, i, tile),
+                _ => qk_rows_at::<S, D, 1, NV>(simd, q_rows, i, tile),
             }
         };
         i += block;
@@ -733,22 +724,16 @@ fn tail_block<const MR: usize>(left: usize) -> usize {
 /// # Safety
 /// As [`qk_tile`] for rows `i..i + R`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
     simd: S,
     q_rows: &[*const f32],
     i: usize,
-    d: usize,
-    kt: *const f32,
-    ld_kt: usize,
-    cols_padded: usize,
-    scores: *mut f32,
-    ld: usize,
+    tile: ScoreTile,
 ) {
     let mut q = [std::ptr::null::<f32>(); R];
     q.copy_from_slice(&q_rows[i..i + R]);
     // SAFETY: the caller's guarantee for these rows.
-    unsafe { qk_rows::<S, D, R, NV>(simd, q, d, kt, ld_kt, cols_padded, scores.add(i * ld), ld) };
+    unsafe { qk_rows::<S, D, R, NV>(simd, q, tile.starting_at_row(i)) };
 }
 
 /// [`qk_tile`] for `MR` query rows.
@@ -756,17 +741,19 @@ unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
 /// # Safety
 /// As [`qk_tile`] for these rows.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     simd: S,
     q: [*const f32; MR],
-    d: usize,
-    kt: *const f32,
-    ld_kt: usize,
-    cols_padded: usize,
-    scores: *mut f32,
-    ld: usize,
+    tile: ScoreTile,
 ) {
+    let ScoreTile {
+        d,
+        kt,
+        ld_kt,
+        cols_padded,
+        scores,
+        ld,
+    } = tile;
     let mut j = 0;
     while j + NV * S::LANES <= cols_padded {
         // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
@@ -900,55 +887,86 @@ fn qk_narrow_rows<S: Simd, const D: usize, const R: usize>(
     }
 }
 
-/// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of width `dp`, where `p(i, j)`
-/// is at `p + i * p_rs + j * p_cs`, `v` rows are `ld_v` apart and `o` rows `dp` apart.
+/// The probabilities a PV tile reads, the values it weighs and the output rows it adds to (raw
+/// pointers: the micro-kernels index them by row and vector).
+#[derive(Clone, Copy)]
+struct ValueTile {
+    /// `p(i, j)` at `p + i * p_rs + j * p_cs`.
+    p: *const f32,
+    p_rs: usize,
+    p_cs: usize,
+    /// Keys (value rows) in the tile.
+    cols: usize,
+    /// Value rows, `ld_v` apart.
+    v: *const f32,
+    ld_v: usize,
+    /// Output row width and stride, a multiple of `LANES`.
+    dp: usize,
+    o: *mut f32,
+}
+
+impl ValueTile {
+    /// The same tile from row `i` on.
+    ///
+    /// # Safety
+    /// `p(i, 0)` and `o + i * dp` lie in (or one past) the caller's buffers.
+    #[inline(always)]
+    unsafe fn starting_at_row(self, i: usize) -> Self {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            Self {
+                p: self.p.add(i * self.p_rs),
+                o: self.o.add(i * self.dp),
+                ..self
+            }
+        }
+    }
+
+    /// The same tile from output column `c` on.
+    ///
+    /// # Safety
+    /// `c <= dp`.
+    #[inline(always)]
+    unsafe fn starting_at_col(self, c: usize) -> Self {
+        // SAFETY: the caller's guarantee (`c` within a value row and an output row).
+        unsafe {
+            Self {
+                v: self.v.add(c),
+                o: self.o.add(c),
+                ..self
+            }
+        }
+    }
+}
+
+/// `o[i][:] += Σ_{j < cols} p(i, j) · v[j][:]` for `rows` rows of the tile.
 ///
 /// # Safety
 /// Those `p(i, j)` for `i < rows`, `j < cols` are readable, `v` holds `cols` rows of `dp`
 /// readable floats, `o` holds `rows` rows of `dp` readable and writable floats (`dp` a
 /// multiple of `S::LANES`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
     simd: S,
-    p: *const f32,
-    p_rs: usize,
-    p_cs: usize,
     rows: usize,
-    cols: usize,
-    v: *const f32,
-    ld_v: usize,
-    dp: usize,
-    o: *mut f32,
+    tile: ValueTile,
 ) {
     let mut i = 0;
     while i + MR <= rows {
         // SAFETY: rows `i..i + MR` of what the caller guarantees.
-        unsafe {
-            pv_rows::<S, MR, NV>(
-                simd,
-                p.add(i * p_rs),
-                p_rs,
-                p_cs,
-                cols,
-                v,
-                ld_v,
-                dp,
-                o.add(i * dp),
-            )
-        };
+        unsafe { pv_rows::<S, MR, NV>(simd, tile.starting_at_row(i)) };
         i += MR;
     }
     // The last `rows % MR` rows in blocks of 4, 2, 1, as in `qk_tile`.
     while i < rows {
         let block = tail_block::<MR>(rows - i);
-        let (p, o) = (p.wrapping_add(i * p_rs), o.wrapping_add(i * dp));
         // SAFETY: rows `i..i + block` of what the caller guarantees.
         unsafe {
+            let tile = tile.starting_at_row(i);
             match block {
-                4 => pv_rows::<S, 4, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
-                2 => pv_rows::<S, 2, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
-                _ => pv_rows::<S, 1, NV>(simd, p, p_rs, p_cs, cols, v, ld_v, dp, o),
+                4 => pv_rows::<S, 4, NV>(simd, tile),
+                2 => pv_rows::<S, 2, NV>(simd, tile),
+                _ => pv_rows::<S, 1, NV>(simd, tile),
             }
         };
         i += block;
@@ -960,27 +978,16 @@ unsafe fn pv_tile<S: Simd, const MR: usize, const NV: usize>(
 /// # Safety
 /// As [`pv_tile`] for these rows.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
-    simd: S,
-    p: *const f32,
-    p_rs: usize,
-    p_cs: usize,
-    cols: usize,
-    v: *const f32,
-    ld_v: usize,
-    dp: usize,
-    o: *mut f32,
-) {
+unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(simd: S, tile: ValueTile) {
     let mut c = 0;
-    while c + NV * S::LANES <= dp {
+    while c + NV * S::LANES <= tile.dp {
         // SAFETY: columns `c..c + NV * LANES <= dp` of the caller's buffers.
-        unsafe { pv_block::<S, MR, NV>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        unsafe { pv_block::<S, MR, NV>(simd, tile.starting_at_col(c)) };
         c += NV * S::LANES;
     }
-    while c < dp {
+    while c < tile.dp {
         // SAFETY: columns `c..c + LANES <= dp` (a multiple of LANES).
-        unsafe { pv_block::<S, MR, 1>(simd, p, p_rs, p_cs, cols, v.add(c), ld_v, dp, o.add(c)) };
+        unsafe { pv_block::<S, MR, 1>(simd, tile.starting_at_col(c)) };
         c += S::LANES;
     }
 }
@@ -990,18 +997,18 @@ unsafe fn pv_rows<S: Simd, const MR: usize, const NV: usize>(
 /// # Safety
 /// As [`pv_tile`] for `MR` rows and `NV * LANES` columns.
 #[inline(always)]
-#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(
-    simd: S,
-    p: *const f32,
-    p_rs: usize,
-    p_cs: usize,
-    cols: usize,
-    v: *const f32,
-    ld_v: usize,
-    dp: usize,
-    o: *mut f32,
-) {
+#[allow(clippy::needless_range_loop)]
+unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(simd: S, tile: ValueTile) {
+    let ValueTile {
+        p,
+        p_rs,
+        p_cs,
+        cols,
+        v,
+        ld_v,
+        dp,
+        o,
+    } = tile;
     let mut acc = [[simd.splat(0.0); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         for (k, slot) in row.iter_mut().enumerate() {
@@ -1368,16 +1375,15 @@ pub(super) unsafe fn flash_keys<
             // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
             // `st` `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
             unsafe {
-                qk_tile::<S, D, QMR, QNV>(
-                    simd,
-                    &k_rows[..cols],
+                let tile = ScoreTile {
                     d,
-                    qt.as_ptr(),
-                    LD_Q,
-                    rows_padded,
-                    st.as_mut_ptr(),
-                    LD_Q,
-                );
+                    kt: qt.as_ptr(),
+                    ld_kt: LD_Q,
+                    cols_padded: rows_padded,
+                    scores: st.as_mut_ptr(),
+                    ld: LD_Q,
+                };
+                qk_tile::<S, D, QMR, QNV>(simd, &k_rows[..cols], tile);
             }
         }
         // Mask and causal structure, one key row at a time.
@@ -1449,18 +1455,17 @@ pub(super) unsafe fn flash_keys<
         // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
         // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
-            pv_tile::<S, PMR, PNV>(
-                simd,
-                st.as_ptr(),
-                1,
-                LD_Q,
-                rows,
+            let tile = ValueTile {
+                p: st.as_ptr(),
+                p_rs: 1,
+                p_cs: LD_Q,
                 cols,
                 v,
                 ld_v,
                 dp,
-                o.as_mut_ptr(),
-            )
+                o: o.as_mut_ptr(),
+            };
+            pv_tile::<S, PMR, PNV>(simd, rows, tile)
         };
         k0 += BLOCK_K;
     }
@@ -1550,16 +1555,15 @@ unsafe fn weights_item<
             // SAFETY: `rows` query rows of `d` floats (`Problem::check`); `kt` is
             // `d × BLOCK_K`; `scores` has `rows` rows of `ld >= k0 + cols_padded` floats.
             unsafe {
-                qk_tile::<S, D, QMR, QNV>(
-                    simd,
-                    &q_rows[..rows],
+                let tile = ScoreTile {
                     d,
-                    kt.as_ptr(),
-                    BLOCK_K,
+                    kt: kt.as_ptr(),
+                    ld_kt: BLOCK_K,
                     cols_padded,
-                    scores.as_mut_ptr().add(k0),
+                    scores: scores.as_mut_ptr().add(k0),
                     ld,
-                );
+                };
+                qk_tile::<S, D, QMR, QNV>(simd, &q_rows[..rows], tile);
             }
             k0 += BLOCK_K;
         }
@@ -1620,18 +1624,17 @@ unsafe fn weights_item<
             // SAFETY: `scores` holds p(i, j) at `i * ld + k0 + j` for `i < rows`, `j < cols`;
             // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
             unsafe {
-                pv_tile::<S, PMR, PNV>(
-                    simd,
-                    scores.as_ptr().add(k0),
-                    ld,
-                    1,
-                    rows,
+                let tile = ValueTile {
+                    p: scores.as_ptr().add(k0),
+                    p_rs: ld,
+                    p_cs: 1,
                     cols,
                     v,
                     ld_v,
                     dp,
-                    o.as_mut_ptr(),
-                );
+                    o: o.as_mut_ptr(),
+                };
+                pv_tile::<S, PMR, PNV>(simd, rows, tile);
             }
             k0 += BLOCK_K;
         }
