@@ -585,20 +585,20 @@ impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const
     }
 }
 
-/// Packs keys `k0..k0 + cols` of head `h` transposed into `kt` (`d × BLOCK_K`, zero-padded to
-/// `cols_padded` keys).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn pack_keys(
-    p: &Problem<'_>,
+/// A tile of keys: keys `k0..k0 + cols` of batch `n`, head `h`.
+#[derive(Clone, Copy)]
+struct KeyRange {
     n: usize,
     h: usize,
     k0: usize,
     cols: usize,
-    cols_padded: usize,
-    d: usize,
-    kt: &mut [f32],
-) {
+}
+
+/// Packs the keys of `keys` transposed into `kt` (`d × BLOCK_K`, zero-padded to `cols_padded`
+/// keys).
+#[inline(always)]
+fn pack_keys(p: &Problem<'_>, keys: KeyRange, cols_padded: usize, d: usize, kt: &mut [f32]) {
+    let KeyRange { n, h, k0, cols } = keys;
     for j in 0..cols {
         // SAFETY: key rows are in bounds by `Problem::check`.
         let key = unsafe { std::slice::from_raw_parts(p.key(n, k0 + j, h), d) };
@@ -611,21 +611,17 @@ fn pack_keys(
     }
 }
 
-/// Values `k0..k0 + cols` of head `h` as `(first row, row stride)`: read in place when their
-/// rows are whole vectors (`d == dp`) of the input keys, else packed into `vp` (`dp` apart,
-/// zero-padded).
+/// The values of `keys` as `(first row, row stride)`: read in place when their rows are whole
+/// vectors (`d == dp`) of the input keys, else packed into `vp` (`dp` apart, zero-padded).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn tile_values(
     p: &Problem<'_>,
-    n: usize,
-    h: usize,
-    k0: usize,
-    cols: usize,
+    keys: KeyRange,
     d: usize,
     dp: usize,
     vp: &mut [f32],
 ) -> (*const f32, usize) {
+    let KeyRange { n, h, k0, cols } = keys;
     if d == dp && k0 + cols <= p.src_len {
         return (p.value(n, k0, h), p.v.row_stride);
     }
@@ -1114,18 +1110,15 @@ fn scale_row<S: Simd>(simd: S, row: &mut [f32], factor: f32) {
 /// and values are finite. (A score `NaN + -inf` or `±inf + -inf` is not masked, and a masked
 /// key's value still enters the output as `0 · v`, which is NaN for a non-finite `v`.)
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn tile_skippable<S: Simd>(
     simd: S,
     p: &Problem<'_>,
-    n: usize,
-    h: usize,
+    keys: KeyRange,
     q0: usize,
     rows: usize,
-    k0: usize,
-    cols: usize,
     d: usize,
 ) -> bool {
+    let KeyRange { n, h, k0, cols } = keys;
     let Some(mask) = &p.mask else { return false };
     let rows = if mask.row_stride == 0 { 1 } else { rows };
     let masked = (0..rows).all(|i| {
@@ -1361,7 +1354,7 @@ pub(super) unsafe fn flash_keys<
     let mut k0 = keys.start;
     while k0 < kv_end {
         let cols = BLOCK_K.min(kv_end - k0);
-        if tile_skippable::<S>(simd, p, n, h, q0, rows, k0, cols, d) {
+        if tile_skippable::<S>(simd, p, KeyRange { n, h, k0, cols }, q0, rows, d) {
             k0 += BLOCK_K;
             continue;
         }
@@ -1451,7 +1444,7 @@ pub(super) unsafe fn flash_keys<
                 scale_row::<S>(simd, &mut o[i * dp..(i + 1) * dp], alpha[i]);
             }
         }
-        let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+        let (v, ld_v) = tile_values(p, KeyRange { n, h, k0, cols }, d, dp, vp);
         // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
         // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
         unsafe {
@@ -1551,7 +1544,7 @@ unsafe fn weights_item<
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
             let cols_padded = round_up(cols, S::LANES);
-            pack_keys(p, n, h, k0, cols, cols_padded, d, kt);
+            pack_keys(p, KeyRange { n, h, k0, cols }, cols_padded, d, kt);
             // SAFETY: `rows` query rows of `d` floats (`Problem::check`); `kt` is
             // `d × BLOCK_K`; `scores` has `rows` rows of `ld >= k0 + cols_padded` floats.
             unsafe {
@@ -1620,7 +1613,7 @@ unsafe fn weights_item<
         let mut k0 = 0;
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
-            let (v, ld_v) = tile_values(p, n, h, k0, cols, d, dp, vp);
+            let (v, ld_v) = tile_values(p, KeyRange { n, h, k0, cols }, d, dp, vp);
             // SAFETY: `scores` holds p(i, j) at `i * ld + k0 + j` for `i < rows`, `j < cols`;
             // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
             unsafe {
