@@ -385,6 +385,72 @@ pub(super) const AVX2_BLOCKING: [usize; 4] = [6, 2, 6, 2];
 /// Plain Rust on 8-lane arrays: small blocks the compiler keeps in registers.
 pub(super) const PORTABLE_BLOCKING: [usize; 4] = [4, 1, 4, 1];
 
+/// A kernel written once for every instruction set and register blocking: [`run_blocked`] picks
+/// the level's blocking and runs it with the level's instructions.
+pub(super) trait BlockedOp {
+    /// What the kernel returns.
+    type Output;
+
+    /// Runs the kernel with `simd`'s instructions and the blocking `QMR × QNV` (QK) and
+    /// `PMR × PNV` (PV).
+    ///
+    /// # Safety
+    /// The contract of the op's kernel, which [`run_blocked`]'s caller guarantees.
+    unsafe fn run<S: Simd, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(
+        self,
+        simd: S,
+    ) -> Self::Output;
+}
+
+/// `op` on `level`'s instructions with that level's register blocking.
+///
+/// # Safety
+/// The contract of `op`'s kernel ([`BlockedOp::run`]).
+#[inline(always)]
+pub(super) unsafe fn run_blocked<Op: BlockedOp>(level: Level, op: Op) -> Op::Output {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512(simd) => simd.vectorize(Blocked::<
+            Op,
+            { AVX512_BLOCKING[0] },
+            { AVX512_BLOCKING[1] },
+            { AVX512_BLOCKING[2] },
+            { AVX512_BLOCKING[3] },
+        >(op)),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2(simd) => simd.vectorize(Blocked::<
+            Op,
+            { AVX2_BLOCKING[0] },
+            { AVX2_BLOCKING[1] },
+            { AVX2_BLOCKING[2] },
+            { AVX2_BLOCKING[3] },
+        >(op)),
+        Level::Portable(simd) => simd.vectorize(Blocked::<
+            Op,
+            { PORTABLE_BLOCKING[0] },
+            { PORTABLE_BLOCKING[1] },
+            { PORTABLE_BLOCKING[2] },
+            { PORTABLE_BLOCKING[3] },
+        >(op)),
+    }
+}
+
+/// A [`BlockedOp`] with one blocking, for [`Simd::vectorize`]. Built only by [`run_blocked`],
+/// whose contract makes running it sound.
+struct Blocked<Op, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>(Op);
+
+impl<Op: BlockedOp, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize> WithSimd
+    for Blocked<Op, QMR, QNV, PMR, PNV>
+{
+    type Output = Op::Output;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Op::Output {
+        // SAFETY: the contract of `run_blocked`, the only place this wrapper is built.
+        unsafe { self.0.run::<S, QMR, QNV, PMR, PNV>(simd) }
+    }
+}
+
 /// The flash work item of one level's capability token, with that level's register blocking.
 #[derive(Debug, Clone, Copy)]
 struct FlashItem<const D: usize> {
@@ -405,74 +471,35 @@ impl<const D: usize> FlashItem<D> {
     /// `p` passed [`Problem::check`], `out` came from [`out_for`] for `p`, and no other thread
     /// runs item `index` of this call at the same time.
     unsafe fn run(self, p: &Problem<'_>, out: SeqOut, index: usize, buf: &mut [f32]) {
-        match self.level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(FlashOp::<
-                D,
-                { AVX512_BLOCKING[0] },
-                { AVX512_BLOCKING[1] },
-                { AVX512_BLOCKING[2] },
-                { AVX512_BLOCKING[3] },
-            > {
-                p,
-                out,
-                index,
-                buf,
-            }),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(FlashOp::<
-                D,
-                { AVX2_BLOCKING[0] },
-                { AVX2_BLOCKING[1] },
-                { AVX2_BLOCKING[2] },
-                { AVX2_BLOCKING[3] },
-            > {
-                p,
-                out,
-                index,
-                buf,
-            }),
-            Level::Portable(simd) => simd.vectorize(FlashOp::<
-                D,
-                { PORTABLE_BLOCKING[0] },
-                { PORTABLE_BLOCKING[1] },
-                { PORTABLE_BLOCKING[2] },
-                { PORTABLE_BLOCKING[3] },
-            > {
-                p,
-                out,
-                index,
-                buf,
-            }),
-        }
+        let op = FlashOp::<D> { p, out, index, buf };
+        // SAFETY: `flash_item`'s contract is this function's.
+        unsafe { run_blocked(self.level, op) }
     }
 }
 
-/// [`flash_item`] as an operation for [`Simd::vectorize`]. Built only by [`FlashItem::run`],
-/// whose contract makes running it sound.
-struct FlashOp<
-    'a,
-    'p,
-    const D: usize,
-    const QMR: usize,
-    const QNV: usize,
-    const PMR: usize,
-    const PNV: usize,
-> {
+/// [`flash_item`] as a [`BlockedOp`].
+struct FlashOp<'a, 'p, const D: usize> {
     p: &'a Problem<'p>,
     out: SeqOut,
     index: usize,
     buf: &'a mut [f32],
 }
 
-impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
-    WithSimd for FlashOp<'_, '_, D, QMR, QNV, PMR, PNV>
-{
+impl<const D: usize> BlockedOp for FlashOp<'_, '_, D> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        // SAFETY: the contract of `FlashItem::run`, the only place this op is built.
+    unsafe fn run<
+        S: Simd,
+        const QMR: usize,
+        const QNV: usize,
+        const PMR: usize,
+        const PNV: usize,
+    >(
+        self,
+        simd: S,
+    ) {
+        // SAFETY: the caller's (`FlashItem::run`'s) contract.
         unsafe {
             flash_item::<S, D, QMR, QNV, PMR, PNV>(simd, self.p, self.out, self.index, self.buf)
         }
@@ -505,63 +532,20 @@ impl<const D: usize> WeightsItem<D> {
         index: usize,
         buf: &mut [f32],
     ) {
-        match self.level {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512(simd) => simd.vectorize(WeightsOp::<
-                D,
-                { AVX512_BLOCKING[0] },
-                { AVX512_BLOCKING[1] },
-                { AVX512_BLOCKING[2] },
-                { AVX512_BLOCKING[3] },
-            > {
-                p,
-                out,
-                w,
-                index,
-                buf,
-            }),
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2(simd) => simd.vectorize(WeightsOp::<
-                D,
-                { AVX2_BLOCKING[0] },
-                { AVX2_BLOCKING[1] },
-                { AVX2_BLOCKING[2] },
-                { AVX2_BLOCKING[3] },
-            > {
-                p,
-                out,
-                w,
-                index,
-                buf,
-            }),
-            Level::Portable(simd) => simd.vectorize(WeightsOp::<
-                D,
-                { PORTABLE_BLOCKING[0] },
-                { PORTABLE_BLOCKING[1] },
-                { PORTABLE_BLOCKING[2] },
-                { PORTABLE_BLOCKING[3] },
-            > {
-                p,
-                out,
-                w,
-                index,
-                buf,
-            }),
-        }
+        let op = WeightsOp::<D> {
+            p,
+            out,
+            w,
+            index,
+            buf,
+        };
+        // SAFETY: `weights_item`'s contract is this function's.
+        unsafe { run_blocked(self.level, op) }
     }
 }
 
-/// [`weights_item`] as an operation for [`Simd::vectorize`]. Built only by
-/// [`WeightsItem::run`], whose contract makes running it sound.
-struct WeightsOp<
-    'a,
-    'p,
-    const D: usize,
-    const QMR: usize,
-    const QNV: usize,
-    const PMR: usize,
-    const PNV: usize,
-> {
+/// [`weights_item`] as a [`BlockedOp`].
+struct WeightsOp<'a, 'p, const D: usize> {
     p: &'a Problem<'p>,
     out: SeqOut,
     w: WeightsOut,
@@ -569,14 +553,21 @@ struct WeightsOp<
     buf: &'a mut [f32],
 }
 
-impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
-    WithSimd for WeightsOp<'_, '_, D, QMR, QNV, PMR, PNV>
-{
+impl<const D: usize> BlockedOp for WeightsOp<'_, '_, D> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        // SAFETY: the contract of `WeightsItem::run`, the only place this op is built.
+    unsafe fn run<
+        S: Simd,
+        const QMR: usize,
+        const QNV: usize,
+        const PMR: usize,
+        const PNV: usize,
+    >(
+        self,
+        simd: S,
+    ) {
+        // SAFETY: the caller's (`WeightsItem::run`'s) contract.
         unsafe {
             weights_item::<S, D, QMR, QNV, PMR, PNV>(
                 simd, self.p, self.out, self.w, self.index, self.buf,

@@ -22,13 +22,13 @@
 use rayon::prelude::*;
 
 use super::attention::{
-    finish_rows, flash_keys, flash_scratch_len, out_for, query_block, round_up, visible_keys,
-    with_scratch, BlockState, Problem, QueryBlock, SeqOut, AVX2_BLOCKING, AVX512_BLOCKING, BLOCK_K,
-    BLOCK_Q, PORTABLE_BLOCKING,
+    finish_rows, flash_keys, flash_scratch_len, out_for, query_block, round_up, run_blocked,
+    visible_keys, with_scratch, BlockState, BlockedOp, Problem, QueryBlock, SeqOut, BLOCK_K,
+    BLOCK_Q,
 };
 use super::isa::Level;
 use super::phases::{Phase, Region};
-use super::simd::{exp_scalar, Simd, WithSimd};
+use super::simd::{exp_scalar, Simd};
 use super::Isa;
 
 /// The fewest keys a chunk gets. A chunk packs its query block (`rows · d`) and is merged
@@ -166,53 +166,24 @@ struct ChunkOp<'a, 'p, const D: usize> {
 /// `op.dst` points to a slot of [`partial_len`]`(rows_max, head_dim)` writable floats no other
 /// thread touches.
 unsafe fn run_chunk<const D: usize>(level: Level, op: ChunkOp<'_, '_, D>) {
-    // SAFETY (each arm): the op's contract is the caller's.
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512(simd) => simd.vectorize(BlockedChunk::<
-            D,
-            { AVX512_BLOCKING[0] },
-            { AVX512_BLOCKING[1] },
-            { AVX512_BLOCKING[2] },
-            { AVX512_BLOCKING[3] },
-        >(op)),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2(simd) => simd.vectorize(BlockedChunk::<
-            D,
-            { AVX2_BLOCKING[0] },
-            { AVX2_BLOCKING[1] },
-            { AVX2_BLOCKING[2] },
-            { AVX2_BLOCKING[3] },
-        >(op)),
-        Level::Portable(simd) => simd.vectorize(BlockedChunk::<
-            D,
-            { PORTABLE_BLOCKING[0] },
-            { PORTABLE_BLOCKING[1] },
-            { PORTABLE_BLOCKING[2] },
-            { PORTABLE_BLOCKING[3] },
-        >(op)),
-    }
+    // SAFETY: the op's contract is the caller's.
+    unsafe { run_blocked(level, op) }
 }
 
-/// A [`ChunkOp`] with its level's blocking, for [`Simd::vectorize`]. Built only by
-/// [`run_chunk`], whose contract makes running it sound.
-struct BlockedChunk<
-    'a,
-    'p,
-    const D: usize,
-    const QMR: usize,
-    const QNV: usize,
-    const PMR: usize,
-    const PNV: usize,
->(ChunkOp<'a, 'p, D>);
-
-impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const PNV: usize>
-    WithSimd for BlockedChunk<'_, '_, D, QMR, QNV, PMR, PNV>
-{
+impl<const D: usize> BlockedOp for ChunkOp<'_, '_, D> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    unsafe fn run<
+        S: Simd,
+        const QMR: usize,
+        const QNV: usize,
+        const PMR: usize,
+        const PNV: usize,
+    >(
+        self,
+        simd: S,
+    ) {
         let ChunkOp {
             p,
             index,
@@ -220,12 +191,12 @@ impl<const D: usize, const QMR: usize, const QNV: usize, const PMR: usize, const
             dst,
             rows_max,
             buf,
-        } = self.0;
+        } = self;
         let qb = query_block::<S, D>(p, index);
         let (n, h) = (qb.outer / p.heads, qb.outer % p.heads);
         let end = keys.end.min(visible_keys::<S>(simd, p, n, h, &qb));
         let (d, rows) = (qb.d, qb.rows);
-        // SAFETY: `dst` holds this slot's `rows_max · (d + 2)` floats (`run_chunk`).
+        // SAFETY: `dst` holds this slot's `rows_max · (d + 2)` floats (`run_chunk`'s contract).
         let dst = unsafe { std::slice::from_raw_parts_mut(dst, partial_len(rows_max, d)) };
         let (o_dst, rest) = dst.split_at_mut(rows_max * d);
         let (m_dst, l_dst) = rest.split_at_mut(rows_max);
