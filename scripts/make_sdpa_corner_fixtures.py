@@ -21,10 +21,9 @@ torch.nn.functional.scaled_dot_product_attention in float32 on the CPU's default
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from make_sdpa_fixtures import CONVENTIONS, FORMAT
+from make_sdpa_fixtures import index_entry, write_index
 from torch_venv import ensure_torch_venv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,34 +97,12 @@ def main() -> None:
             tensors["attn_mask"] = mask
         file = f"{idx:02d}_{name}.safetensors"
         save_file({key: t.contiguous() for key, t in tensors.items()}, str(args.out / file))
-        entries.append({
-            "name": name,
-            "file": file,
-            "call": {
-                "attn_mask": None if mask is None else {
-                    "dtype": "bool" if mask.dtype == torch.bool else "float32", "shape": list(mask.shape)},
-                "dropout_p": 0.0, "is_causal": causal, "scale": None, "enable_gqa": False,
-            },
-            "tensors": {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-                        for key, t in tensors.items()},
-            # Non-finite inputs: torch's float64 run is no yardstick here (its kernels differ).
-            "expected": {"has_nan": bool(torch.isnan(out).any()), "max_err_f32_vs_f64": None},
-            "precision_sensitive": None,
-        })
+        # Non-finite inputs: torch's float64 run is no yardstick here (its kernels differ).
+        entries.append(index_entry(name, file, tensors, torch,
+                                   call={"is_causal": causal, "scale": None, "enable_gqa": False},
+                                   max_err_f32_vs_f64=None, precision=None))
         print(f"{file}: output {tuple(out.shape)}, NaN rows {int(torch.isnan(out).any(-1).sum())}")
-    index = {
-        "format": FORMAT,
-        "torch_version": torch.__version__,
-        "base_seed": BASE_SEED,
-        "dtype": "float32",
-        "case_count": len(entries),
-        "conventions": CONVENTIONS,
-        "suggested_tolerance": {"atol": 1e-5, "rtol": 1e-4, "note": "NaN positions equal exactly"},
-        "max_err_f32_vs_f64": None,
-        "cases": entries,
-    }
-    (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-
+    write_index(args.out, entries, torch, None, base_seed=BASE_SEED)
 
 if __name__ == "__main__":
     main()

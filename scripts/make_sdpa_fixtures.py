@@ -169,6 +169,45 @@ def build(idx, case, torch, F):
     return tensors, err
 
 
+def index_entry(name, file, tensors, torch, call, max_err_f32_vs_f64, precision):
+    """The `cases` entry of `index.json` for one case: its torch call (`call` holds is_causal, scale
+    and enable_gqa; the mask is described from `tensors`, dropout is 0), its tensors and torch's
+    result facts."""
+    mask = tensors.get("attn_mask")
+    return {
+        "name": name,
+        "file": file,
+        "call": {
+            "attn_mask": None if mask is None else {
+                "dtype": "bool" if mask.dtype == torch.bool else "float32",
+                "shape": list(mask.shape)},
+            "dropout_p": 0.0,
+            **call,
+        },
+        "tensors": {k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                    for k, t in tensors.items()},
+        "expected": {"has_nan": bool(torch.isnan(tensors["output"]).any()),
+                     "max_err_f32_vs_f64": max_err_f32_vs_f64},
+        "precision_sensitive": precision,
+    }
+
+
+def write_index(out, entries, torch, max_err_f32_vs_f64, base_seed=BASE_SEED):
+    """Writes `out/index.json` in the format `sdpa-golden-fixtures/1`."""
+    index = {
+        "format": FORMAT,
+        "torch_version": torch.__version__,
+        "base_seed": base_seed,
+        "dtype": "float32",
+        "case_count": len(entries),
+        "conventions": CONVENTIONS,
+        "suggested_tolerance": {"atol": 1e-5, "rtol": 1e-4, "note": "NaN positions equal exactly"},
+        "max_err_f32_vs_f64": max_err_f32_vs_f64,
+        "cases": entries,
+    }
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+
+
 def main() -> None:
     ensure_torch_venv(__file__)
     import torch
@@ -192,40 +231,15 @@ def main() -> None:
         file = f"{idx:02d}_{case['name']}.safetensors"
         # No metadata: safetensors writes it from a hash map, in no fixed order.
         save_file({k: t.contiguous() for k, t in tensors.items()}, str(args.out / file))
-        mask = tensors.get("attn_mask")
         precision = case.get("precision")
         if precision is None:
             errs.append(err)
-        entries.append({
-            "name": case["name"],
-            "file": file,
-            "call": {
-                "attn_mask": None if mask is None else {
-                    "dtype": "bool" if mask.dtype == torch.bool else "float32",
-                    "shape": list(mask.shape)},
-                "dropout_p": 0.0,
-                "is_causal": case["causal"],
-                "scale": case["scale"],
-                "enable_gqa": case["gqa"],
-            },
-            "tensors": {k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-                        for k, t in tensors.items()},
-            "expected": {"has_nan": bool(torch.isnan(tensors["output"]).any()), "max_err_f32_vs_f64": err},
-            "precision_sensitive": precision,
-        })
+        entries.append(index_entry(
+            case["name"], file, tensors, torch,
+            call={"is_causal": case["causal"], "scale": case["scale"], "enable_gqa": case["gqa"]},
+            max_err_f32_vs_f64=err, precision=precision))
         print(f"{file}: output {tuple(tensors['output'].shape)}, f32 vs f64 {err:.2e}")
-    index = {
-        "format": FORMAT,
-        "torch_version": torch.__version__,
-        "base_seed": BASE_SEED,
-        "dtype": "float32",
-        "case_count": len(entries),
-        "conventions": CONVENTIONS,
-        "suggested_tolerance": {"atol": 1e-5, "rtol": 1e-4, "note": "NaN positions equal exactly"},
-        "max_err_f32_vs_f64": max(errs) if errs else None,
-        "cases": entries,
-    }
-    (args.out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    write_index(args.out, entries, torch, max(errs) if errs else None)
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"{len(entries)} cases, {total / 1e6:.2f} MB in {args.out}")
 
