@@ -407,13 +407,18 @@ pub(crate) fn prepare<'a>(
         Some(mask) => Some(key_padding_mask(mask, batched, n, s)?),
         None => None,
     };
+    // A dropped mask is only rank-checked (`_mha_shape_check`); torch never reads or reshapes
+    // it, so neither do we (no copy of an (L, S) mask per call).
+    let drop_attn_mask = options.is_causal && kpm.is_none() && !options.need_weights;
+    let causal = drop_attn_mask;
     let attn = match &options.attn_mask {
+        Some(mask) if drop_attn_mask => {
+            attn_mask_rank(mask)?;
+            None
+        }
         Some(mask) => Some(attn_mask(mask, batched, n, heads, l, s)?),
         None => None,
     };
-    let drop_attn_mask = options.is_causal && kpm.is_none() && !options.need_weights;
-    let causal = drop_attn_mask;
-    let attn = if drop_attn_mask { None } else { attn };
 
     let mask = merge(attn, kpm, n, heads, l, s, s_total);
 
@@ -497,37 +502,41 @@ fn attn_mask(
     l: usize,
     s: usize,
 ) -> Result<Array4<f32>, MhaError> {
-    let float = mask.to_float();
+    attn_mask_rank(mask)?;
+    if mask.ndim() == 2 {
+        if mask.shape() != [l, s] {
+            return Err(MhaError::shape(
+                "attn_mask",
+                format!("2-D (L, S) = ({l}, {s})"),
+                mask.shape(),
+            ));
+        }
+        mask.to_float()
+            .insert_axis(Axis(0))
+            .insert_axis(Axis(0))
+            .into_dimensionality()
+            .map_err(|_| MhaError::shape("attn_mask", "(L, S)", mask.shape()))
+    } else {
+        let rows = n * heads;
+        if mask.shape() != [rows, l, s] {
+            let expected = if batched {
+                format!("3-D (N*num_heads, L, S) = ({rows}, {l}, {s})")
+            } else {
+                format!("3-D (num_heads, L, S) = ({rows}, {l}, {s})")
+            };
+            return Err(MhaError::shape("attn_mask", expected, mask.shape()));
+        }
+        let standard = mask.to_float().as_standard_layout().into_owned();
+        standard
+            .into_shape_with_order((n, heads, l, s))
+            .map_err(|_| MhaError::shape("attn_mask", "(N*num_heads, L, S)", mask.shape()))
+    }
+}
+
+/// torch's `_mha_shape_check` of `attn_mask`: 2-D or 3-D.
+fn attn_mask_rank(mask: &Mask<'_>) -> Result<(), MhaError> {
     match mask.ndim() {
-        2 => {
-            if mask.shape() != [l, s] {
-                return Err(MhaError::shape(
-                    "attn_mask",
-                    format!("2-D (L, S) = ({l}, {s})"),
-                    mask.shape(),
-                ));
-            }
-            float
-                .insert_axis(Axis(0))
-                .insert_axis(Axis(0))
-                .into_dimensionality()
-                .map_err(|_| MhaError::shape("attn_mask", "(L, S)", mask.shape()))
-        }
-        3 => {
-            let rows = n * heads;
-            if mask.shape() != [rows, l, s] {
-                let expected = if batched {
-                    format!("3-D (N*num_heads, L, S) = ({rows}, {l}, {s})")
-                } else {
-                    format!("3-D (num_heads, L, S) = ({rows}, {l}, {s})")
-                };
-                return Err(MhaError::shape("attn_mask", expected, mask.shape()));
-            }
-            let standard = float.as_standard_layout().into_owned();
-            standard
-                .into_shape_with_order((n, heads, l, s))
-                .map_err(|_| MhaError::shape("attn_mask", "(N*num_heads, L, S)", mask.shape()))
-        }
+        2 | 3 => Ok(()),
         r => Err(MhaError::rank(
             "attn_mask",
             "2-D (L, S) or 3-D (N*num_heads, L, S)",
@@ -637,6 +646,37 @@ mod tests {
             .with_need_weights(false)
             .with_key_padding_mask(Mask::Bool(kpm.view())));
         assert!(!p.causal() && p.mask().is_some());
+    }
+
+    /// torch 2.15, `need_weights=False, is_causal=True`: an `attn_mask` it drops is only
+    /// rank-checked (a (5, 7) and a (3, 4, 4) mask for L = S = 4 were accepted, a 1-D one refused).
+    #[test]
+    fn a_dropped_mask_is_only_rank_checked() {
+        let causal = |mask: &ArrayD<f32>| {
+            let options = ForwardOptions::default()
+                .with_attn_mask(Mask::Float(mask.view()))
+                .with_is_causal(true);
+            let q = ArrayD::zeros(IxDyn(&[3, 2, 4]));
+            let kv = ArrayD::zeros(IxDyn(&[5, 2, 4]));
+            let dropped = prepare(
+                &config(),
+                q.view(),
+                kv.view(),
+                kv.view(),
+                &options.clone().with_need_weights(false),
+            )
+            .map(|p| p.causal() && p.mask().is_none());
+            let kept = prepare(&config(), q.view(), kv.view(), kv.view(), &options).map(|_| ());
+            (dropped, kept)
+        };
+        let misshaped = ArrayD::zeros(IxDyn(&[7, 9]));
+        let (dropped, kept) = causal(&misshaped);
+        assert!(matches!(dropped, Ok(true)), "{dropped:?}");
+        assert!(matches!(kept, Err(MhaError::Shape { .. })), "{kept:?}");
+        let (dropped, _) = causal(&ArrayD::zeros(IxDyn(&[3, 5, 5])));
+        assert!(matches!(dropped, Ok(true)), "{dropped:?}");
+        let (dropped, _) = causal(&ArrayD::zeros(IxDyn(&[5])));
+        assert!(matches!(dropped, Err(MhaError::Rank { .. })), "{dropped:?}");
     }
 
     #[test]
