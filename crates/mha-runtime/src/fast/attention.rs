@@ -588,17 +588,73 @@ struct KeyRange {
 /// Packs the keys of `keys` transposed into `kt` (`d × BLOCK_K`, zero-padded to `cols_padded`
 /// keys).
 #[inline(always)]
-fn pack_keys(p: &Problem<'_>, keys: KeyRange, cols_padded: usize, d: usize, kt: &mut [f32]) {
+fn pack_keys<S: Simd>(
+    simd: S,
+    p: &Problem<'_>,
+    keys: KeyRange,
+    cols_padded: usize,
+    d: usize,
+    kt: &mut [f32],
+) {
     let KeyRange { n, h, k0, cols } = keys;
-    for j in 0..cols {
-        // SAFETY: key rows are in bounds by `Problem::check`.
-        let key = unsafe { std::slice::from_raw_parts(p.key(n, k0 + j, h), d) };
-        for (c, &x) in key.iter().enumerate() {
-            kt[c * BLOCK_K + j] = x;
-        }
+    let mut k_rows = [std::ptr::null::<f32>(); BLOCK_K];
+    for (j, slot) in k_rows[..cols].iter_mut().enumerate() {
+        *slot = p.key(n, k0 + j, h);
     }
+    // SAFETY: key rows hold `d` floats (`Problem::check`); `kt` is `d × BLOCK_K`.
+    unsafe { pack_transposed(simd, &k_rows[..cols], d, 1.0, kt, BLOCK_K) };
     for c in 0..d {
         kt[c * BLOCK_K + cols..c * BLOCK_K + cols_padded].fill(0.0);
+    }
+}
+
+/// `dst[c * ld + i] = rows[i][c] * scale` for `i < rows.len()`, `c < d`: whole
+/// `LANES × LANES` blocks transposed in registers ([`Simd::transpose_scaled`]; the scalar loop
+/// it replaces compiled to scatters), the edges one float at a time. A `scale` of 1 copies
+/// exactly.
+///
+/// # Safety
+/// Each of `rows` points at `d` readable floats.
+#[inline(always)]
+unsafe fn pack_transposed<S: Simd>(
+    simd: S,
+    rows: &[*const f32],
+    d: usize,
+    scale: f32,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    if rows.is_empty() || d == 0 {
+        return;
+    }
+    assert!(rows.len() <= ld && (d - 1) * ld + rows.len() <= dst.len());
+    let lanes = S::LANES;
+    let (whole_rows, whole_cols) = (rows.len() - rows.len() % lanes, d - d % lanes);
+    let mut block = [std::ptr::null::<f32>(); 16];
+    for i0 in (0..whole_rows).step_by(lanes) {
+        for c0 in (0..whole_cols).step_by(lanes) {
+            for (slot, &row) in block[..lanes].iter_mut().zip(&rows[i0..i0 + lanes]) {
+                *slot = row.wrapping_add(c0);
+            }
+            // SAFETY: rows `i0..i0 + LANES` hold columns `c0..c0 + LANES <= d` (the caller's
+            // guarantee); `dst` holds `(c0 + c) * ld + i0 + r` for `c, r < LANES` by the assert.
+            unsafe {
+                simd.transpose_scaled(
+                    &block[..lanes],
+                    scale,
+                    dst.as_mut_ptr().add(c0 * ld + i0),
+                    ld,
+                )
+            };
+        }
+    }
+    for (i, &row) in rows.iter().enumerate() {
+        let from = if i < whole_rows { whole_cols } else { 0 };
+        // SAFETY: the caller's guarantee.
+        let row = unsafe { std::slice::from_raw_parts(row, d) };
+        for (c, &x) in row.iter().enumerate().skip(from) {
+            dst[c * ld + i] = x * scale;
+        }
     }
 }
 
@@ -1330,13 +1386,12 @@ pub(super) unsafe fn flash_keys<
         }
     } else {
         // Qᵀ · scale: d × BLOCK_Q (LD_Q apart), padded queries zero.
-        for i in 0..rows {
-            // SAFETY: query rows are in bounds by `Problem::check`.
-            let q = unsafe { std::slice::from_raw_parts(p.q.head_row(n, q0 + i, h), d) };
-            for (c, &x) in q.iter().enumerate() {
-                qt[c * LD_Q + i] = x * p.scale;
-            }
+        let mut q_rows = [std::ptr::null::<f32>(); BLOCK_Q];
+        for (i, slot) in q_rows[..rows].iter_mut().enumerate() {
+            *slot = p.q.head_row(n, q0 + i, h);
         }
+        // SAFETY: query rows hold `d` floats (`Problem::check`); `qt` is `d × LD_Q`.
+        unsafe { pack_transposed(simd, &q_rows[..rows], d, p.scale, qt, LD_Q) };
         for c in 0..d {
             qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
         }
@@ -1542,7 +1597,7 @@ unsafe fn weights_item<
         while k0 < total {
             let cols = BLOCK_K.min(total - k0);
             let cols_padded = round_up(cols, S::LANES);
-            pack_keys(p, KeyRange { n, h, k0, cols }, cols_padded, d, kt);
+            pack_keys::<S>(simd, p, KeyRange { n, h, k0, cols }, cols_padded, d, kt);
             // SAFETY: `rows` query rows of `d` floats (`Problem::check`); `kt` is
             // `d × BLOCK_K`; `scores` has `rows` rows of `ld >= k0 + cols_padded` floats.
             unsafe {

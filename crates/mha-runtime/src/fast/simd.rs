@@ -58,6 +58,22 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn reduce_max(self, v: Self::V) -> f32;
     /// Sum of the lanes.
     fn reduce_add(self, v: Self::V) -> f32;
+    /// A `LANES × LANES` block transposed and scaled: `dst[c * ld + r] = rows[r][c] * scale` for
+    /// `r, c < LANES` (one rounding, as a plain multiply). The x86 tokens shuffle in registers;
+    /// the default is the scalar loop.
+    ///
+    /// # Safety
+    /// `rows` holds `LANES` pointers to `LANES` readable floats each, and `dst + c * ld + r` is
+    /// writable for every `r, c < LANES`.
+    #[inline(always)]
+    unsafe fn transpose_scaled(self, rows: &[*const f32], scale: f32, dst: *mut f32, ld: usize) {
+        for (r, &row) in rows[..Self::LANES].iter().enumerate() {
+            for c in 0..Self::LANES {
+                // SAFETY: the caller's guarantee for `r, c < LANES`.
+                unsafe { *dst.add(c * ld + r) = *row.add(c) * scale };
+            }
+        }
+    }
 }
 
 // Cephes-style expf: e^x = 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2.
@@ -310,6 +326,50 @@ mod x86 {
                 _mm_cvtss_f32(s)
             }
         }
+        #[inline(always)]
+        unsafe fn transpose_scaled(
+            self,
+            rows: &[*const f32],
+            scale: f32,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            // SAFETY: `self` proves the CPU runs these instructions; the loads and stores are
+            // the caller's guarantee (8 rows of 8 floats, 8 columns of 8 floats `ld` apart).
+            unsafe {
+                let s = _mm256_set1_ps(scale);
+                let a: [__m256; 8] =
+                    std::array::from_fn(|r| _mm256_mul_ps(_mm256_loadu_ps(rows[r]), s));
+                // Within each 128-bit half `h`: rows interleaved in pairs, then in fours, so
+                // `u[k]` holds column `4h + k` of rows 0..4 and `u[4 + k]` of rows 4..8.
+                let t: [__m256; 8] = std::array::from_fn(|i| {
+                    let (x, y) = (a[i & !1], a[i | 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_ps(x, y)
+                    } else {
+                        _mm256_unpackhi_ps(x, y)
+                    }
+                });
+                let u: [__m256; 8] = std::array::from_fn(|i| {
+                    let (g, k) = (i / 4, i % 4);
+                    let (x, y) = (
+                        _mm256_castps_pd(t[4 * g + k / 2]),
+                        _mm256_castps_pd(t[4 * g + k / 2 + 2]),
+                    );
+                    _mm256_castpd_ps(if k % 2 == 0 {
+                        _mm256_unpacklo_pd(x, y)
+                    } else {
+                        _mm256_unpackhi_pd(x, y)
+                    })
+                });
+                for k in 0..4 {
+                    let lo = _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k]);
+                    let hi = _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k]);
+                    _mm256_storeu_ps(dst.add(k * ld), lo);
+                    _mm256_storeu_ps(dst.add((4 + k) * ld), hi);
+                }
+            }
+        }
     }
 
     impl Simd for Avx512 {
@@ -398,6 +458,60 @@ mod x86 {
             // SAFETY: `self` proves the CPU runs these instructions.
             unsafe { _mm512_reduce_add_ps(v) }
         }
+        #[inline(always)]
+        unsafe fn transpose_scaled(
+            self,
+            rows: &[*const f32],
+            scale: f32,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            // SAFETY: `self` proves the CPU runs these instructions; the loads and stores are
+            // the caller's guarantee (16 rows of 16 floats, 16 columns of 16 floats `ld` apart).
+            unsafe {
+                let s = _mm512_set1_ps(scale);
+                let a: [__m512; 16] =
+                    std::array::from_fn(|r| _mm512_mul_ps(_mm512_loadu_ps(rows[r]), s));
+                // Within each 128-bit lane `l`: rows interleaved in pairs, then in fours, so
+                // `u[4g + k]` holds column `4l + k` of rows `4g..4g + 4`.
+                let t: [__m512; 16] = std::array::from_fn(|i| {
+                    let (x, y) = (a[i & !1], a[i | 1]);
+                    if i % 2 == 0 {
+                        _mm512_unpacklo_ps(x, y)
+                    } else {
+                        _mm512_unpackhi_ps(x, y)
+                    }
+                });
+                let u: [__m512; 16] = std::array::from_fn(|i| {
+                    let (g, k) = (i / 4, i % 4);
+                    let (x, y) = (
+                        _mm512_castps_pd(t[4 * g + k / 2]),
+                        _mm512_castps_pd(t[4 * g + k / 2 + 2]),
+                    );
+                    _mm512_castpd_ps(if k % 2 == 0 {
+                        _mm512_unpacklo_pd(x, y)
+                    } else {
+                        _mm512_unpackhi_pd(x, y)
+                    })
+                });
+                // Column `4l + k` gathers lane `l` of u[k], u[4 + k], u[8 + k], u[12 + k].
+                for k in 0..4 {
+                    let ab_lo = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
+                    let ab_hi = _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]);
+                    let cd_lo = _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]);
+                    let cd_hi = _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]);
+                    let cols = [
+                        _mm512_shuffle_f32x4::<0x88>(ab_lo, cd_lo),
+                        _mm512_shuffle_f32x4::<0xDD>(ab_lo, cd_lo),
+                        _mm512_shuffle_f32x4::<0x88>(ab_hi, cd_hi),
+                        _mm512_shuffle_f32x4::<0xDD>(ab_hi, cd_hi),
+                    ];
+                    for (l, col) in cols.into_iter().enumerate() {
+                        _mm512_storeu_ps(dst.add((4 * l + k) * ld), col);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -435,6 +549,54 @@ mod tests {
                         "exp({x}) = {got}, want {want}"
                     );
                 }
+            }
+        }
+    }
+
+    struct CheckTranspose;
+
+    impl WithSimd for CheckTranspose {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            let n = S::LANES;
+            let ld = n + 3;
+            // Row r of a `n × (n + 5)` source, read from column 2 on; NaN and inf pass through.
+            let src: Vec<f32> = (0..n * (n + 5))
+                .map(|i| match i {
+                    7 => f32::NAN,
+                    11 => f32::INFINITY,
+                    _ => i as f32 * 0.37 - 3.0,
+                })
+                .collect();
+            let rows: Vec<*const f32> = (0..n).map(|r| src[r * (n + 5) + 2..].as_ptr()).collect();
+            let mut dst = vec![-1.0f32; n * ld];
+            // SAFETY: `n` rows with `n` floats from column 2; `dst` holds `n` rows of `ld >= n`.
+            unsafe { simd.transpose_scaled(&rows, 0.125, dst.as_mut_ptr(), ld) };
+            for r in 0..n {
+                for c in 0..n {
+                    let want = src[r * (n + 5) + 2 + c] * 0.125;
+                    let got = dst[c * ld + r];
+                    assert!(got == want || (got.is_nan() && want.is_nan()), "({r}, {c})");
+                }
+            }
+            assert!(dst
+                .chunks(ld)
+                .all(|row| row[n..].iter().all(|&x| x == -1.0)));
+        }
+    }
+
+    #[test]
+    fn transpose_scaled_matches_the_scalar_block_on_every_supported_isa() {
+        Portable.vectorize(CheckTranspose);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(simd) = Avx2::try_new() {
+                simd.vectorize(CheckTranspose);
+            }
+            if let Some(simd) = Avx512::try_new() {
+                simd.vectorize(CheckTranspose);
             }
         }
     }
