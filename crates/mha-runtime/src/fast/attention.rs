@@ -946,6 +946,9 @@ struct ValueTile {
     /// Output row width and stride, a multiple of `LANES`.
     dp: usize,
     o: *mut f32,
+    /// The online softmax's rescale: output row `i` is multiplied by `o_scale[i]` before the
+    /// tile adds to it (in the micro-kernel's registers, not in a pass of its own).
+    o_scale: Option<*const f32>,
 }
 
 impl ValueTile {
@@ -960,6 +963,7 @@ impl ValueTile {
             Self {
                 p: self.p.add(i * self.p_rs),
                 o: self.o.add(i * self.dp),
+                o_scale: self.o_scale.map(|f| f.add(i)),
                 ..self
             }
         }
@@ -1051,12 +1055,20 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(simd: S, tile: Val
         ld_v,
         dp,
         o,
+        o_scale,
     } = tile;
     let mut acc = [[simd.splat(0.0); NV]; MR];
     for (r, row) in acc.iter_mut().enumerate() {
         for (k, slot) in row.iter_mut().enumerate() {
             // SAFETY: row `r < MR` of `o`, vector `k < NV`.
             *slot = unsafe { simd.load(o.add(r * dp + k * S::LANES)) };
+        }
+        if let Some(factors) = o_scale {
+            // SAFETY: `o_scale` holds a factor for each of the tile's rows.
+            let f = simd.splat(unsafe { *factors.add(r) });
+            for slot in row.iter_mut() {
+                *slot = simd.mul(*slot, f);
+            }
         }
     }
     for j in 0..cols {
@@ -1492,11 +1504,6 @@ pub(super) unsafe fn flash_keys<
                 apply_dropout(dr, rng, (q0 + i) * total + k0, &mut st[i..], LD_Q, cols);
             }
         }
-        for i in 0..rows {
-            if alpha[i] != 1.0 {
-                scale_row::<S>(simd, &mut o[i * dp..(i + 1) * dp], alpha[i]);
-            }
-        }
         let (v, ld_v) = tile_values(p, KeyRange { n, h, k0, cols }, d, dp, vp);
         // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
         // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
@@ -1510,6 +1517,7 @@ pub(super) unsafe fn flash_keys<
                 ld_v,
                 dp,
                 o: o.as_mut_ptr(),
+                o_scale: Some(alpha.as_ptr()),
             };
             pv_tile::<S, PMR, PNV>(simd, rows, tile)
         };
@@ -1679,6 +1687,7 @@ unsafe fn weights_item<
                     ld_v,
                     dp,
                     o: o.as_mut_ptr(),
+                    o_scale: None,
                 };
                 pv_tile::<S, PMR, PNV>(simd, rows, tile);
             }
