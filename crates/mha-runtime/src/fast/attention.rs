@@ -1426,19 +1426,36 @@ pub(super) unsafe fn flash_keys<
         for (j, slot) in k_rows[..cols].iter_mut().enumerate() {
             *slot = p.key(n, k0 + j, h);
         }
+        // With a causal mask, the block's first `hidden_rows` queries see none of this tile's
+        // keys: their scores are -inf, their probabilities 0 and their rescale exactly 1, so a
+        // wide block skips their query lanes (whole vectors, `skip_lanes`) in QKᵀ and the
+        // softmax, and their rows in PV, unless a value is not finite (0 · v is then NaN).
+        let hidden_rows = if p.causal && !narrow && k0 > q0 {
+            let hidden = (k0 - q0).min(rows);
+            let values = (k0..k0 + cols).map(|j| p.value(n, j, h));
+            if rows_finite::<S>(simd, values, d) {
+                hidden
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+        let skip_lanes = hidden_rows - hidden_rows % S::LANES;
         // sᵀ[j][i] = k_j · q_i
         if narrow {
             qk_narrow::<S, D>(simd, &k_rows[..cols], qt, rows, d, dp, st, rows_padded);
         } else {
             // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
-            // `st` `BLOCK_K × LD_Q`, with `rows_padded <= BLOCK_Q` a multiple of LANES.
+            // `st` `BLOCK_K × LD_Q`, with `skip_lanes < rows_padded <= BLOCK_Q` multiples of
+            // LANES.
             unsafe {
                 let tile = ScoreTile {
                     d,
-                    kt: qt.as_ptr(),
+                    kt: qt.as_ptr().add(skip_lanes),
                     ld_kt: LD_Q,
-                    cols_padded: rows_padded,
-                    scores: st.as_mut_ptr(),
+                    cols_padded: rows_padded - skip_lanes,
+                    scores: st.as_mut_ptr().add(skip_lanes),
                     ld: LD_Q,
                 };
                 qk_tile::<S, D, QMR, QNV>(simd, &k_rows[..cols], tile);
@@ -1465,8 +1482,8 @@ pub(super) unsafe fn flash_keys<
                 row[..hidden].fill(f32::NEG_INFINITY);
             }
         }
-        // Online softmax along the queries (vector lanes).
-        let mut iv = 0;
+        // Online softmax along the queries (vector lanes); skipped lanes keep their state.
+        let mut iv = skip_lanes;
         // SAFETY (the loads and stores below): `iv + LANES <= rows_padded <= BLOCK_Q`, the
         // length of `m`, `l` and `alpha` and of each of the `cols` rows of `st`.
         while iv < rows_padded {
@@ -1505,8 +1522,9 @@ pub(super) unsafe fn flash_keys<
             }
         }
         let (v, ld_v) = tile_values(p, KeyRange { n, h, k0, cols }, d, dp, vp);
-        // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `i < rows`, `j < cols`;
-        // `tile_values` gives `cols` value rows of `dp` floats; `o` is `BLOCK_Q × dp`.
+        // SAFETY: `st` holds p(i, j) at `i + j * LD_Q` for `hidden_rows <= i < rows`,
+        // `j < cols`; `tile_values` gives `cols` value rows of `dp` floats; `o` is
+        // `BLOCK_Q × dp`, `alpha` `BLOCK_Q` long.
         unsafe {
             let tile = ValueTile {
                 p: st.as_ptr(),
@@ -1519,7 +1537,7 @@ pub(super) unsafe fn flash_keys<
                 o: o.as_mut_ptr(),
                 o_scale: Some(alpha.as_ptr()),
             };
-            pv_tile::<S, PMR, PNV>(simd, rows, tile)
+            pv_tile::<S, PMR, PNV>(simd, rows - hidden_rows, tile.starting_at_row(hidden_rows))
         };
         k0 += BLOCK_K;
     }
