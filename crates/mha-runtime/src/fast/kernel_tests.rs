@@ -440,3 +440,43 @@ fn split_keys_follows_flash_on_non_finite_input() {
         }
     }
 }
+
+/// A causal tile skips the queries that see none of its keys only when its values are finite:
+/// a NaN or ±inf value hidden from some queries still makes their output NaN (`0 · v`), as the
+/// naive product gives, in the first query block (tile 64..128 of queries 0..128) and a later
+/// one.
+#[test]
+fn causal_skipping_keeps_non_finite_hidden_values() {
+    for (bad_key, bad) in [
+        (100, f32::NAN),
+        (70, f32::INFINITY),
+        (200, f32::NEG_INFINITY),
+    ] {
+        let case = Case {
+            batch: 1,
+            heads: 2,
+            head_dim: 16,
+            q_len: 260,
+            src_len: 260,
+            extra: 0,
+            mask: MaskKind::None,
+            causal: true,
+            fully_masked: FullyMaskedRows::Zero,
+            seq_first: false,
+        };
+        let mut data = make(&case, &mut Lcg(5));
+        let e = case.heads * case.head_dim;
+        data.v[bad_key * e + 3] = bad;
+        let p = problem(&case, &data);
+        let (want, _) = naive(&case, &p);
+        assert!(want[3].is_nan() && !want[4].is_nan());
+        for isa in Isa::supported() {
+            let mut out = vec![0.0f32; want.len()];
+            flash::<0>(isa, &p, &mut out, case.q_len * e, e);
+            for (x, (g, w)) in out.iter().zip(&want).enumerate() {
+                let same = *g as f64 == *w || close(*g, *w);
+                assert!(same, "{isa} key {bad_key} at {x}: {g} vs {w}");
+            }
+        }
+    }
+}
