@@ -49,31 +49,7 @@ enum Command {
     /// Every layer is found by its parameter names under any prefix (`layers.0.self_attn.`); what
     /// the tensors cannot tell comes from --set. Every other tensor is copied unchanged. The
     /// format (.safetensors or .npz) follows each file's extension.
-    #[command(group(clap::ArgGroup::new("direction").required(true).args(["to", "from"])))]
-    Convert {
-        /// Convert from the reference layout to this framework's names and shapes.
-        #[arg(long, value_name = "FRAMEWORK")]
-        to: Option<String>,
-        /// Convert from this framework's names and shapes to the reference layout.
-        #[arg(long, value_name = "FRAMEWORK")]
-        from: Option<String>,
-        /// The checkpoint to read.
-        input: PathBuf,
-        /// The checkpoint to write.
-        output: PathBuf,
-        /// A constructor parameter, for every layer (`num_heads=6`) or one (`layers.1.self_attn.num_heads=4`).
-        #[arg(long = "set", value_name = "[PREFIX]PARAM=VALUE")]
-        settings: Vec<mha_gen::convert::Setting>,
-        /// A prefix to copy unchanged although its tensors look like a layer of the op (repeatable).
-        #[arg(long, value_name = "PREFIX")]
-        keep: Vec<String>,
-        /// The op to convert (needed when the specs hold several).
-        #[arg(long)]
-        op: Option<String>,
-        /// Spec folder instead of the bundled specs.
-        #[arg(long)]
-        specs: Option<PathBuf>,
-    },
+    Convert(ConvertArgs),
     /// List the ops and their frameworks.
     List {
         /// Only these ops (repeatable); default all.
@@ -83,6 +59,34 @@ enum Command {
         #[arg(long)]
         specs: Option<PathBuf>,
     },
+}
+
+/// The arguments of `mha-gen convert`.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("direction").required(true).args(["to", "from"])))]
+struct ConvertArgs {
+    /// Convert from the reference layout to this framework's names and shapes.
+    #[arg(long, value_name = "FRAMEWORK")]
+    to: Option<String>,
+    /// Convert from this framework's names and shapes to the reference layout.
+    #[arg(long, value_name = "FRAMEWORK")]
+    from: Option<String>,
+    /// The checkpoint to read.
+    input: PathBuf,
+    /// The checkpoint to write.
+    output: PathBuf,
+    /// A constructor parameter, for every layer (`num_heads=6`) or one (`layers.1.self_attn.num_heads=4`).
+    #[arg(long = "set", value_name = "[PREFIX]PARAM=VALUE")]
+    settings: Vec<mha_gen::convert::Setting>,
+    /// A prefix to copy unchanged although its tensors look like a layer of the op (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    keep: Vec<String>,
+    /// The op to convert (needed when the specs hold several).
+    #[arg(long)]
+    op: Option<String>,
+    /// Spec folder instead of the bundled specs.
+    #[arg(long)]
+    specs: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -163,16 +167,7 @@ fn run(command: Command) -> Result<(), GenError> {
                 );
             }
         }
-        Command::Convert {
-            to,
-            from,
-            input,
-            output,
-            settings,
-            keep,
-            op,
-            specs,
-        } => convert(to, from, &input, &output, settings, keep, op, &specs)?,
+        Command::Convert(args) => convert(args)?,
         Command::List { ops, specs } => {
             let specs = load_specs(&specs)?;
             for spec in mha_gen::select_ops(&specs, &ops)? {
@@ -213,19 +208,19 @@ fn default_out() -> PathBuf {
 }
 
 /// `mha-gen convert`: converts, then prints what it converted.
-#[allow(clippy::too_many_arguments)]
-fn convert(
-    to: Option<String>,
-    from: Option<String>,
-    input: &std::path::Path,
-    output: &std::path::Path,
-    settings: Vec<mha_gen::convert::Setting>,
-    keep: Vec<String>,
-    op: Option<String>,
-    specs: &Option<PathBuf>,
-) -> Result<(), GenError> {
+fn convert(args: ConvertArgs) -> Result<(), GenError> {
     use mha_gen::convert::{ConvertError, ConvertOptions, Direction};
-    let specs = load_specs(specs)?;
+    let ConvertArgs {
+        to,
+        from,
+        input,
+        output,
+        settings,
+        keep,
+        op,
+        specs,
+    } = args;
+    let specs = load_specs(&specs)?;
     // Only layers have weights to convert.
     let layers: Vec<&mha_spec::Spec> = specs
         .iter()
@@ -258,7 +253,10 @@ fn convert(
     let (direction, framework) = match (to, from) {
         (Some(fw), None) => (Direction::To, fw),
         (None, Some(fw)) => (Direction::From, fw),
-        _ => unreachable!("clap requires exactly one of --to and --from"),
+        _ => {
+            let usage = "give exactly one of --to and --from".to_string();
+            return Err(ConvertError::Usage(usage).into());
+        }
     };
     let options = ConvertOptions {
         direction,
@@ -266,7 +264,7 @@ fn convert(
         settings,
         keep,
     };
-    let done = mha_gen::convert::convert_file(spec, input, output, &options)?;
+    let done = mha_gen::convert::convert_file(spec, &input, &output, &options)?;
     let (source, target) = match direction {
         Direction::To => (spec.reference.as_str(), options.framework.as_str()),
         Direction::From => (options.framework.as_str(), spec.reference.as_str()),
