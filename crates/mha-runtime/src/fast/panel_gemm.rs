@@ -32,6 +32,7 @@
 
 use std::arch::x86_64::*;
 
+use super::projection::LinearInput;
 use super::simd::Avx512;
 
 /// Panel width: two 16-lane vectors.
@@ -154,28 +155,18 @@ impl Panels {
         &self.tiles[start..end]
     }
 
-    /// `dst[r * dst_stride + t.col - col0 + c] = Σ_k a[r * a_stride + k] · B[k][t.col + c] + bias`
-    /// for `r < rows` and every tile `t` of `tiles`.
+    /// `dst.ptr[r * dst.stride + t.col - dst.col0 + c] = Σ_k a.data[r * a.stride + k] ·
+    /// B[k][t.col + c] + bias` for `r < a.rows` and every tile `t` of `tiles`.
     ///
     /// # Safety
-    /// `tiles` must come from [`Panels::tiles_in`]; `a` must hold
-    /// `rows` rows of `depth` floats `a_stride` apart; `dst` must point at `rows` rows
-    /// (`dst_stride` apart) whose columns `t.col - col0 .. + t.width` are writable for every tile,
-    /// and nothing else may access them during the call.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn gemm(
-        &self,
-        a: &[f32],
-        rows: usize,
-        a_stride: usize,
-        tiles: &[ColTile],
-        col0: usize,
-        dst: *mut f32,
-        dst_stride: usize,
-    ) {
+    /// `tiles` must come from [`Panels::tiles_in`]; `a.data` must hold `a.rows` rows of `depth`
+    /// floats `a.stride` apart; `dst.ptr` must point at `a.rows` rows (`dst.stride` apart) whose
+    /// columns `t.col - dst.col0 .. + t.width` are writable for every tile, and nothing else may
+    /// access them during the call.
+    pub(crate) unsafe fn gemm(&self, a: &LinearInput<'_>, tiles: &[ColTile], dst: PanelDst) {
         // SAFETY: `self.token` proves that this CPU runs AVX-512F; the rest is this function's
         // contract.
-        unsafe { self.gemm_avx512(self.token, a, rows, a_stride, tiles, col0, dst, dst_stride) }
+        unsafe { self.gemm_avx512(self.token, a, tiles, dst) }
     }
 
     /// [`gemm`](Self::gemm) compiled for AVX-512F.
@@ -183,19 +174,24 @@ impl Panels {
     /// # Safety
     /// As [`gemm`](Self::gemm); `_token` shows that the CPU runs AVX-512F, which
     /// `#[target_feature]` makes this function's requirement.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     unsafe fn gemm_avx512(
         &self,
         _token: Avx512,
-        a: &[f32],
-        rows: usize,
-        a_stride: usize,
+        a: &LinearInput<'_>,
         tiles: &[ColTile],
-        col0: usize,
-        dst: *mut f32,
-        dst_stride: usize,
+        dst: PanelDst,
     ) {
+        let LinearInput {
+            data: a,
+            rows,
+            stride: a_stride,
+        } = *a;
+        let PanelDst {
+            ptr: dst,
+            stride: dst_stride,
+            col0,
+        } = dst;
         debug_assert!(rows == 0 || (rows - 1) * a_stride + self.depth <= a.len());
         let base = self.base();
         // A row tile's `A`, packed depth-major (`MR` values per depth step), read by the
@@ -242,6 +238,15 @@ impl Panels {
             }
         }
     }
+}
+
+/// Where [`Panels::gemm`] writes: the block's first row at `ptr` (its column `col0` of the
+/// projection's columns), rows `stride` apart.
+#[derive(Clone, Copy)]
+pub(crate) struct PanelDst {
+    pub ptr: *mut f32,
+    pub stride: usize,
+    pub col0: usize,
 }
 
 /// Where a micro tile's accumulators start.

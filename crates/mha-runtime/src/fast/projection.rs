@@ -26,7 +26,7 @@ use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use super::panel_gemm::Panels;
+use super::panel_gemm::{PanelDst, Panels};
 use super::phases::{Phase, Region};
 
 /// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
@@ -219,15 +219,17 @@ impl PackedLinear {
                     // SAFETY: `x` holds the block's rows (asserted above); the tiles' columns
                     // lie inside `cols`, so inside `out`'s rows, and no other task has them.
                     unsafe {
-                        panels.gemm(
-                            x,
-                            r1 - r0,
-                            x_stride,
-                            tiles,
-                            cols.start,
-                            dst_rows,
-                            out_stride,
-                        )
+                        let a = LinearInput {
+                            data: x,
+                            rows: r1 - r0,
+                            stride: x_stride,
+                        };
+                        let dst = PanelDst {
+                            ptr: dst_rows,
+                            stride: out_stride,
+                            col0: cols.start,
+                        };
+                        panels.gemm(&a, tiles, dst)
                     };
                     return;
                 }
