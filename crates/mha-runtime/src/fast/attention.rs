@@ -851,34 +851,50 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     }
 }
 
-/// `sᵀ[j][i] = k_j · q_i` for a narrow block: `rows` (at most `LANES / 4`) scaled query rows
-/// `dp` apart in `q`, dot products along `d` with one horizontal sum per score; the padded
-/// lanes `rows..rows_padded` of each score row get 0, as the wide kernel's zero queries give.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn qk_narrow<S: Simd, const D: usize>(
-    simd: S,
-    k_rows: &[*const f32],
-    q: &[f32],
+/// A narrow block's queries for [`qk_narrow`]: `rows` scaled query rows of `d` floats, `dp`
+/// apart (zero-padded), row-major in `q`.
+#[derive(Clone, Copy)]
+struct NarrowQueries<'a> {
+    q: &'a [f32],
     rows: usize,
     d: usize,
     dp: usize,
+}
+
+impl NarrowQueries<'_> {
+    /// The same queries from row `i` on.
+    fn starting_at_row(self, i: usize) -> Self {
+        Self {
+            q: &self.q[i * self.dp..],
+            rows: self.rows - i,
+            ..self
+        }
+    }
+}
+
+/// `sᵀ[j][i] = k_j · q_i` for a narrow block (at most `LANES / 4` query rows), dot products
+/// along `d` with one horizontal sum per score; the padded lanes `rows..rows_padded` of each
+/// score row get 0, as the wide kernel's zero queries give.
+#[inline(always)]
+fn qk_narrow<S: Simd, const D: usize>(
+    simd: S,
+    k_rows: &[*const f32],
+    queries: NarrowQueries<'_>,
     st: &mut [f32],
     rows_padded: usize,
 ) {
-    match rows {
-        1 => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, rows_padded),
-        2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, rows_padded),
-        3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, rows_padded),
-        _ => {
+    match queries.rows {
+        1 => qk_narrow_rows::<S, D, 1>(simd, k_rows, queries, st, rows_padded),
+        2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, queries, st, rows_padded),
+        3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, queries, st, rows_padded),
+        rows => {
             for i0 in (0..rows).step_by(4) {
-                let r = (rows - i0).min(4);
-                let (q, st) = (&q[i0 * dp..], &mut st[i0..]);
-                match r {
-                    4 => qk_narrow_rows::<S, D, 4>(simd, k_rows, q, d, dp, st, 0),
-                    3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, q, d, dp, st, 0),
-                    2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, q, d, dp, st, 0),
-                    _ => qk_narrow_rows::<S, D, 1>(simd, k_rows, q, d, dp, st, 0),
+                let (part, st) = (queries.starting_at_row(i0), &mut st[i0..]);
+                match part.rows.min(4) {
+                    4 => qk_narrow_rows::<S, D, 4>(simd, k_rows, part, st, 0),
+                    3 => qk_narrow_rows::<S, D, 3>(simd, k_rows, part, st, 0),
+                    2 => qk_narrow_rows::<S, D, 2>(simd, k_rows, part, st, 0),
+                    _ => qk_narrow_rows::<S, D, 1>(simd, k_rows, part, st, 0),
                 }
             }
             for j in 0..k_rows.len() {
@@ -888,19 +904,19 @@ fn qk_narrow<S: Simd, const D: usize>(
     }
 }
 
-/// [`qk_narrow`] for `R` query rows; `pad_to` > 0 zero-fills score lanes `R..pad_to`.
+/// [`qk_narrow`] for the first `R` query rows; `pad_to` > 0 zero-fills score lanes `R..pad_to`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 fn qk_narrow_rows<S: Simd, const D: usize, const R: usize>(
     simd: S,
     k_rows: &[*const f32],
-    q: &[f32],
-    d: usize,
-    dp: usize,
+    queries: NarrowQueries<'_>,
     st: &mut [f32],
     pad_to: usize,
 ) {
+    let NarrowQueries { q, d, dp, .. } = queries;
     let d = if D > 0 { D } else { d };
+    assert!(R <= queries.rows && (R - 1) * dp + d <= q.len());
     let whole = d - d % S::LANES;
     for (j, &key) in k_rows.iter().enumerate() {
         // SAFETY: key rows hold `d` floats (`Problem::check`).
@@ -908,10 +924,11 @@ fn qk_narrow_rows<S: Simd, const D: usize, const R: usize>(
         let mut acc = [simd.splat(0.0); R];
         let mut c = 0;
         while c < whole {
-            // SAFETY: `c + LANES <= whole <= d`, and each query row holds `dp >= d` floats.
+            // SAFETY: `c + LANES <= whole <= d`, and query rows `i < R` hold `d` floats `dp`
+            // apart in `q` (asserted above).
             let kv = unsafe { simd.load(key.as_ptr().add(c)) };
             for i in 0..R {
-                // SAFETY: as above; `i < R` rows of `q`.
+                // SAFETY: as above.
                 let qv = unsafe { simd.load(q.as_ptr().add(i * dp + c)) };
                 acc[i] = simd.mul_add(kv, qv, acc[i]);
             }
@@ -1342,7 +1359,6 @@ pub(super) struct BlockState<'b> {
 /// `p` passed [`Problem::check`], `qb` is one of its query blocks, `keys.end <= S'`, and `buf`
 /// holds at least `flash_scratch_len(head_dim)` floats.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn flash_keys<
     'b,
     S: Simd,
@@ -1444,7 +1460,8 @@ pub(super) unsafe fn flash_keys<
         let skip_lanes = hidden_rows - hidden_rows % S::LANES;
         // sᵀ[j][i] = k_j · q_i
         if narrow {
-            qk_narrow::<S, D>(simd, &k_rows[..cols], qt, rows, d, dp, st, rows_padded);
+            let queries = NarrowQueries { q: qt, rows, d, dp };
+            qk_narrow::<S, D>(simd, &k_rows[..cols], queries, st, rows_padded);
         } else {
             // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
             // `st` `BLOCK_K × LD_Q`, with `skip_lanes < rows_padded <= BLOCK_Q` multiples of
