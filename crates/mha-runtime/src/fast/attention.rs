@@ -696,6 +696,10 @@ struct ScoreTile {
     /// Score row `i` starts at `scores + i * ld`.
     scores: *mut f32,
     ld: usize,
+    /// Running column maxima (`cols_padded` floats, NaN-free), which the micro-kernels raise
+    /// to each column's largest score while the scores are in registers (NaN ignored); the
+    /// flash kernel's online softmax then needs no pass of its own for the tile's maximum.
+    col_max: Option<*mut f32>,
 }
 
 impl ScoreTile {
@@ -709,6 +713,24 @@ impl ScoreTile {
             // SAFETY: the caller's guarantee.
             scores: unsafe { self.scores.add(i * self.ld) },
             ..self
+        }
+    }
+
+    /// The same tile from column `j` on.
+    ///
+    /// # Safety
+    /// `j <= cols_padded`.
+    #[inline(always)]
+    unsafe fn starting_at_col(self, j: usize) -> Self {
+        // SAFETY: the caller's guarantee: column `j` lies in (or one past) each buffer's rows.
+        unsafe {
+            Self {
+                kt: self.kt.add(j),
+                scores: self.scores.add(j),
+                col_max: self.col_max.map(|m| m.add(j)),
+                cols_padded: self.cols_padded - j,
+                ..self
+            }
         }
     }
 }
@@ -789,44 +811,43 @@ unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     q: [*const f32; MR],
     tile: ScoreTile,
 ) {
-    let ScoreTile {
-        d,
-        kt,
-        ld_kt,
-        cols_padded,
-        scores,
-        ld,
-    } = tile;
+    let cols_padded = tile.cols_padded;
     let mut j = 0;
     while j + NV * S::LANES <= cols_padded {
         // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
-        unsafe { qk_block::<S, D, MR, NV>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        unsafe { qk_block::<S, D, MR, NV>(simd, q, tile.starting_at_col(j)) };
         j += NV * S::LANES;
     }
     while j < cols_padded {
         // SAFETY: columns `j..j + LANES <= cols_padded` (a multiple of LANES).
-        unsafe { qk_block::<S, D, MR, 1>(simd, q, d, kt.add(j), ld_kt, scores.add(j), ld) };
+        unsafe { qk_block::<S, D, MR, 1>(simd, q, tile.starting_at_col(j)) };
         j += S::LANES;
     }
 }
 
-/// The QKᵀ micro-kernel: `MR` query rows × `NV` vectors of keys, accumulated over `d`.
+/// The QKᵀ micro-kernel: `MR` query rows × the tile's first `NV` vectors of keys, accumulated
+/// over `d`.
 ///
 /// # Safety
-/// Each `q[r]` holds `d` readable floats (`D` when `D > 0`), `kt` holds `d` rows of
-/// `NV * LANES` readable floats `ld_kt` apart, `scores` `MR` rows of `NV * LANES` writable
-/// floats `ld` apart.
+/// Each `q[r]` holds `d` readable floats (`D` when `D > 0`), `tile.kt` holds `d` rows of
+/// `NV * LANES` readable floats `ld_kt` apart, `tile.scores` `MR` rows of `NV * LANES` writable
+/// floats `ld` apart, and `tile.col_max`, when given, `NV * LANES` readable and writable floats.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     simd: S,
     q: [*const f32; MR],
-    d: usize,
-    kt: *const f32,
-    ld_kt: usize,
-    scores: *mut f32,
-    ld: usize,
+    tile: ScoreTile,
 ) {
+    let ScoreTile {
+        d,
+        kt,
+        ld_kt,
+        scores,
+        ld,
+        col_max,
+        ..
+    } = tile;
     let d = if D > 0 { D } else { d };
     let mut acc = [[simd.splat(0.0); NV]; MR];
     for c in 0..d {
@@ -847,6 +868,19 @@ unsafe fn qk_block<S: Simd, const D: usize, const MR: usize, const NV: usize>(
         for (v, &x) in row.iter().enumerate() {
             // SAFETY: row `r < MR` of `scores`, vector `v < NV`.
             unsafe { simd.store(scores.add(r * ld + v * S::LANES), x) };
+        }
+    }
+    if let Some(col_max) = col_max {
+        for v in 0..NV {
+            // SAFETY: vector `v < NV` of `col_max`.
+            let at = unsafe { col_max.add(v * S::LANES) };
+            // SAFETY: as above.
+            let mut m = unsafe { simd.load(at) };
+            for row in &acc {
+                m = simd.max(row[v], m);
+            }
+            // SAFETY: as above.
+            unsafe { simd.store(at, m) };
         }
     }
 }
@@ -1529,6 +1563,13 @@ pub(super) unsafe fn flash_keys<
             0
         };
         let skip_lanes = hidden_rows - hidden_rows % S::LANES;
+        // The wide kernel's scores are final when no mask is added and no key of the tile is
+        // causally hidden from a query of the block: it then leaves each lane's new running
+        // maximum in `alpha` itself.
+        let scores_final = !narrow && p.mask.is_none() && !(p.causal && k0 + cols > q0 + 1);
+        if scores_final {
+            alpha[skip_lanes..rows_padded].copy_from_slice(&m[skip_lanes..rows_padded]);
+        }
         // sᵀ[j][i] = k_j · q_i
         if narrow {
             let queries = NarrowQueries { q: qt, rows, d, dp };
@@ -1545,6 +1586,7 @@ pub(super) unsafe fn flash_keys<
                     cols_padded: rows_padded - skip_lanes,
                     scores: st.as_mut_ptr().add(skip_lanes),
                     ld: LD_Q,
+                    col_max: scores_final.then(|| alpha.as_mut_ptr().add(skip_lanes)),
                 };
                 qk_tile::<S, D, QMR, QNV>(simd, &k_rows[..cols], tile);
             }
@@ -1572,7 +1614,9 @@ pub(super) unsafe fn flash_keys<
         }
         // Online softmax along the queries (vector lanes); skipped lanes keep their state.
         // `alpha` first holds each lane's new running maximum, then its rescale factor.
-        tile_max(simd, st, cols, skip_lanes..rows_padded, m, alpha);
+        if !scores_final {
+            tile_max(simd, st, cols, skip_lanes..rows_padded, m, alpha);
+        }
         let mut iv = skip_lanes;
         // SAFETY (the loads and stores below): `iv + LANES <= rows_padded <= BLOCK_Q`, the
         // length of `m`, `l` and `alpha` and of each of the `cols` rows of `st`.
@@ -1721,6 +1765,7 @@ unsafe fn weights_item<
                     cols_padded,
                     scores: scores.as_mut_ptr().add(k0),
                     ld,
+                    col_max: None,
                 };
                 qk_tile::<S, D, QMR, QNV>(simd, &q_rows[..rows], tile);
             }
