@@ -11,11 +11,15 @@
 //!
 //! Strategies of the flash tile loop ([`flash_keys`]):
 //! - **wide blocks**: scores transposed, `sᵀ = K Qᵀ`, queries along the vector lanes (`Qᵀ`
-//!   packed once per block, keys read in place), so the online softmax is lane-parallel;
+//!   packed once per block by in-register transposes, keys read in place), so the online
+//!   softmax is lane-parallel and its rescale of the outputs happens in the PV micro-kernel;
 //! - **narrow blocks** (a decode step, a folded GQA group: at most a quarter of a vector of
 //!   queries): scores as dot products along `d` (`qk_narrow`), no padded lanes;
-//! - **causal**: key tiles past the block's last query are not visited, unless a hidden value
-//!   is not finite;
+//! - **causal**: key tiles past the block's last query are not visited, and on a tile past the
+//!   block's first query the queries that see none of its keys are skipped in QKᵀ, the softmax
+//!   and PV, unless a hidden value is not finite;
+//! - **unmasked tiles**: the QK micro-kernel raises the softmax's running maxima from its
+//!   registers, so the online softmax makes one pass over the scores (`exp`), not two;
 //! - **masks**: a tile whose mask is `-inf` everywhere is skipped when its keys and values are
 //!   finite.
 //!
