@@ -1582,8 +1582,8 @@ pub(super) unsafe fn flash_keys<
             qk_narrow::<S, D>(simd, &k_rows[..cols], queries, st, rows_padded);
         } else {
             // SAFETY: `cols` key rows of `d` floats (`Problem::check`); `qt` is `d × LD_Q` and
-            // `st` `BLOCK_K × LD_Q`, with `skip_lanes < rows_padded <= BLOCK_Q` multiples of
-            // LANES.
+            // `st` `BLOCK_K × LD_Q`, with `skip_lanes <= rows_padded <= BLOCK_Q` multiples of
+            // LANES (equal, and no lane left, on a tile no query of the block sees).
             unsafe {
                 let tile = ScoreTile {
                     d,
