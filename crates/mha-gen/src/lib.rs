@@ -1,7 +1,7 @@
 //! `mha-gen`: op specs → Python framework glue, docs pages and Rust code.
 //!
 //! One core serves three front ends: the `mha-gen` CLI, build scripts through [`Builder`], and the
-//! `#[attention_layer]` macro. [`generate`] is pure: it returns files and writes
+//! `#[attention_layer]` macro. [`generate()`] is pure: it returns files and writes
 //! nothing; [`write_all`] is the I/O edge and writes only files whose contents changed.
 //!
 //! ```

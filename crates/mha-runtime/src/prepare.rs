@@ -153,7 +153,7 @@ impl DropoutPlan {
 /// additive mask, the causal flag and what to return. Built only by
 /// [`MultiheadAttention::prepare`](crate::MultiheadAttention::prepare), so it is always
 /// consistent with the layer's config; consumed by
-/// [`reference::attention`](crate::reference::attention) (and by faster kernels).
+/// [`reference::attention_checked`](crate::reference::attention_checked) (and by the fast kernels).
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedForward<'a> {
     pub(crate) config: MultiheadAttentionConfig,
