@@ -53,10 +53,11 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-/// ` (did you mean `x`?)` when a candidate is close, else nothing.
+/// ` (did you mean `x`?)` when a candidate is close, else nothing; the candidate is shown as
+/// names in errors are (hidden characters and backticks as `\u{..}`, at most 40 characters).
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     suggest(name, candidates)
-        .map(|c| format!(" (did you mean `{c}`?)"))
+        .map(|c| format!(" (did you mean `{}`?)", crate::names::shown(c)))
         .unwrap_or_default()
 }
 
@@ -87,5 +88,17 @@ mod tests {
         assert_eq!(suggest("batchfirst", names), Some("batch_first"));
         assert_eq!(suggest("embed_dims", names), Some("embed_dim"));
         assert_eq!(suggest("colour", names), None);
+    }
+
+    #[test]
+    fn a_suggestion_shows_hidden_characters_escaped() {
+        assert_eq!(
+            did_you_mean("embed_dim", ["embed_dim\n"]),
+            " (did you mean `embed_dim\\u{a}`?)"
+        );
+        assert_eq!(
+            did_you_mean("embed_dim", ["embed_dim"]),
+            " (did you mean `embed_dim`?)"
+        );
     }
 }
