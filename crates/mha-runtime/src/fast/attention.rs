@@ -742,12 +742,39 @@ impl ScoreTile {
 /// `scores[i][j] = Σ_c q_i[c] · kt[c][j]` for `q_rows.len()` query rows and `tile.cols_padded`
 /// keys.
 ///
+/// Column blocks run outermost: one block's `d × NV · LANES` slice of `kt` (32 KB at `d = 128`)
+/// stays in L1 while every row passes over it, where rows outermost would stream all of `kt`
+/// (72 KB at `d = 128`, more than L1) from L2 once per `MR` rows.
+///
 /// # Safety
 /// Each query row holds `tile.d` readable floats, `tile.kt` holds `d` rows of `cols_padded`
 /// readable floats `ld_kt` apart, and `tile.scores` holds `q_rows.len()` rows of `cols_padded`
 /// writable floats `ld` apart.
 #[inline(always)]
 unsafe fn qk_tile<S: Simd, const D: usize, const MR: usize, const NV: usize>(
+    simd: S,
+    q_rows: &[*const f32],
+    tile: ScoreTile,
+) {
+    let mut j = 0;
+    while j + NV * S::LANES <= tile.cols_padded {
+        // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
+        unsafe { qk_columns::<S, D, MR, NV>(simd, q_rows, tile.starting_at_col(j)) };
+        j += NV * S::LANES;
+    }
+    while j < tile.cols_padded {
+        // SAFETY: columns `j..j + LANES <= cols_padded` (a multiple of LANES).
+        unsafe { qk_columns::<S, D, MR, 1>(simd, q_rows, tile.starting_at_col(j)) };
+        j += S::LANES;
+    }
+}
+
+/// [`qk_tile`] for the tile's first `NV` vectors of keys, all rows.
+///
+/// # Safety
+/// As [`qk_tile`] for these columns.
+#[inline(always)]
+unsafe fn qk_columns<S: Simd, const D: usize, const MR: usize, const NV: usize>(
     simd: S,
     q_rows: &[*const f32],
     tile: ScoreTile,
@@ -788,10 +815,10 @@ fn tail_block<const MR: usize>(left: usize) -> usize {
     }
 }
 
-/// [`qk_rows`] for the `R` query rows from `i`.
+/// [`qk_block`] for the `R` query rows from `i`.
 ///
 /// # Safety
-/// As [`qk_tile`] for rows `i..i + R`.
+/// As [`qk_block`] for rows `i..i + R` of the caller's tile.
 #[inline(always)]
 unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
     simd: S,
@@ -802,31 +829,7 @@ unsafe fn qk_rows_at<S: Simd, const D: usize, const R: usize, const NV: usize>(
     let mut q = [std::ptr::null::<f32>(); R];
     q.copy_from_slice(&q_rows[i..i + R]);
     // SAFETY: the caller's guarantee for these rows.
-    unsafe { qk_rows::<S, D, R, NV>(simd, q, tile.starting_at_row(i)) };
-}
-
-/// [`qk_tile`] for `MR` query rows.
-///
-/// # Safety
-/// As [`qk_tile`] for these rows.
-#[inline(always)]
-unsafe fn qk_rows<S: Simd, const D: usize, const MR: usize, const NV: usize>(
-    simd: S,
-    q: [*const f32; MR],
-    tile: ScoreTile,
-) {
-    let cols_padded = tile.cols_padded;
-    let mut j = 0;
-    while j + NV * S::LANES <= cols_padded {
-        // SAFETY: columns `j..j + NV * LANES <= cols_padded` of the caller's buffers.
-        unsafe { qk_block::<S, D, MR, NV>(simd, q, tile.starting_at_col(j)) };
-        j += NV * S::LANES;
-    }
-    while j < cols_padded {
-        // SAFETY: columns `j..j + LANES <= cols_padded` (a multiple of LANES).
-        unsafe { qk_block::<S, D, MR, 1>(simd, q, tile.starting_at_col(j)) };
-        j += S::LANES;
-    }
+    unsafe { qk_block::<S, D, R, NV>(simd, q, tile.starting_at_row(i)) };
 }
 
 /// The QKᵀ micro-kernel: `MR` query rows × the tile's first `NV` vectors of keys, accumulated
