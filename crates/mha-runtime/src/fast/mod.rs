@@ -19,7 +19,10 @@
 //!   weights, a second kernel per `(batch, query block)` writes the probabilities it returns.
 //! - A call is a plan (inputs, workspace slots) and three phases: project, attend,
 //!   out-project (`forward`); the attention output is written in torch's layout, so a
-//!   sequence-first call needs no final permute and copy. `MHA_PHASE_TIMES=1` times the phases
+//!   sequence-first call needs no final permute and copy. A batch-first call of many short
+//!   sequences with small weights (no weights returned, no dropout) runs the three phases per
+//!   group of batch elements whose workspace fits the threads' L2 (1 MiB per thread), so
+//!   projected rows and attention output never make a round trip through memory. `MHA_PHASE_TIMES=1` times the phases
 //!   ([`phase_times`]).
 //! - Work items reuse a thread-local scratch buffer and the layer keeps a workspace for the
 //!   projections, so steady-state calls allocate only what they return.

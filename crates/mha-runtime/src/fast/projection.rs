@@ -165,6 +165,11 @@ impl PackedLinear {
         self.in_dim
     }
 
+    /// Weight floats, `in_dim × out_dim`.
+    pub(crate) fn weight_len(&self) -> usize {
+        self.in_dim * self.out_dim
+    }
+
     /// `out[r][out.col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for the
     /// input's rows and `c < cols.len()`, split over the current rayon pool (see [`grid`]); the
     /// time goes to `phase`.
