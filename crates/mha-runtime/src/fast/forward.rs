@@ -273,8 +273,8 @@ const GROUP_BYTES_PER_THREAD: usize = 1 << 20;
 /// Batch groups only for weights of at most this fraction of a group's workspace: each group
 /// reads the weights again (from L3 at best), which must cost less than the round trip through
 /// memory of the workspace it saves. Measured: 512 sequences of 16 at `E = 128` (weights a
-/// quarter of the budget) 16 % faster at one thread; a ViT layer (`E = 768`, weights three
-/// times a one-sequence group) 17 % slower when grouped.
+/// quarter of the budget) 16 % faster at one thread; a ViT layer (`E = 768`, 9.4 MB of weights,
+/// four times a one-sequence group's workspace) 17 % slower when grouped.
 const GROUP_WEIGHT_RATIO: usize = 4;
 
 /// Queries at least this many (8 blocks of [`attention::BLOCK_Q`], each reading every key and
