@@ -281,6 +281,23 @@ const GROUP_WEIGHT_RATIO: usize = 4;
 /// value tile) make copying keys and values head-major pay off.
 const HEAD_MAJOR_MIN_QUERIES: usize = 1024;
 
+/// Batch elements per group of an `(n, l, s)` call that can be split by batch element: as many
+/// as fit [`GROUP_BYTES_PER_THREAD`] of workspace per thread, or all `n` when the weights are too
+/// large to read once per group ([`GROUP_WEIGHT_RATIO`]).
+fn group_size(
+    inputs: &Inputs<'_>,
+    packed: &PackedWeights,
+    e: usize,
+    (n, l, s): (usize, usize, usize),
+) -> usize {
+    let budget = rayon::current_num_threads().max(1) * GROUP_BYTES_PER_THREAD;
+    if GROUP_WEIGHT_RATIO * packed.weight_bytes() > budget {
+        return n;
+    }
+    let per_batch = Slots::new(inputs.sharing, e, l, s).len + l * e;
+    (budget / (per_batch * std::mem::size_of::<f32>())).clamp(1, n)
+}
+
 /// Which input tensors are the same, and so how many projection GEMMs a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sharing {
@@ -439,10 +456,8 @@ impl<'a> Plan<'a> {
             && prepared.weights_mode() == WeightsMode::None
             && prepared.dropout().is_none()
             && inputs.batches_contiguous(l, s);
-        let budget = rayon::current_num_threads().max(1) * GROUP_BYTES_PER_THREAD;
-        let group = if splittable && GROUP_WEIGHT_RATIO * packed.weight_bytes() <= budget {
-            let per_batch = Slots::new(inputs.sharing, e, l, s).len + l * e;
-            (budget / (per_batch * std::mem::size_of::<f32>())).clamp(1, n)
+        let group = if splittable {
+            group_size(&inputs, packed, e, (n, l, s))
         } else {
             n
         };
@@ -615,6 +630,7 @@ pub(crate) fn run<const HEAD_DIM: usize>(
     }
     let (n, l, e) = (plan.batch, plan.q_len, plan.embed_dim);
     let mut output = vec![0.0f32; n * l * e];
+    // Weights are returned only by calls that run as one group.
     let mut weights_out = None;
     for batches in plan.groups() {
         let regions = Regions::new(buf, &plan);
