@@ -58,6 +58,10 @@
 //!   enough for 64 threads). Fully masked tiles are skipped inside the items. Rayon's work
 //!   stealing absorbs what is left (padding masks, a busy core).
 //! - **Copies** (head-major keys and values for long queries): one task per `(batch, head)`.
+//! - **Batch groups** (many short sequences, small weights): the groups run one after another,
+//!   each phase of a group split as above. A group's workspace is 1 MiB per thread, so a group
+//!   has rows enough for every thread, and at 16 threads or more only calls of over 16 MiB of
+//!   workspace are grouped at all.
 //! - Workspaces (the layer's projection buffer, each thread's kernel scratch) are reused across
 //!   calls, so more threads cost no allocation per call.
 
