@@ -888,8 +888,9 @@ mod tests {
     #[test]
     fn batch_groups_match_the_reference() {
         // Many short batch-first sequences with small weights run group by group: self-attention
-        // with a key padding mask and a per-(batch, head) float mask, causal, and separate key
-        // and value tensors with S != L (kdim / vdim), on 1 and 3 threads (several groups each).
+        // with a key padding mask and a per-(batch, head) float mask, causal, `bias_k` / `bias_v`
+        // and a zero key with a padding mask, and separate key and value tensors with S != L
+        // (kdim / vdim), on 1 and 3 threads (several groups each).
         let (batch, len, src) = (200, 64, 48);
         let self_attn = MultiheadAttention::random(
             MultiheadAttentionConfig::new(16, 2).with_batch_first(true),
@@ -902,6 +903,14 @@ mod tests {
                 .with_kdim(Some(8))
                 .with_vdim(Some(12)),
             12,
+        )
+        .unwrap();
+        let extra_keys = MultiheadAttention::random(
+            MultiheadAttentionConfig::new(16, 2)
+                .with_batch_first(true)
+                .with_add_bias_kv(true)
+                .with_add_zero_attn(true),
+            13,
         )
         .unwrap();
         let x = input(&[batch, len, 16], 5);
@@ -919,9 +928,13 @@ mod tests {
             .clone()
             .with_attn_mask(Mask::Float(causal.view()))
             .with_is_causal(true);
+        let padded = no_weights
+            .clone()
+            .with_key_padding_mask(Mask::Bool(padding.view()));
         let cases = [
             (&self_attn, x.view(), x.view(), &masked),
             (&self_attn, x.view(), x.view(), &causal),
+            (&extra_keys, x.view(), x.view(), &padded),
             (&cross, k.view(), v.view(), &no_weights),
         ];
         for (layer, key, value, opts) in cases {
