@@ -102,6 +102,14 @@ impl MaskRows<'_> {
         n * self.batch_stride + h * self.head_stride + i * self.row_stride
     }
 
+    /// The rows of batch elements `n..` (all of them when the mask broadcasts over the batch).
+    pub(crate) fn starting_at_batch(self, n: usize) -> Self {
+        Self {
+            data: &self.data[n * self.batch_stride..],
+            ..self
+        }
+    }
+
     /// Pointer to the first value of row `(n, h, i)` (in bounds when the indices are).
     #[inline(always)]
     pub(crate) fn row_ptr(&self, n: usize, h: usize, i: usize) -> *const f32 {

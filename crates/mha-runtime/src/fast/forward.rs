@@ -11,7 +11,7 @@ use super::attention::{self, Problem, SeqRef};
 use super::phases::{timed, Phase};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
-use crate::prepare::{KernelOutput, MaskRows, PreparedForward, WeightsMode};
+use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
 use crate::{InProjection, MultiheadAttentionConfig, Weights};
 
 /// The layer's weights packed for the fast path (built once, on first use) and a reusable
@@ -132,6 +132,8 @@ struct Rows<'a> {
     batch_rows: usize,
     seq_rows: usize,
     count: usize,
+    /// `C`, the floats of a row.
+    width: usize,
 }
 
 impl<'a> Rows<'a> {
@@ -165,6 +167,7 @@ impl<'a> Rows<'a> {
                     batch_rows,
                     seq_rows,
                     count: n * t,
+                    width: c,
                 }
             }
             None => {
@@ -174,6 +177,7 @@ impl<'a> Rows<'a> {
                     batch_rows: t,
                     seq_rows: 1,
                     count: n * t,
+                    width: c,
                 }
             }
         }
@@ -187,29 +191,26 @@ impl Rows<'_> {
         (self.seq_rows == 1 && self.batch_rows == len) || (len == 1 && self.batch_rows == 1)
     }
 
-    /// The rows of batch elements `batches` (`len` positions each): all rows for the whole
-    /// batch, else a contiguous range ([`batches_contiguous`](Self::batches_contiguous)).
-    fn of_batches(&self, batches: &Range<usize>, len: usize) -> LinearRows<'_> {
-        let width = self.data.len() / self.count.max(1);
-        if batches.start == 0 && batches.len() * len == self.count {
-            return LinearRows {
-                data: &self.data,
-                count: self.count,
-            };
-        }
-        debug_assert!(self.batches_contiguous(len));
-        let (start, count) = (batches.start * len, batches.len() * len);
-        LinearRows {
-            data: &self.data[start * width..(start + count) * width],
-            count,
+    /// The rows of batch elements `batches` (`len` positions each) as a projection's input:
+    /// all rows for the whole batch, else a contiguous range
+    /// ([`batches_contiguous`](Self::batches_contiguous)).
+    fn of_batches(&self, batches: &Range<usize>, len: usize) -> LinearInput<'_> {
+        let (data, rows) = if batches.start == 0 && batches.len() * len == self.count {
+            (&self.data[..], self.count)
+        } else {
+            debug_assert!(self.batches_contiguous(len));
+            let (start, rows) = (batches.start * len, batches.len() * len);
+            (
+                &self.data[start * self.width..(start + rows) * self.width],
+                rows,
+            )
+        };
+        LinearInput {
+            data,
+            rows,
+            stride: self.width,
         }
     }
-}
-
-/// Rows a projection reads: `count` rows of the input width.
-struct LinearRows<'a> {
-    data: &'a [f32],
-    count: usize,
 }
 
 /// Whether two views are the same tensor (so one projection GEMM can serve both).
@@ -510,14 +511,11 @@ impl<'a> Plan<'a> {
         let e = self.embed_dim;
         let (l, s) = (self.q_len, self.src_len);
         let run =
-            |rows: LinearRows<'_>, which: usize, slot: Slot, width: usize, proj: &mut [f32]| {
+            |rows: LinearInput<'_>, which: usize, slot: Slot, width: usize, proj: &mut [f32]| {
                 let (linear, cols) = packed.projection(which, e);
+                debug_assert_eq!(rows.stride, linear.in_dim());
                 linear.apply(
-                    &LinearInput {
-                        data: rows.data,
-                        rows: rows.count,
-                        stride: linear.in_dim(),
-                    },
+                    &rows,
                     cols.start..cols.start + width,
                     &mut LinearOutput {
                         data: &mut proj[slot.start..],
@@ -706,13 +704,9 @@ fn attend<const HEAD_DIM: usize>(
         (k, v)
     };
 
-    let mask = prepared.mask().map(|m| {
-        let rows = m.rows();
-        MaskRows {
-            data: &rows.data[batches.start * rows.batch_stride..],
-            ..rows
-        }
-    });
+    let mask = prepared
+        .mask()
+        .map(|m| m.rows().starting_at_batch(batches.start));
     let problem = Problem {
         batch: n,
         heads,
