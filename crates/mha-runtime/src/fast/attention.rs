@@ -32,10 +32,9 @@ use std::cell::RefCell;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use super::isa::Level;
-use super::phases::{Phase, Region};
+use super::phases::{Phase, Region, Split};
 use super::simd::{Simd, WithSimd};
 use super::Isa;
 use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
@@ -285,14 +284,16 @@ fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
         + BLOCK_Q * dp
 }
 
-/// The flash kernel: `out` gets softmax(q kᵀ · scale + mask) v for every `(n, i, h)`.
-/// `HEAD_DIM = 0` reads the head dimension from the problem; otherwise it must equal it.
+/// The flash kernel: `out` gets softmax(q kᵀ · scale + mask) v for every `(n, i, h)`, its work
+/// items run as `split` says. `HEAD_DIM = 0` reads the head dimension from the problem;
+/// otherwise it must equal it.
 pub(crate) fn flash<const HEAD_DIM: usize>(
     isa: Isa,
     problem: &Problem<'_>,
     out: &mut [f32],
     out_batch_stride: usize,
     out_row_stride: usize,
+    split: Split,
 ) {
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
@@ -301,19 +302,19 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
     let scratch = flash_scratch_len(problem.head_dim);
-    let region = Region::start();
     let run = |index: usize| {
         // SAFETY: the problem passed `check`, `out` came from `out_for`, and each index is
         // run once, so items write disjoint outputs.
-        region.item(|| with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) }));
+        with_scratch(scratch, |buf| unsafe { item.run(problem, out, index, buf) });
     };
+    let region = Region::start(split);
     let units = if problem.causal && blocks > 1 {
         // Causal: query block `b` reads `b + 1` key blocks, so block `b` and block
         // `blocks - 1 - b` of the same head make one unit of `blocks + 1` (the middle block
         // alone when `blocks` is odd): units of equal cost, whatever the thread count.
         let pairs = blocks.div_ceil(2);
         let units = problem.batch * problem.heads * pairs;
-        (0..units).into_par_iter().for_each(|unit| {
+        region.for_each(units, |unit| {
             let (head, j) = (unit / pairs, unit % pairs);
             run(head * blocks + j);
             if blocks - 1 - j != j {
@@ -322,10 +323,10 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
         });
         units
     } else {
-        (0..items).into_par_iter().for_each(run);
+        region.for_each(items, run);
         items
     };
-    region.finish(Phase::Attention, rayon::current_num_threads().min(units));
+    region.finish(Phase::Attention, units);
 }
 
 /// The weights kernel: like [`flash`], and writes the probabilities into `weights`,
@@ -355,16 +356,14 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * blocks;
     let scratch = weights_scratch_len(problem.head_dim, problem.total_keys());
-    let region = Region::start();
-    (0..items).into_par_iter().for_each(|index| {
-        region.item(|| {
-            with_scratch(scratch, |buf| {
-                // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
-                unsafe { item.run(problem, out, weights, index, buf) }
-            })
-        });
+    let region = Region::start(Split::Pool);
+    region.for_each(items, |index| {
+        with_scratch(scratch, |buf| {
+            // SAFETY: as in `flash`; `weights` has the length `run` needs (asserted above).
+            unsafe { item.run(problem, out, weights, index, buf) }
+        })
     });
-    region.finish(Phase::Attention, rayon::current_num_threads().min(items));
+    region.finish(Phase::Attention, items);
 }
 
 /// A query block is narrow when its rows fill at most `1 / NARROW_LANE_FRACTION` of a vector:

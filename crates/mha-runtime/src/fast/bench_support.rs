@@ -2,7 +2,7 @@
 
 use ndarray::{Array1, Array2};
 
-use super::phases::Phase;
+use super::phases::{Phase, Split};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 
 /// A `rows × in_dim → out_dim` projection with bias, packed, with its input and output,
@@ -51,7 +51,7 @@ impl ProjectionBench {
                 stride: self.out_dim,
                 col: 0,
             },
-            Phase::QkvProjection,
+            (Phase::QkvProjection, Split::Pool),
         );
         std::hint::black_box(&mut self.out);
     }

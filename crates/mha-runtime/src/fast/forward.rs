@@ -2,13 +2,13 @@
 //! [`PreparedForward`], producing the same [`KernelOutput`] as the reference path.
 
 use std::ops::Range;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 
 use super::attention::{self, Problem, SeqRef};
-use super::phases::{timed, Phase};
+use super::phases::{timed, Phase, Region, Split};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
 use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
@@ -264,39 +264,81 @@ fn head_major_ref(data: &[f32], len: usize, heads: usize, head_dim: usize) -> Se
 /// floats, ...) puts a tile's rows into the same few L1 sets; one cache line more spreads them.
 const ROW_PAD: usize = 16;
 
-/// Workspace bytes (projected rows and attention output) a batch group keeps per thread: half of
-/// a Sapphire Rapids core's L2, all of a Zen 4 one's. A call whose workspace is larger runs its
-/// three phases per group of batch elements, so the projected rows are still in cache when
-/// the attention reads them and its output when the output projection does, instead of a
-/// round trip through memory (a quarter of the call for 512 sequences of 16 at `E = 128`).
-const GROUP_BYTES_PER_THREAD: usize = 1 << 20;
+/// Workspace bytes (projected rows and attention output) of a batch group, which one thread
+/// runs whole: half of a Sapphire Rapids core's L2, all of a Zen 4 one's. A call whose
+/// workspace is larger runs its three phases per group of batch elements, so the projected rows
+/// are still in cache when the attention reads them and its output when the output projection
+/// does, instead of a round trip through memory (a quarter of the call for 512 sequences of 16
+/// at `E = 128`).
+const GROUP_BYTES: usize = 1 << 20;
 
 /// Batch groups only for weights of at most this fraction of a group's workspace: each group
-/// reads the weights again (from L3 at best), which must cost less than the round trip through
+/// reads the weights again (from L2 or L3), which must cost less than the round trip through
 /// memory of the workspace it saves. Measured: 512 sequences of 16 at `E = 128` (weights a
 /// quarter of the budget) 16 % faster at one thread; a ViT layer (`E = 768`, 9.4 MB of weights,
 /// four times a one-sequence group's workspace) 17 % slower when grouped.
 const GROUP_WEIGHT_RATIO: usize = 4;
 
+/// Batch groups on several threads only when the busiest thread runs at most
+/// `numerator / denominator` (9 / 8) of an equal share: groups are whole batch elements, so 3
+/// elements on 2 threads would leave one thread idle a third of the call, where the whole
+/// call's phases split evenly.
+const GROUP_IMBALANCE: (usize, usize) = (9, 8);
+
 /// Queries at least this many (8 blocks of [`attention::BLOCK_Q`], each reading every key and
 /// value tile) make copying keys and values head-major pay off.
 const HEAD_MAJOR_MIN_QUERIES: usize = 1024;
 
-/// Batch elements per group of an `(n, l, s)` call that can be split by batch element: as many
-/// as fit [`GROUP_BYTES_PER_THREAD`] of workspace per thread, or all `n` when the weights are too
-/// large to read once per group ([`GROUP_WEIGHT_RATIO`]).
-fn group_size(
+/// How a call's batch elements run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// All at once, each phase split over the pool.
+    Whole,
+    /// In groups of `size` batch elements, each run whole (its three phases inline) by one of
+    /// `workers` threads, which take the groups in order as they finish their last one.
+    Groups { size: usize, workers: usize },
+}
+
+/// How an `(n, l, s)` call that can be split by batch element runs on the current pool
+/// ([`batch_grouping`]).
+fn grouping(
     inputs: &Inputs<'_>,
     packed: &PackedWeights,
     e: usize,
     (n, l, s): (usize, usize, usize),
-) -> usize {
-    let budget = rayon::current_num_threads().max(1) * GROUP_BYTES_PER_THREAD;
-    if GROUP_WEIGHT_RATIO * packed.weight_bytes() > budget {
-        return n;
+) -> Grouping {
+    let per_batch = (Slots::new(inputs.sharing, e, l, s).len + l * e) * std::mem::size_of::<f32>();
+    batch_grouping(
+        n,
+        per_batch,
+        packed.weight_bytes(),
+        rayon::current_num_threads(),
+    )
+}
+
+/// How `n` batch elements of `per_batch` workspace bytes each, with `weight_bytes` of weights,
+/// run on `threads` threads: in groups whose workspace fits [`GROUP_BYTES`], as many per thread
+/// as that needs (sizes evened out over the threads), or whole when the weights are too large
+/// to read once per group ([`GROUP_WEIGHT_RATIO`]), when it all fits one group, or when whole
+/// batch elements cannot be shared evenly among the threads ([`GROUP_IMBALANCE`]).
+fn batch_grouping(n: usize, per_batch: usize, weight_bytes: usize, threads: usize) -> Grouping {
+    let threads = threads.max(1);
+    if GROUP_WEIGHT_RATIO * weight_bytes > GROUP_BYTES || n < threads {
+        return Grouping::Whole;
     }
-    let per_batch = Slots::new(inputs.sharing, e, l, s).len + l * e;
-    (budget / (per_batch * std::mem::size_of::<f32>())).clamp(1, n)
+    let fit = (GROUP_BYTES / per_batch.max(1)).max(1);
+    let per_thread = n.div_ceil(threads).div_ceil(fit);
+    let size = n.div_ceil(threads * per_thread);
+    // Elements the busiest thread runs at most: `per_thread` groups of `size`.
+    let busiest = per_thread * size;
+    let (num, den) = GROUP_IMBALANCE;
+    if size == n || (threads > 1 && den * threads * busiest > num * n) {
+        return Grouping::Whole;
+    }
+    Grouping::Groups {
+        size,
+        workers: threads.min(n.div_ceil(size)),
+    }
 }
 
 /// Which input tensors are the same, and so how many projection GEMMs a call needs.
@@ -428,7 +470,9 @@ struct Plan<'a> {
     head_major: bool,
     /// The output in torch's sequence-first layout `(L, N, E)`.
     seq_first: bool,
-    /// Batch elements per group: the phases run group by group ([`GROUP_BYTES_PER_THREAD`]).
+    /// Whole, or in batch groups ([`GROUP_BYTES`]).
+    grouping: Grouping,
+    /// Batch elements per group (`batch` when whole).
     group: usize,
 }
 
@@ -457,10 +501,14 @@ impl<'a> Plan<'a> {
             && prepared.weights_mode() == WeightsMode::None
             && prepared.dropout().is_none()
             && inputs.batches_contiguous(l, s);
-        let group = if splittable {
-            group_size(&inputs, packed, e, (n, l, s))
+        let grouping = if splittable {
+            grouping(&inputs, packed, e, (n, l, s))
         } else {
-            n
+            Grouping::Whole
+        };
+        let group = match grouping {
+            Grouping::Whole => n,
+            Grouping::Groups { size, .. } => size,
         };
         let slots = Slots::new(inputs.sharing, e, group * l, group * s);
         Some(Self {
@@ -474,6 +522,7 @@ impl<'a> Plan<'a> {
             slots,
             head_major,
             seq_first,
+            grouping,
             group,
         })
     }
@@ -507,7 +556,13 @@ impl<'a> Plan<'a> {
     }
 
     /// The input projections of batch elements `batches` into the projection region.
-    fn project(&self, packed: &PackedWeights, proj: &mut [f32], batches: &Range<usize>) {
+    fn project(
+        &self,
+        packed: &PackedWeights,
+        proj: &mut [f32],
+        batches: &Range<usize>,
+        split: Split,
+    ) {
         let e = self.embed_dim;
         let (l, s) = (self.q_len, self.src_len);
         let run =
@@ -522,7 +577,7 @@ impl<'a> Plan<'a> {
                         stride: slot.width,
                         col: slot.offset,
                     },
-                    Phase::QkvProjection,
+                    (Phase::QkvProjection, split),
                 );
             };
         let Inputs {
@@ -603,7 +658,7 @@ impl<'w> Regions<'w> {
 /// dimension, uses the dynamic kernels (64 gets its own).
 ///
 /// A plan (inputs, workspace slots), then three phases: project, attend, out-project, for all
-/// batch elements at once or group by group ([`GROUP_BYTES_PER_THREAD`]).
+/// batch elements at once or per batch group ([`Grouping`]).
 pub(crate) fn run<const HEAD_DIM: usize>(
     cache: &FastCache,
     config: &MultiheadAttentionConfig,
@@ -622,37 +677,46 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         Some(shared) => shared,
         None => &mut local,
     };
-    let needed = plan.workspace_len();
-    if buf.len() < needed {
-        timed(Phase::Pack, || buf.resize(needed, 0.0));
+    let group_len = plan.workspace_len();
+    let workers = match plan.grouping {
+        Grouping::Whole => 1,
+        Grouping::Groups { workers, .. } => workers,
+    };
+    if buf.len() < workers * group_len {
+        timed(Phase::Pack, || buf.resize(workers * group_len, 0.0));
     }
     let (n, l, e) = (plan.batch, plan.q_len, plan.embed_dim);
     let mut output = vec![0.0f32; n * l * e];
-    // Weights are returned only by calls that run as one group.
-    let mut weights_out = None;
-    for batches in plan.groups() {
-        let regions = Regions::new(buf, &plan);
-        plan.project(packed, regions.proj, &batches);
-        weights_out = attend::<HEAD_DIM>(&plan, packed, prepared, isa, regions, &batches);
-        let rows = batches.len() * l;
-        let attn_out: &[f32] = &buf[plan.slots.len..][..rows * e];
-        // A group's output rows are contiguous (groups are batch-first only; one group covers
-        // a sequence-first output whole).
-        packed.out.apply(
-            &LinearInput {
-                data: attn_out,
-                rows,
-                stride: e,
-            },
-            0..e,
-            &mut LinearOutput {
-                data: &mut output[batches.start * l * e..],
-                stride: e,
-                col: 0,
-            },
-            Phase::OutProjection,
-        );
-    }
+    let call = GroupCall {
+        plan: &plan,
+        packed,
+        prepared,
+        isa,
+    };
+    let weights_out = match plan.grouping {
+        Grouping::Whole => call.run::<HEAD_DIM>(buf, 0..n, &mut output, Split::Pool),
+        Grouping::Groups { workers, .. } => {
+            // Workers take the next group's output rows (contiguous: groups are batch-first
+            // only) and a workspace each; the locks are taken once per group.
+            let groups = Mutex::new(output.chunks_mut(plan.group * l * e).zip(plan.groups()));
+            let workspaces = Mutex::new(buf.chunks_mut(group_len));
+            let split = Split::Inline {
+                concurrent: workers,
+            };
+            let region = Region::start(Split::Pool);
+            region.for_each(workers, |_| {
+                let Some(workspace) = next_shared(&workspaces) else {
+                    return;
+                };
+                while let Some((out, batches)) = next_shared(&groups) {
+                    call.run::<HEAD_DIM>(workspace, batches, out, split);
+                }
+            });
+            region.finish_idle(workers);
+            // Weights are returned only by calls that run whole.
+            None
+        }
+    };
     // Rows are in torch's layout already: a sequence-first output is a view permuted back.
     let output = if plan.seq_first {
         Array3::from_shape_vec((l, n, e), output)
@@ -667,6 +731,64 @@ pub(crate) fn run<const HEAD_DIM: usize>(
     })
 }
 
+/// The next item of an iterator that threads share. A lock poisoned by a panicking holder is
+/// taken over: the panic reaches the caller through rayon anyway, and an iterator's `next` leaves
+/// it whole.
+fn next_shared<I: Iterator>(shared: &Mutex<I>) -> Option<I::Item> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner).next()
+}
+
+/// What every group of a call shares.
+#[derive(Clone, Copy)]
+struct GroupCall<'c, 'a> {
+    plan: &'c Plan<'a>,
+    packed: &'c PackedWeights,
+    prepared: &'c PreparedForward<'a>,
+    isa: Isa,
+}
+
+impl GroupCall<'_, '_> {
+    /// The three phases of batch elements `batches` (the whole call or one group) in
+    /// `workspace`, their output rows written to `out`; returns the attention weights.
+    fn run<const HEAD_DIM: usize>(
+        self,
+        workspace: &mut [f32],
+        batches: Range<usize>,
+        out: &mut [f32],
+        split: Split,
+    ) -> Option<ArrayD<f32>> {
+        let (plan, packed) = (self.plan, self.packed);
+        let regions = Regions::new(workspace, plan);
+        plan.project(packed, regions.proj, &batches, split);
+        let weights = attend::<HEAD_DIM>(
+            plan,
+            packed,
+            self.prepared,
+            self.isa,
+            regions,
+            &batches,
+            split,
+        );
+        let (rows, e) = (batches.len() * plan.q_len, plan.embed_dim);
+        let attn_out: &[f32] = &workspace[plan.slots.len..][..rows * e];
+        packed.out.apply(
+            &LinearInput {
+                data: attn_out,
+                rows,
+                stride: e,
+            },
+            0..e,
+            &mut LinearOutput {
+                data: out,
+                stride: e,
+                col: 0,
+            },
+            (Phase::OutProjection, split),
+        );
+        weights
+    }
+}
+
 /// The attention phase of batch elements `batches`: head-major copies if planned, then the flash
 /// kernel (no weights) or the weights kernel, writing the attention output in torch's layout;
 /// returns the weights.
@@ -677,6 +799,7 @@ fn attend<const HEAD_DIM: usize>(
     isa: Isa,
     regions: Regions<'_>,
     batches: &Range<usize>,
+    split: Split,
 ) -> Option<ArrayD<f32>> {
     let Regions {
         proj,
@@ -733,7 +856,7 @@ fn attend<const HEAD_DIM: usize>(
     };
     match prepared.weights_mode() {
         WeightsMode::None => {
-            kernels::<HEAD_DIM>(isa, &problem, out, None);
+            kernels::<HEAD_DIM>(isa, &problem, out, None, split);
             None
         }
         mode => {
@@ -744,7 +867,7 @@ fn attend<const HEAD_DIM: usize>(
                 vec![n, plan.q_len, problem.total_keys()]
             };
             let mut w = vec![0.0f32; shape.iter().product()];
-            kernels::<HEAD_DIM>(isa, &problem, out, Some((&mut w, per_head)));
+            kernels::<HEAD_DIM>(isa, &problem, out, Some((&mut w, per_head)), split);
             ArrayD::from_shape_vec(IxDyn(&shape), w).ok()
         }
     }
@@ -764,14 +887,15 @@ fn kernels<const HEAD_DIM: usize>(
     problem: &Problem<'_>,
     out: AttentionOut<'_>,
     weights: Option<(&mut [f32], bool)>,
+    split: Split,
 ) {
     let d = problem.head_dim;
     if HEAD_DIM != 0 && HEAD_DIM == d {
-        kernels_for::<HEAD_DIM>(isa, problem, out, weights);
+        kernels_for::<HEAD_DIM>(isa, problem, out, weights, split);
     } else if d == 64 {
-        kernels_for::<64>(isa, problem, out, weights);
+        kernels_for::<64>(isa, problem, out, weights, split);
     } else {
-        kernels_for::<0>(isa, problem, out, weights);
+        kernels_for::<0>(isa, problem, out, weights, split);
     }
 }
 
@@ -780,29 +904,25 @@ fn kernels_for<const D: usize>(
     problem: &Problem<'_>,
     out: AttentionOut<'_>,
     weights: Option<(&mut [f32], bool)>,
+    split: Split,
 ) {
+    let AttentionOut {
+        data,
+        batch_stride,
+        row_stride,
+    } = out;
     match weights {
         // Fewer work units than threads (one long sequence, a decode step): split the keys.
-        None => match super::key_chunk(problem, rayon::current_num_threads()) {
-            Some(chunk) => super::flash_split_keys::<D>(
-                isa,
-                problem,
-                out.data,
-                out.batch_stride,
-                out.row_stride,
-                chunk,
-            ),
-            None => attention::flash::<D>(isa, problem, out.data, out.batch_stride, out.row_stride),
+        None => match super::key_chunk(problem, split.threads()) {
+            Some(chunk) => {
+                super::flash_split_keys::<D>(isa, problem, data, batch_stride, row_stride, chunk)
+            }
+            None => attention::flash::<D>(isa, problem, data, batch_stride, row_stride, split),
         },
-        Some((w, per_head)) => attention::with_weights::<D>(
-            isa,
-            problem,
-            out.data,
-            out.batch_stride,
-            out.row_stride,
-            w,
-            per_head,
-        ),
+        Some((w, per_head)) => {
+            debug_assert_eq!(split, Split::Pool, "calls that return weights run whole");
+            attention::with_weights::<D>(isa, problem, data, batch_stride, row_stride, w, per_head)
+        }
     }
 }
 
@@ -880,11 +1000,46 @@ mod tests {
     }
 
     #[test]
+    fn batch_groups_fit_the_workspace_and_share_evenly() {
+        use super::{batch_grouping, Grouping, GROUP_BYTES};
+        let groups = |size, workers| Grouping::Groups { size, workers };
+        // 512 sequences of 16 at E = 128: 33 KiB each, 256 KiB of weights.
+        let (per_batch, weights) = (16 * (3 * 128 + 16 + 128) * 4, 256 << 10);
+        assert_eq!(batch_grouping(512, per_batch, weights, 1), groups(31, 1));
+        assert_eq!(batch_grouping(512, per_batch, weights, 2), groups(29, 2));
+        assert_eq!(batch_grouping(512, per_batch, weights, 16), groups(16, 16));
+        // Fits one group on one thread; shared evenly on two.
+        assert_eq!(batch_grouping(8, per_batch, weights, 1), Grouping::Whole);
+        assert_eq!(batch_grouping(8, per_batch, weights, 2), groups(4, 2));
+        // Groups of one element when one element is larger than a group's workspace.
+        assert_eq!(batch_grouping(3, 2 * GROUP_BYTES, weights, 1), groups(1, 1));
+        // Whole: uneven shares (3 on 2 threads, 9 on 8), fewer elements than threads,
+        // weights above a quarter of a group's workspace.
+        assert_eq!(batch_grouping(3, per_batch, weights, 2), Grouping::Whole);
+        assert_eq!(batch_grouping(9, per_batch, weights, 8), Grouping::Whole);
+        assert_eq!(batch_grouping(4, per_batch, weights, 8), Grouping::Whole);
+        assert_eq!(
+            batch_grouping(512, per_batch, weights + 4, 1),
+            Grouping::Whole
+        );
+        // 9 and 8 elements on 2 threads is even enough; 2 and 1 on 9 threads (10 elements) not.
+        assert_eq!(
+            batch_grouping(17, 2 * GROUP_BYTES, weights, 2),
+            groups(1, 2)
+        );
+        assert_eq!(
+            batch_grouping(10, 2 * GROUP_BYTES, weights, 9),
+            Grouping::Whole
+        );
+    }
+
+    #[test]
     fn batch_groups_match_the_reference() {
         // Many short batch-first sequences with small weights run group by group: self-attention
         // with a key padding mask and a per-(batch, head) float mask, causal, `bias_k` / `bias_v`
         // and a zero key with a padding mask, and separate key and value tensors with S != L
-        // (kdim / vdim), on 1 and 3 threads (several groups each).
+        // (kdim / vdim), on 1, 3 and 8 threads (several groups each; on 3 and 8, groups run in
+        // parallel).
         let (batch, len, src) = (200, 64, 48);
         let self_attn = MultiheadAttention::random(
             MultiheadAttentionConfig::new(16, 2).with_batch_first(true),
@@ -935,7 +1090,7 @@ mod tests {
             let want = layer
                 .forward_reference(x.view(), key.clone(), value.clone(), opts)
                 .unwrap();
-            for threads in [1, 3] {
+            for threads in [1, 3, 8] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
@@ -947,6 +1102,11 @@ mod tests {
                     let packed = super::PackedWeights::new(layer.config(), layer.weights());
                     let plan = super::Plan::new(layer.config(), &prepared, &packed).unwrap();
                     assert!(plan.groups().count() > 1, "{threads} threads: one group");
+                    let workers = match plan.grouping {
+                        super::Grouping::Whole => 0,
+                        super::Grouping::Groups { workers, .. } => workers,
+                    };
+                    assert_eq!(workers, threads);
                     for isa in Isa::supported() {
                         let got = layer
                             .forward_with_isa(x.view(), key.clone(), value.clone(), opts, isa)

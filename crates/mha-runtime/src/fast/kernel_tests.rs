@@ -2,7 +2,7 @@
 
 use super::attention::{flash, with_weights, Problem, SeqRef, BLOCK_K};
 use super::split_keys::flash_split_keys;
-use super::Isa;
+use super::{Isa, Split};
 use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A small deterministic generator (tests only).
@@ -258,11 +258,14 @@ fn check_case(case: &Case, seed: u64) {
     for isa in Isa::supported() {
         let mut outs = Vec::new();
         let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-        flash::<0>(isa, &p, &mut out, bs, rs);
+        flash::<0>(isa, &p, &mut out, bs, rs, Split::Pool);
         outs.push(("flash", out));
+        let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+        flash::<0>(isa, &p, &mut out, bs, rs, Split::Inline { concurrent: 1 });
+        outs.push(("flash inline", out));
         if case.head_dim == 8 {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-            flash::<8>(isa, &p, &mut out, bs, rs);
+            flash::<8>(isa, &p, &mut out, bs, rs, Split::Pool);
             outs.push(("flash<8>", out));
         }
         for chunk in [BLOCK_K, 2 * BLOCK_K] {
@@ -375,7 +378,7 @@ fn long_rows_of_large_logits_do_not_overflow() {
     let (want, _) = naive(&case, &p);
     for isa in Isa::supported() {
         let mut out = vec![0.0f32; want.len()];
-        flash::<0>(isa, &p, &mut out, case.q_len * 16, 16);
+        flash::<0>(isa, &p, &mut out, case.q_len * 16, 16, Split::Pool);
         // Logits in the thousands: f32 dot products carry ~1e-4 absolute error into exp, so
         // this checks finiteness and closeness, not the parity tolerance.
         for (g, w) in out.iter().zip(&want) {
@@ -424,7 +427,7 @@ fn split_keys_follows_flash_on_non_finite_input() {
         let (bs, rs) = (case.q_len * e, e);
         for isa in Isa::supported() {
             let mut want = vec![0.0f32; case.batch * case.q_len * e];
-            flash::<0>(isa, &p, &mut want, bs, rs);
+            flash::<0>(isa, &p, &mut want, bs, rs, Split::Pool);
             for chunk in [BLOCK_K, 2 * BLOCK_K] {
                 let mut got = vec![0.0f32; want.len()];
                 flash_split_keys::<0>(isa, &p, &mut got, bs, rs, chunk);
@@ -472,7 +475,7 @@ fn causal_skipping_keeps_non_finite_hidden_values() {
         assert!(want[3].is_nan() && !want[4].is_nan());
         for isa in Isa::supported() {
             let mut out = vec![0.0f32; want.len()];
-            flash::<0>(isa, &p, &mut out, case.q_len * e, e);
+            flash::<0>(isa, &p, &mut out, case.q_len * e, e, Split::Pool);
             for (x, (g, w)) in out.iter().zip(&want).enumerate() {
                 let same = *g as f64 == *w || close(*g, *w);
                 assert!(same, "{isa} key {bad_key} at {x}: {g} vs {w}");

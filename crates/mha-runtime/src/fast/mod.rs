@@ -21,8 +21,8 @@
 //!   out-project (`forward`); the attention output is written in torch's layout, so a
 //!   sequence-first call needs no final permute and copy. A batch-first call of many short
 //!   sequences with small weights (no weights returned, no dropout) runs the three phases per
-//!   group of batch elements whose workspace fits the threads' L2 (1 MiB per thread), so
-//!   projected rows and attention output never make a round trip through memory. `MHA_PHASE_TIMES=1` times the phases
+//!   group of batch elements whose workspace fits a core's L2 (1 MiB), each group whole on one
+//!   thread, so projected rows and attention output never make a round trip through memory. `MHA_PHASE_TIMES=1` times the phases
 //!   ([`phase_times`]).
 //! - Work items reuse a thread-local scratch buffer and the layer keeps a workspace for the
 //!   projections, so steady-state calls allocate only what they return.
@@ -58,10 +58,13 @@
 //!   enough for 64 threads). Fully masked tiles are skipped inside the items. Rayon's work
 //!   stealing absorbs what is left (padding masks, a busy core).
 //! - **Copies** (head-major keys and values for long queries): one task per `(batch, head)`.
-//! - **Batch groups** (many short sequences, small weights): the groups run one after another,
-//!   each phase of a group split as above. A group's workspace is 1 MiB per thread, so a group
-//!   has rows enough for every thread, and at 16 threads or more only calls of over 16 MiB of
-//!   workspace are grouped at all.
+//! - **Batch groups** (many short sequences, small weights): one region for the whole call;
+//!   each thread takes the next group and runs its three phases inline, on its own 1 MiB
+//!   workspace, so there is no barrier between phases and a thread that finishes early (or
+//!   another process holding a core) is made up by the others. Groups are sized so that each
+//!   thread gets an equal number of about equal groups; a call whose batch elements cannot be
+//!   shared about evenly (3 on 2 threads, fewer than the threads) runs whole instead, each
+//!   phase split as above.
 //! - Workspaces (the layer's projection buffer, each thread's kernel scratch) are reused across
 //!   calls, so more threads cost no allocation per call.
 
@@ -84,5 +87,6 @@ mod kernel_tests;
 pub(crate) use attention::{flash, Problem, SeqRef};
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};
+pub(crate) use phases::Split;
 pub use phases::{phase_times, reset_phase_times, Phase};
 pub(crate) use split_keys::{flash_split_keys, key_chunk};

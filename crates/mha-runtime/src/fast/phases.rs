@@ -10,9 +10,14 @@
 //! layout copy), `attention`, `out_projection`, and `fan_out`: the time threads of a parallel
 //! region spent not running work items (dispatch, waiting for the slowest item), summed over
 //! the regions and divided by the region's thread count, so it reads as wall-clock time.
+//!
+//! A phase runs its work items as a [`Region`]: over the caller's rayon pool, or, inside a batch
+//! group that one thread runs whole, one after another on that thread ([`Split`]).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 /// A timed phase of the fast forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,24 +112,58 @@ pub(crate) fn timed<R>(phase: Phase, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Busy time of the work items of one parallel region, for its [`Phase::FanOut`] share.
+/// How a phase runs its work items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// Over the caller's rayon pool: one parallel region.
+    Pool,
+    /// One after another on this thread: the phase belongs to a batch group that a thread runs
+    /// whole, while `concurrent` groups run at once (the phase's time is divided by it, so
+    /// phase times still read as wall-clock time).
+    Inline { concurrent: usize },
+}
+
+impl Split {
+    /// The threads a phase's items can run on.
+    pub(crate) fn threads(self) -> usize {
+        match self {
+            Split::Pool => rayon::current_num_threads().max(1),
+            Split::Inline { .. } => 1,
+        }
+    }
+}
+
+/// One phase's work items, run as its [`Split`] says, with their busy time for the phase's
+/// [`Phase::FanOut`] share.
 pub(crate) struct Region {
+    split: Split,
     start: Option<Instant>,
     busy_ns: AtomicU64,
 }
 
 impl Region {
-    /// Starts a region (a no-op when timing is off).
-    pub(crate) fn start() -> Self {
+    /// Starts a region (its timing is a no-op when timing is off).
+    pub(crate) fn start(split: Split) -> Self {
         Self {
+            split,
             start: enabled().then(Instant::now),
             busy_ns: AtomicU64::new(0),
         }
     }
 
+    /// Runs `item(0)`, ..., `item(units - 1)`: in parallel over the pool (when there is more
+    /// than one), else in order on this thread.
+    pub(crate) fn for_each(&self, units: usize, item: impl Fn(usize) + Send + Sync) {
+        let run = |unit| self.timed_item(|| item(unit));
+        match self.split {
+            Split::Pool if units > 1 => (0..units).into_par_iter().for_each(run),
+            _ => (0..units).for_each(run),
+        }
+    }
+
     /// Runs one work item, counting its time as busy.
     #[inline]
-    pub(crate) fn item<R>(&self, f: impl FnOnce() -> R) -> R {
+    fn timed_item<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.start.is_none() {
             return f();
         }
@@ -135,23 +174,46 @@ impl Region {
         result
     }
 
-    /// Ends the region that ran on `threads` threads: its wall time goes to `phase`, the
-    /// threads' idle time (divided by `threads`) to [`Phase::FanOut`].
-    pub(crate) fn finish(self, phase: Phase, threads: usize) {
+    /// Ends the region that ran `units` units: on the pool, its wall time goes to `phase` and
+    /// its threads' idle time (divided by the threads it could use) to [`Phase::FanOut`];
+    /// inline, its wall time divided by the concurrent groups goes to `phase`.
+    pub(crate) fn finish(self, phase: Phase, units: usize) {
         let Some(start) = self.start else { return };
-        let (work, idle) = split(
-            start.elapsed(),
-            Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
-            threads,
-        );
-        add(phase, work);
+        match self.split {
+            Split::Pool => {
+                let (work, idle) =
+                    work_and_idle(start.elapsed(), self.busy(), self.pool_threads(units));
+                add(phase, work);
+                add(Phase::FanOut, idle);
+            }
+            Split::Inline { concurrent } => {
+                let concurrent = u32::try_from(concurrent.max(1)).unwrap_or(u32::MAX);
+                add(phase, start.elapsed() / concurrent);
+            }
+        }
+    }
+
+    /// Ends a region whose units timed their own phases (batch groups): only its threads' idle
+    /// time goes to [`Phase::FanOut`].
+    pub(crate) fn finish_idle(self, units: usize) {
+        let Some(start) = self.start else { return };
+        let (_, idle) = work_and_idle(start.elapsed(), self.busy(), self.pool_threads(units));
         add(Phase::FanOut, idle);
+    }
+
+    fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
+    }
+
+    /// The threads `units` units keep busy at most.
+    fn pool_threads(&self, units: usize) -> usize {
+        self.split.threads().min(units).max(1)
     }
 }
 
 /// A region's wall time split into work and idle (as wall-clock time) when its `threads`
 /// threads were busy for `busy` in all.
-fn split(wall: Duration, busy: Duration, threads: usize) -> (Duration, Duration) {
+fn work_and_idle(wall: Duration, busy: Duration, threads: usize) -> (Duration, Duration) {
     let threads = threads.max(1) as u32;
     let idle = (wall * threads).saturating_sub(busy) / threads;
     (wall.saturating_sub(idle), idle)
@@ -165,10 +227,10 @@ mod tests {
     fn idle_threads_count_as_fan_out() {
         let ms = Duration::from_millis;
         // One of two threads busy for the whole 20 ms region: 10 ms of it idle.
-        assert_eq!(split(ms(20), ms(20), 2), (ms(10), ms(10)));
+        assert_eq!(work_and_idle(ms(20), ms(20), 2), (ms(10), ms(10)));
         // All busy: no fan-out; busy beyond the wall time (clock skew) saturates.
-        assert_eq!(split(ms(20), ms(40), 2), (ms(20), ms(0)));
-        assert_eq!(split(ms(20), ms(50), 2), (ms(20), ms(0)));
-        assert_eq!(split(ms(20), ms(5), 1), (ms(5), ms(15)));
+        assert_eq!(work_and_idle(ms(20), ms(40), 2), (ms(20), ms(0)));
+        assert_eq!(work_and_idle(ms(20), ms(50), 2), (ms(20), ms(0)));
+        assert_eq!(work_and_idle(ms(20), ms(5), 1), (ms(5), ms(15)));
     }
 }

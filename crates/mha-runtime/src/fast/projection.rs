@@ -23,11 +23,10 @@
 use std::ops::Range;
 
 use ndarray::{ArrayView1, ArrayView2};
-use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::panel_gemm::{PanelDst, Panels};
-use super::phases::{Phase, Region};
+use super::phases::{Phase, Region, Split};
 
 /// A linear layer's weight stored transposed, `in × out` row-major (the GEMM's right-hand side
 /// with unit column stride), and its bias; several layers may be concatenated along `out`.
@@ -171,14 +170,14 @@ impl PackedLinear {
     }
 
     /// `out[r][out.col + c] = Σ_i x[r][i] · W[cols.start + c][i] + b[cols.start + c]` for the
-    /// input's rows and `c < cols.len()`, split over the current rayon pool (see [`grid`]); the
-    /// time goes to `phase`.
+    /// input's rows and `c < cols.len()`, split over the threads `split` gives (see [`grid`]);
+    /// the time goes to `phase`.
     pub(crate) fn apply(
         &self,
         x: &LinearInput<'_>,
         cols: Range<usize>,
         out: &mut LinearOutput<'_>,
-        phase: Phase,
+        (phase, split): (Phase, Split),
     ) {
         let (rows, width) = (x.rows, cols.len());
         if rows == 0 || width == 0 {
@@ -191,8 +190,7 @@ impl PackedLinear {
                 && (rows - 1) * out.stride + out.col + width <= out.data.len()
         );
 
-        let threads = rayon::current_num_threads().max(1);
-        let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, threads);
+        let (row_tasks, col_tasks) = grid(rows, width, self.in_dim, split.threads());
         let rows_per = rows.div_ceil(row_tasks);
         #[cfg(target_arch = "x86_64")]
         let panels = self
@@ -202,7 +200,7 @@ impl PackedLinear {
         let cols_per = width.div_ceil(col_tasks).div_ceil(COL_ALIGN) * COL_ALIGN;
         let dst_ptr = SendPtr(out.data.as_mut_ptr());
         let (x_data, x_stride, out_stride, out_col) = (x.data, x.stride, out.stride, out.col);
-        let region = Region::start();
+        let region = Region::start(split);
         let run = |t: usize| {
             let (rt, ct) = (t / col_tasks, t % col_tasks);
             let r0 = (rt * rows_per).min(rows);
@@ -215,54 +213,48 @@ impl PackedLinear {
             let dst = dst_ptr;
             let x = &x_data[r0 * x_stride..];
             let dst_rows = dst.0.wrapping_add(r0 * out_stride + out_col);
-            region.item(|| {
-                #[cfg(target_arch = "x86_64")]
-                if let Some(panels) = panels {
-                    // The panels that start in this task's columns: every panel of `cols`
-                    // (whole panels, checked by `covers`) goes to exactly one task.
-                    let tiles = panels.tiles_in(cols.start + c0..cols.start + c1);
-                    // SAFETY: `x` holds the block's rows (asserted above); the tiles' columns
-                    // lie inside `cols`, so inside `out`'s rows, and no other task has them.
-                    unsafe {
-                        let a = LinearInput {
-                            data: x,
-                            rows: r1 - r0,
-                            stride: x_stride,
-                        };
-                        let dst = PanelDst {
-                            ptr: dst_rows,
-                            stride: out_stride,
-                            col0: cols.start,
-                        };
-                        panels.gemm(&a, tiles, dst)
-                    };
-                    return;
-                }
-                // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
+            #[cfg(target_arch = "x86_64")]
+            if let Some(panels) = panels {
+                // The panels that start in this task's columns: every panel of `cols`
+                // (whole panels, checked by `covers`) goes to exactly one task.
+                let tiles = panels.tiles_in(cols.start + c0..cols.start + c1);
+                // SAFETY: `x` holds the block's rows (asserted above); the tiles' columns
+                // lie inside `cols`, so inside `out`'s rows, and no other task has them.
                 unsafe {
-                    gemm_block(
-                        GemmOperands {
-                            weight_t: &self.weight_t,
-                            bias: self.bias.as_deref(),
-                            in_dim: self.in_dim,
-                            out_dim: self.out_dim,
-                        },
-                        x,
-                        r1 - r0,
-                        x_stride,
-                        cols.start + c0..cols.start + c1,
-                        dst_rows.wrapping_add(c0),
-                        out_stride,
-                    )
-                }
-            });
+                    let a = LinearInput {
+                        data: x,
+                        rows: r1 - r0,
+                        stride: x_stride,
+                    };
+                    let dst = PanelDst {
+                        ptr: dst_rows,
+                        stride: out_stride,
+                        col0: cols.start,
+                    };
+                    panels.gemm(&a, tiles, dst)
+                };
+                return;
+            }
+            // SAFETY: tasks cover disjoint blocks of `out`, all in bounds (asserted above).
+            unsafe {
+                gemm_block(
+                    GemmOperands {
+                        weight_t: &self.weight_t,
+                        bias: self.bias.as_deref(),
+                        in_dim: self.in_dim,
+                        out_dim: self.out_dim,
+                    },
+                    x,
+                    r1 - r0,
+                    x_stride,
+                    cols.start + c0..cols.start + c1,
+                    dst_rows.wrapping_add(c0),
+                    out_stride,
+                )
+            }
         };
         let tasks = row_tasks * col_tasks;
-        if tasks == 1 {
-            run(0);
-        } else {
-            (0..tasks).into_par_iter().for_each(run);
-        }
+        region.for_each(tasks, run);
         region.finish(phase, tasks);
     }
 }
@@ -464,7 +456,7 @@ mod tests {
                         stride: dst_stride,
                         col: 1,
                     },
-                    Phase::QkvProjection,
+                    (Phase::QkvProjection, Split::Pool),
                 );
                 for r in 0..rows {
                     for (c, col) in cols.clone().enumerate() {

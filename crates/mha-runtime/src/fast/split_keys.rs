@@ -19,15 +19,13 @@
 //! fully-masked policy; a NaN in some `l_c` or `o_c` (a NaN or `+inf` score, a `0 · inf` value)
 //! survives its weight, even a weight of 0, as it survives the single pass's rescaling.
 
-use rayon::prelude::*;
-
 use super::attention::{
     finish_rows, flash_keys, flash_scratch_len, out_for, query_block, round_up, run_blocked,
     visible_keys, with_scratch, BlockState, BlockedOp, Problem, QueryBlock, SeqOut, BLOCK_K,
     BLOCK_Q,
 };
 use super::isa::Level;
-use super::phases::{Phase, Region};
+use super::phases::{Phase, Region, Split};
 use super::simd::{exp_scalar, Simd};
 use super::Isa;
 
@@ -118,35 +116,28 @@ pub(crate) fn flash_split_keys<const HEAD_DIM: usize>(
         ptr: partials.as_mut_ptr(),
     };
     let scratch = flash_scratch_len(d);
-    let region = Region::start();
-    (0..items * chunks).into_par_iter().for_each(|unit| {
-        region.item(|| {
-            with_scratch(scratch, |buf| {
-                let op = ChunkOp::<HEAD_DIM> {
-                    p: problem,
-                    index: unit / chunks,
-                    keys: (unit % chunks) * chunk..(unit % chunks + 1) * chunk,
-                    // Slot `unit` of the `items · chunks` slots.
-                    dst: partials_at.slot(unit, slot),
-                    rows_max,
-                    buf,
-                };
-                // SAFETY: `problem` passed `check`; each unit writes its own slot.
-                unsafe { run_chunk(level, op) }
-            })
-        });
+    let region = Region::start(Split::Pool);
+    region.for_each(items * chunks, |unit| {
+        with_scratch(scratch, |buf| {
+            let op = ChunkOp::<HEAD_DIM> {
+                p: problem,
+                index: unit / chunks,
+                keys: (unit % chunks) * chunk..(unit % chunks + 1) * chunk,
+                // Slot `unit` of the `items · chunks` slots.
+                dst: partials_at.slot(unit, slot),
+                rows_max,
+                buf,
+            };
+            // SAFETY: `problem` passed `check`; each unit writes its own slot.
+            unsafe { run_chunk(level, op) }
+        })
     });
     let partials = &partials;
-    (0..items).into_par_iter().for_each(|index| {
-        region.item(|| {
-            let state = &partials[index * chunks * slot..(index + 1) * chunks * slot];
-            merge_item(problem, index, state, chunks, rows_max, out);
-        });
+    region.for_each(items, |index| {
+        let state = &partials[index * chunks * slot..(index + 1) * chunks * slot];
+        merge_item(problem, index, state, chunks, rows_max, out);
     });
-    region.finish(
-        Phase::Attention,
-        rayon::current_num_threads().min(items * chunks),
-    );
+    region.finish(Phase::Attention, items * chunks);
 }
 
 /// One chunk: the keys `keys` of flash item `index`, its state written to `dst`.

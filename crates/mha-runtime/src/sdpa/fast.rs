@@ -30,7 +30,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::call::{unravel, LeadMap, SdpaCall};
-use crate::fast::{flash, flash_split_keys, key_chunk, Isa, Problem, SeqRef};
+use crate::fast::{flash, flash_split_keys, key_chunk, Isa, Problem, SeqRef, Split};
 use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A contiguous input and how to find its block for one batch index.
@@ -227,9 +227,9 @@ fn run_flash(
         key_chunk(problem, rayon::current_num_threads()),
         problem.head_dim,
     ) {
-        (None, 64) => flash::<64>(isa, problem, out, bs, rs),
-        (None, 128) => flash::<128>(isa, problem, out, bs, rs),
-        (None, _) => flash::<0>(isa, problem, out, bs, rs),
+        (None, 64) => flash::<64>(isa, problem, out, bs, rs, Split::Pool),
+        (None, 128) => flash::<128>(isa, problem, out, bs, rs, Split::Pool),
+        (None, _) => flash::<0>(isa, problem, out, bs, rs, Split::Pool),
         (Some(chunk), 64) => flash_split_keys::<64>(isa, problem, out, bs, rs, chunk),
         (Some(chunk), 128) => flash_split_keys::<128>(isa, problem, out, bs, rs, chunk),
         (Some(chunk), _) => flash_split_keys::<0>(isa, problem, out, bs, rs, chunk),
