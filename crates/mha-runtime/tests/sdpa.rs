@@ -442,3 +442,89 @@ proptest! {
         }
     }
 }
+
+/// A rayon pool of `threads` threads, built once per thread count.
+fn pool(threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        [1, 3, 8]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    });
+    &pools[[1, 3, 8].iter().position(|&t| t == threads).unwrap()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// NaN and ±inf in a query, key, value or mask (one element or a whole row), with GQA (folded
+    /// and not), masks, the causal triangle, one query against many keys (the split-key kernel on
+    /// 3 and 8 threads) and several query blocks: every fast path gives the reference's output,
+    /// NaN for NaN.
+    #[test]
+    fn non_finite_inputs_give_the_reference_output(
+        batch in 1usize..3,
+        group in 1usize..4,
+        kv_heads in 1usize..3,
+        l in prop_oneof![1usize..4, 120usize..140, 250usize..262],
+        s in prop_oneof![1usize..9, 60usize..70, 1030usize..1100],
+        e in prop_oneof![1usize..6, Just(8usize), Just(16usize)],
+        mask_kind in 0usize..3,
+        causal in any::<bool>(),
+        threads in prop::sample::select(vec![1usize, 3, 8]),
+        // (tensor: query, key, value, mask; one element or a whole last-axis row; NaN, inf or
+        // -inf; where)
+        poisons in prop::collection::vec((0u8..4, 0u8..2, 0u8..3, any::<u64>()), 1..3),
+        seed in 0u64..1000,
+    ) {
+        let hq = kv_heads * group;
+        let mut q = random(&[batch, hq, l, e], seed);
+        let mut k = random(&[batch, kv_heads, s, e], seed + 1);
+        let mut v = random(&[batch, kv_heads, s, e], seed + 2);
+        let causal = causal && mask_kind == 0;
+        let mut mask = random(&[batch, hq, l, s], seed + 3)
+            .mapv(|x| if x < -1.0 { f32::NEG_INFINITY } else { x });
+        let bool_mask = mask.mapv(|x| x != f32::NEG_INFINITY);
+        for &(which, whole_row, value, at) in &poisons {
+            let x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][usize::from(value)];
+            let target = match which {
+                0 => &mut q,
+                1 => &mut k,
+                2 => &mut v,
+                _ => &mut mask,
+            };
+            let row = *target.shape().last().unwrap();
+            let start = (at as usize % target.len()) / row * row;
+            let slice = target.as_slice_mut().unwrap();
+            if whole_row == 1 {
+                slice[start..start + row].fill(x);
+            } else {
+                slice[start + (at >> 32) as usize % row] = x;
+            }
+        }
+        let mut options = SdpaOptions::default().with_enable_gqa(group > 1).with_is_causal(causal);
+        match mask_kind {
+            1 => options = options.with_attn_mask(SdpaMask::Bool(bool_mask.view())),
+            2 => options = options.with_attn_mask(mask.view()),
+            _ => {}
+        }
+        let want = scaled_dot_product_attention_reference(q.view(), k.view(), v.view(), &options).unwrap();
+        for isa in Isa::supported() {
+            let got = pool(threads)
+                .install(|| scaled_dot_product_attention_with_isa(q.view(), k.view(), v.view(), &options, isa))
+                .unwrap();
+            for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                let same = (g.is_nan() && w.is_nan())
+                    || g == w
+                    || (g.is_finite() && w.is_finite() && (g - w).abs() <= 1e-5 + 1e-4 * w.abs());
+                prop_assert!(same, "{} on {} threads, element {}: {} vs {}", isa, threads, i, g, w);
+            }
+        }
+    }
+}

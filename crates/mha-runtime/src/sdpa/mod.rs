@@ -141,8 +141,7 @@ impl<'a> SdpaOptions<'a> {
 /// The exact path ([`scaled_dot_product_attention_reference`]) runs the same per-head core as
 /// [`MultiheadAttention::forward_reference`](crate::MultiheadAttention::forward_reference); the default runs the same flash
 /// kernel as `MultiheadAttention`'s fast path (no `L × S` matrix) on the inputs in place, and
-/// the reference path for what that kernel does not cover (`Ev != E`, empty axes, dropout, NaN
-/// in an input).
+/// the reference path for what that kernel does not cover (`Ev != E`, empty axes, dropout).
 ///
 /// ```
 /// use mha_runtime::{scaled_dot_product_attention, SdpaOptions};
