@@ -201,20 +201,61 @@ impl Problem<'_> {
     }
 }
 
-/// A `(batch, position, feature)` destination (attention output before `out_proj`).
+/// Where the attention output goes: head `h` (`d` floats) of query `t` of batch element `n`
+/// starts at `n · batch_stride + t · row_stride + h · head_stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutLayout {
+    pub batch_stride: usize,
+    pub row_stride: usize,
+    pub head_stride: usize,
+}
+
+impl OutLayout {
+    /// Rows of `E = heads · head_dim` floats with the heads side by side (torch's `(…, L, E)`
+    /// attention output), `batch_stride` and `row_stride` floats apart.
+    pub(crate) fn rows(batch_stride: usize, row_stride: usize, head_dim: usize) -> Self {
+        Self {
+            batch_stride,
+            row_stride,
+            head_stride: head_dim,
+        }
+    }
+
+    /// Whether distinct `(n, t, h, c)` of a problem's output land on distinct floats, so that
+    /// work items writing distinct rows and heads never write the same float: ordered by
+    /// stride, each axis with more than one index steps past everything the smaller ones span.
+    fn is_disjoint(&self, p: &Problem<'_>) -> bool {
+        let mut axes = [
+            (p.batch, self.batch_stride),
+            (p.q_len, self.row_stride),
+            (p.heads, self.head_stride),
+        ];
+        axes.sort_by_key(|&(_, stride)| stride);
+        let mut span = p.head_dim;
+        for (len, stride) in axes.into_iter().filter(|&(len, _)| len > 1) {
+            if stride < span {
+                return false;
+            }
+            span += (len - 1) * stride;
+        }
+        true
+    }
+}
+
+/// The attention output as the work items write it ([`out_for`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SeqOut {
     ptr: *mut f32,
-    batch_stride: usize,
-    row_stride: usize,
+    layout: OutLayout,
 }
 
 impl SeqOut {
     /// Pointer to head `h` (`d` wide) of row `(n, t)`.
     #[inline(always)]
-    fn head_row(&self, n: usize, t: usize, h: usize, d: usize) -> *mut f32 {
+    fn head_row(&self, n: usize, t: usize, h: usize) -> *mut f32 {
+        let l = self.layout;
         self.ptr
-            .wrapping_add(n * self.batch_stride + t * self.row_stride + h * d)
+            .wrapping_add(n * l.batch_stride + t * l.row_stride + h * l.head_stride)
     }
 }
 
@@ -236,19 +277,18 @@ unsafe impl Send for WeightsOut {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for WeightsOut {}
 
-pub(super) fn out_for(
-    problem: &Problem<'_>,
-    out: &mut [f32],
-    batch_stride: usize,
-    row_stride: usize,
-) -> SeqOut {
-    let last =
-        (problem.batch - 1) * batch_stride + (problem.q_len - 1) * row_stride + problem.embed_dim();
+/// `out` as the destination of `problem`'s output in `layout`, after checking that every
+/// `(n, t, h)` row lies inside it and that no two overlap.
+pub(super) fn out_for(problem: &Problem<'_>, out: &mut [f32], layout: OutLayout) -> SeqOut {
+    let last = (problem.batch - 1) * layout.batch_stride
+        + (problem.q_len - 1) * layout.row_stride
+        + (problem.heads - 1) * layout.head_stride
+        + problem.head_dim;
     assert!(last <= out.len(), "attention output buffer too small");
+    assert!(layout.is_disjoint(problem), "attention output rows overlap");
     SeqOut {
         ptr: out.as_mut_ptr(),
-        batch_stride,
-        row_stride,
+        layout,
     }
 }
 
@@ -291,13 +331,12 @@ pub(crate) fn flash<const HEAD_DIM: usize>(
     isa: Isa,
     problem: &Problem<'_>,
     out: &mut [f32],
-    out_batch_stride: usize,
-    out_row_stride: usize,
+    layout: OutLayout,
     split: Split,
 ) {
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
-    let out = out_for(problem, out, out_batch_stride, out_row_stride);
+    let out = out_for(problem, out, layout);
     let item = FlashItem::<HEAD_DIM>::for_isa(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;
@@ -335,8 +374,7 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
     isa: Isa,
     problem: &Problem<'_>,
     out: &mut [f32],
-    out_batch_stride: usize,
-    out_row_stride: usize,
+    layout: OutLayout,
     weights: &mut [f32],
     per_head: bool,
 ) {
@@ -347,7 +385,7 @@ pub(crate) fn with_weights<const HEAD_DIM: usize>(
         weights.len(),
         problem.batch * heads * problem.q_len * problem.total_keys()
     );
-    let out = out_for(problem, out, out_batch_stride, out_row_stride);
+    let out = out_for(problem, out, layout);
     let weights = WeightsOut {
         ptr: weights.as_mut_ptr(),
         per_head,
@@ -1698,7 +1736,7 @@ pub(super) fn finish_rows(
     let (d, dp) = (qb.d, state.o.len() / BLOCK_Q);
     for i in 0..qb.rows {
         // SAFETY: in bounds by `out_for`; this item owns these columns of this row.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, qb.q0 + i, h, d), d) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, qb.q0 + i, h), d) };
         // A row with no unmasked score (m = -inf) is fully masked: NaN scores do not rescue it.
         // Otherwise a NaN or +inf score has made `l` NaN, and the row NaN with it.
         let inv = match (state.m[i] == f32::NEG_INFINITY, p.fully_masked) {
@@ -1853,7 +1891,7 @@ unsafe fn weights_item<
         }
         for i in 0..rows {
             // SAFETY: in bounds by `out_for`; this item owns these rows.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h, d), d) };
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.head_row(n, q0 + i, h), d) };
             dst.copy_from_slice(&o[i * dp..i * dp + d]);
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 
-use super::attention::{self, Problem, SeqRef};
+use super::attention::{self, OutLayout, Problem, SeqRef};
 use super::phases::{timed, Phase, Region, Split};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
@@ -911,17 +911,16 @@ fn kernels_for<const D: usize>(
         batch_stride,
         row_stride,
     } = out;
+    let layout = OutLayout::rows(batch_stride, row_stride, problem.head_dim);
     match weights {
         // Fewer work units than threads (one long sequence, a decode step): split the keys.
         None => match super::key_chunk(problem, split.threads()) {
-            Some(chunk) => {
-                super::flash_split_keys::<D>(isa, problem, data, batch_stride, row_stride, chunk)
-            }
-            None => attention::flash::<D>(isa, problem, data, batch_stride, row_stride, split),
+            Some(chunk) => super::flash_split_keys::<D>(isa, problem, data, layout, chunk),
+            None => attention::flash::<D>(isa, problem, data, layout, split),
         },
         Some((w, per_head)) => {
             debug_assert_eq!(split, Split::Pool, "calls that return weights run whole");
-            attention::with_weights::<D>(isa, problem, data, batch_stride, row_stride, w, per_head)
+            attention::with_weights::<D>(isa, problem, data, layout, w, per_head)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The attention kernels against a naive f64 implementation, on every ISA this CPU runs.
 
-use super::attention::{flash, with_weights, Problem, SeqRef, BLOCK_K};
+use super::attention::{flash, with_weights, OutLayout, Problem, SeqRef, BLOCK_K};
 use super::split_keys::flash_split_keys;
 use super::{Isa, Split};
 use crate::prepare::{FullyMaskedRows, MaskRows};
@@ -258,26 +258,57 @@ fn check_case(case: &Case, seed: u64) {
     for isa in Isa::supported() {
         let mut outs = Vec::new();
         let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-        flash::<0>(isa, &p, &mut out, bs, rs, Split::Pool);
+        flash::<0>(
+            isa,
+            &p,
+            &mut out,
+            OutLayout::rows(bs, rs, p.head_dim),
+            Split::Pool,
+        );
         outs.push(("flash", out));
         let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-        flash::<0>(isa, &p, &mut out, bs, rs, Split::Inline { concurrent: 1 });
+        flash::<0>(
+            isa,
+            &p,
+            &mut out,
+            OutLayout::rows(bs, rs, p.head_dim),
+            Split::Inline { concurrent: 1 },
+        );
         outs.push(("flash inline", out));
         if case.head_dim == 8 {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-            flash::<8>(isa, &p, &mut out, bs, rs, Split::Pool);
+            flash::<8>(
+                isa,
+                &p,
+                &mut out,
+                OutLayout::rows(bs, rs, p.head_dim),
+                Split::Pool,
+            );
             outs.push(("flash<8>", out));
         }
         for chunk in [BLOCK_K, 2 * BLOCK_K] {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-            flash_split_keys::<0>(isa, &p, &mut out, bs, rs, chunk);
+            flash_split_keys::<0>(
+                isa,
+                &p,
+                &mut out,
+                OutLayout::rows(bs, rs, p.head_dim),
+                chunk,
+            );
             outs.push(("split keys", out));
         }
         for per_head in [true, false] {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
             let heads = if per_head { case.heads } else { 1 };
             let mut w = vec![f32::NAN; case.batch * heads * case.q_len * total];
-            with_weights::<0>(isa, &p, &mut out, bs, rs, &mut w, per_head);
+            with_weights::<0>(
+                isa,
+                &p,
+                &mut out,
+                OutLayout::rows(bs, rs, p.head_dim),
+                &mut w,
+                per_head,
+            );
             for n in 0..case.batch {
                 for i in 0..case.q_len {
                     for j in 0..total {
@@ -378,7 +409,13 @@ fn long_rows_of_large_logits_do_not_overflow() {
     let (want, _) = naive(&case, &p);
     for isa in Isa::supported() {
         let mut out = vec![0.0f32; want.len()];
-        flash::<0>(isa, &p, &mut out, case.q_len * 16, 16, Split::Pool);
+        flash::<0>(
+            isa,
+            &p,
+            &mut out,
+            OutLayout::rows(case.q_len * 16, 16, p.head_dim),
+            Split::Pool,
+        );
         // Logits in the thousands: f32 dot products carry ~1e-4 absolute error into exp, so
         // this checks finiteness and closeness, not the parity tolerance.
         for (g, w) in out.iter().zip(&want) {
@@ -427,10 +464,22 @@ fn split_keys_follows_flash_on_non_finite_input() {
         let (bs, rs) = (case.q_len * e, e);
         for isa in Isa::supported() {
             let mut want = vec![0.0f32; case.batch * case.q_len * e];
-            flash::<0>(isa, &p, &mut want, bs, rs, Split::Pool);
+            flash::<0>(
+                isa,
+                &p,
+                &mut want,
+                OutLayout::rows(bs, rs, p.head_dim),
+                Split::Pool,
+            );
             for chunk in [BLOCK_K, 2 * BLOCK_K] {
                 let mut got = vec![0.0f32; want.len()];
-                flash_split_keys::<0>(isa, &p, &mut got, bs, rs, chunk);
+                flash_split_keys::<0>(
+                    isa,
+                    &p,
+                    &mut got,
+                    OutLayout::rows(bs, rs, p.head_dim),
+                    chunk,
+                );
                 for (x, (g, w)) in got.iter().zip(&want).enumerate() {
                     let same = if w.is_nan() {
                         g.is_nan()
@@ -475,11 +524,54 @@ fn causal_skipping_keeps_non_finite_hidden_values() {
         assert!(want[3].is_nan() && !want[4].is_nan());
         for isa in Isa::supported() {
             let mut out = vec![0.0f32; want.len()];
-            flash::<0>(isa, &p, &mut out, case.q_len * e, e, Split::Pool);
+            flash::<0>(
+                isa,
+                &p,
+                &mut out,
+                OutLayout::rows(case.q_len * e, e, p.head_dim),
+                Split::Pool,
+            );
             for (x, (g, w)) in out.iter().zip(&want).enumerate() {
                 let same = *g as f64 == *w || close(*g, *w);
                 assert!(same, "{isa} key {bad_key} at {x}: {g} vs {w}");
             }
         }
     }
+}
+
+#[test]
+fn output_layouts_whose_rows_overlap_are_refused() {
+    let case = Case {
+        batch: 2,
+        heads: 3,
+        head_dim: 8,
+        q_len: 4,
+        src_len: 5,
+        extra: 0,
+        mask: MaskKind::None,
+        causal: false,
+        fully_masked: FullyMaskedRows::Zero,
+        seq_first: false,
+    };
+    let data = make(&case, &mut Lcg(7));
+    let p = problem(&case, &data);
+    let run = |layout: OutLayout| {
+        let mut out = vec![0.0f32; 2 * 3 * 4 * 8];
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            flash::<0>(Isa::Portable, &p, &mut out, layout, Split::Pool)
+        }))
+        .is_ok()
+    };
+    let heads_apart = |head_stride| OutLayout {
+        batch_stride: 96,
+        row_stride: 8,
+        head_stride,
+    };
+    // Torch's rows (heads side by side) and SDPA's heads apart.
+    assert!(run(OutLayout::rows(96, 24, 8)));
+    assert!(run(heads_apart(32)));
+    // Heads 4 floats apart, rows inside the next head, batch elements on top of each other.
+    assert!(!run(OutLayout::rows(96, 24, 4)));
+    assert!(!run(heads_apart(16)));
+    assert!(!run(OutLayout::rows(0, 24, 8)));
 }

@@ -84,7 +84,7 @@ mod split_keys;
 #[cfg(test)]
 mod kernel_tests;
 
-pub(crate) use attention::{flash, Problem, SeqRef};
+pub(crate) use attention::{flash, OutLayout, Problem, SeqRef};
 pub(crate) use forward::FastCache;
 pub use isa::{force_isa, selected_isa, Isa, UnsupportedIsa};
 pub(crate) use phases::Split;

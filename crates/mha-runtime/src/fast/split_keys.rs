@@ -21,8 +21,8 @@
 
 use super::attention::{
     finish_rows, flash_keys, flash_scratch_len, out_for, query_block, round_up, run_blocked,
-    visible_keys, with_scratch, BlockState, BlockedOp, Problem, QueryBlock, SeqOut, BLOCK_K,
-    BLOCK_Q,
+    visible_keys, with_scratch, BlockState, BlockedOp, OutLayout, Problem, QueryBlock, SeqOut,
+    BLOCK_K, BLOCK_Q,
 };
 use super::isa::Level;
 use super::phases::{Phase, Region, Split};
@@ -97,14 +97,13 @@ pub(crate) fn flash_split_keys<const HEAD_DIM: usize>(
     isa: Isa,
     problem: &Problem<'_>,
     out: &mut [f32],
-    out_batch_stride: usize,
-    out_row_stride: usize,
+    layout: OutLayout,
     chunk: usize,
 ) {
     problem.check();
     assert!(HEAD_DIM == 0 || HEAD_DIM == problem.head_dim);
     assert!(chunk > 0 && chunk.is_multiple_of(BLOCK_K));
-    let out = out_for(problem, out, out_batch_stride, out_row_stride);
+    let out = out_for(problem, out, layout);
     let level = Level::or_portable(isa);
     let blocks = problem.q_len.div_ceil(BLOCK_Q);
     let items = problem.batch * problem.heads * blocks;

@@ -6,9 +6,8 @@
 //! `group = Hq / Hkv` query heads that share it, so grouped-query attention, a broadcast query
 //! head and broadcast key/value batches are strides (0 where broadcast), never copies: query
 //! head `j·group + hh` of batch `b` reads key/value head `j`, torch's `repeat_interleave`.
-//! The kernel writes `(j, query, hh)` rows; when `group > 1` and `L > 1` that is not the output's
-//! `(head, query)` order, so the block goes through a scratch buffer and is transposed (`O(L·E)`
-//! per head, next to the `O(L·S·E)` attention).
+//! The kernel writes the output in place: its head `hh` of batch `j` at the output's head
+//! `j·group + hh` (a head stride of `L·E`, rows `E` apart).
 //!
 //! Folding: without causal structure, and with a mask that is the same for the group's heads or
 //! follows their `(head, query)` rows, the `group` query heads of key/value head `j` are one
@@ -34,7 +33,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::call::{unravel, LeadMap, SdpaCall};
-use crate::fast::{flash, flash_split_keys, key_chunk, Isa, Problem, SeqRef, Split};
+use crate::fast::{flash, flash_split_keys, key_chunk, Isa, OutLayout, Problem, SeqRef, Split};
 use crate::prepare::{FullyMaskedRows, MaskRows};
 
 /// A contiguous input and how to find its block for one batch index.
@@ -155,12 +154,11 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
         group > 1 && q.heads == hq && !call.causal && mask.as_ref().is_none_or(|m| m.folds(hq, l));
     let block = hq * l * e;
     let mut out = vec![0.0f32; batches * block];
-    // (j, t, hh) rows land at (j·group + hh)·L·E + t·E exactly when group == 1 or L == 1.
-    let direct = group == 1 || l == 1;
-    let mut scratch = if direct {
-        Vec::new()
-    } else {
-        vec![0.0f32; block]
+    // The kernel's row (j, t) of head hh is the output's row t of query head j·group + hh.
+    let heads_apart = OutLayout {
+        batch_stride: group * l * e,
+        row_stride: e,
+        head_stride: l * e,
     };
     let mut index = vec![0usize; lead.len()];
     let mut at = Vec::new();
@@ -194,18 +192,10 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
                 m.row_stride = if m.head_stride == 0 { 0 } else { s };
                 m.head_stride = 0;
             }
-            run_flash(isa, &problem, dst, group * l * e, e);
-        } else if direct {
-            run_flash(isa, &problem, dst, group * l * e, group * e);
+            // Row hh·L + t of the folded head is the output's row t of query head j·group + hh.
+            run_flash(isa, &problem, dst, OutLayout::rows(group * l * e, e, e));
         } else {
-            run_flash(isa, &problem, &mut scratch, l * group * e, group * e);
-            for (h, dst_head) in dst.chunks_mut(l * e).enumerate() {
-                let (j, hh) = (h / group, h % group);
-                for (t, row) in dst_head.chunks_mut(e).enumerate() {
-                    let src = (j * l + t) * group * e + hh * e;
-                    row.copy_from_slice(&scratch[src..src + e]);
-                }
-            }
+            run_flash(isa, &problem, dst, heads_apart);
         }
     }
     let mut shape = lead.clone();
@@ -216,24 +206,17 @@ pub(super) fn run(call: &SdpaCall<'_>, isa: Isa) -> Option<ArrayD<f32>> {
 /// The flash kernel, with the head size a compile-time constant where it is a common one; with
 /// each query block's keys split across threads when the call has fewer query blocks than the
 /// pool has threads (a decode step with few key/value heads on many cores).
-fn run_flash(
-    isa: Isa,
-    problem: &Problem<'_>,
-    out: &mut [f32],
-    batch_stride: usize,
-    row_stride: usize,
-) {
-    let (bs, rs) = (batch_stride, row_stride);
+fn run_flash(isa: Isa, problem: &Problem<'_>, out: &mut [f32], layout: OutLayout) {
     match (
         key_chunk(problem, rayon::current_num_threads()),
         problem.head_dim,
     ) {
-        (None, 64) => flash::<64>(isa, problem, out, bs, rs, Split::Pool),
-        (None, 128) => flash::<128>(isa, problem, out, bs, rs, Split::Pool),
-        (None, _) => flash::<0>(isa, problem, out, bs, rs, Split::Pool),
-        (Some(chunk), 64) => flash_split_keys::<64>(isa, problem, out, bs, rs, chunk),
-        (Some(chunk), 128) => flash_split_keys::<128>(isa, problem, out, bs, rs, chunk),
-        (Some(chunk), _) => flash_split_keys::<0>(isa, problem, out, bs, rs, chunk),
+        (None, 64) => flash::<64>(isa, problem, out, layout, Split::Pool),
+        (None, 128) => flash::<128>(isa, problem, out, layout, Split::Pool),
+        (None, _) => flash::<0>(isa, problem, out, layout, Split::Pool),
+        (Some(chunk), 64) => flash_split_keys::<64>(isa, problem, out, layout, chunk),
+        (Some(chunk), 128) => flash_split_keys::<128>(isa, problem, out, layout, chunk),
+        (Some(chunk), _) => flash_split_keys::<0>(isa, problem, out, layout, chunk),
     }
 }
 
