@@ -6,8 +6,11 @@
 //! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
 //! `add_zero_attn`, and the merge `attn_mask + key_padding_mask`.
 
+use std::ops::Range;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
 
@@ -76,6 +79,36 @@ impl ScoreMask {
             head_stride: stride(h, l * keys),
             row_stride: stride(l, keys),
         }
+    }
+
+    /// This `(Nm, 1, 1, S')` padding mask merged with the `(L, S')` causal triangle as torch
+    /// merges them (the triangle's `0` or `-inf` plus the padding), for batch elements
+    /// `batches`: `(batches, 1, L, S')`.
+    pub(crate) fn with_causal_triangle(&self, batches: &Range<usize>, l: usize) -> ScoreMask {
+        let (nm, _, _, keys) = self.values.dim();
+        let values = Array4::from_shape_fn((batches.len(), 1, l, keys), |(b, _, i, j)| {
+            let n = if nm == 1 { 0 } else { batches.start + b };
+            let triangle = if j > i { f32::NEG_INFINITY } else { 0.0 };
+            triangle + self.values[[n, 0, 0, j]]
+        });
+        ScoreMask { values }
+    }
+
+    /// The largest `|x|` of the finite values of batch elements `batches`, `None` when one is
+    /// NaN or `+inf` (`-inf` is allowed).
+    pub(crate) fn max_abs_without_nan_or_inf(&self, batches: &Range<usize>) -> Option<f32> {
+        let nm = self.values.dim().0;
+        let rows = if nm == 1 { 0..1 } else { batches.clone() };
+        let mut max = 0.0f32;
+        for x in self.values.slice(s![rows, .., .., ..]).iter() {
+            if x.is_nan() || *x == f32::INFINITY {
+                return None;
+            }
+            if x.is_finite() {
+                max = max.max(x.abs());
+            }
+        }
+        Some(max)
     }
 
     /// The stored `(Nm, Hm, Lm, S')` array.
@@ -169,12 +202,28 @@ pub(crate) struct PreparedForward<'a> {
     pub(crate) key: ArrayView3<'a, f32>,
     pub(crate) value: ArrayView3<'a, f32>,
     pub(crate) mask: Option<ScoreMask>,
-    pub(crate) causal: bool,
+    pub(crate) causal: Causal,
     pub(crate) weights: WeightsMode,
     pub(crate) fully_masked_rows: FullyMaskedRows,
     pub(crate) dropout: Option<DropoutPlan>,
     pub(crate) batched: bool,
     pub(crate) batch_first: bool,
+}
+
+/// How causal structure (key `j > i` hidden from query `i`, top-left aligned, over all `S'`
+/// keys) enters the scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Causal {
+    /// None.
+    Off,
+    /// torch's `is_causal` hint as `scaled_dot_product_attention` applies it when torch drops
+    /// `attn_mask` (`need_weights=False`, no key padding mask): a hidden key's score is `-inf`,
+    /// whatever `q · k` was.
+    Hint,
+    /// An `attn_mask` that is exactly the causal triangle, kept by torch (a key padding mask
+    /// too): a hidden key's score gets `-inf` added after the padding mask, as torch's merged
+    /// mask does (`-inf`, or NaN for a NaN or `+inf` score). Not materialised as an `(L, S)` mask.
+    Mask,
 }
 
 /// What an attention kernel computes, batch-major, before the output layout is applied.
@@ -208,10 +257,9 @@ impl<'a> PreparedForward<'a> {
         self.mask.as_ref()
     }
 
-    /// Mask key `j > i` for query `i` (over all `S'` keys): torch's `is_causal` hint as
-    /// `scaled_dot_product_attention` applies it when torch drops `attn_mask`
-    /// (`need_weights=False`, no key padding mask). Only true when [`mask`](Self::mask) is `None`.
-    pub(crate) fn causal(&self) -> bool {
+    /// The causal structure: a [`Causal::Hint`] comes without [`mask`](Self::mask), a
+    /// [`Causal::Mask`] with the key padding mask (and no keys appended).
+    pub(crate) fn causal(&self) -> Causal {
         self.causal
     }
 
@@ -418,9 +466,24 @@ pub(crate) fn prepare<'a>(
     // A dropped mask is only rank-checked (`_mha_shape_check`); torch never reads or reshapes
     // it, so neither do we (no copy of an (L, S) mask per call).
     let drop_attn_mask = options.is_causal && kpm.is_none() && !options.need_weights;
-    let causal = drop_attn_mask;
+    // With a key padding mask torch keeps the mask; when it is the causal triangle it stays
+    // that, not an (N, L, S') merged copy (appended keys would need a column of its own).
+    let triangle = options.is_causal
+        && !options.need_weights
+        && s_total == s
+        && options
+            .attn_mask
+            .as_ref()
+            .is_some_and(|mask| is_causal_triangle(mask, l, s));
+    let causal = if drop_attn_mask {
+        Causal::Hint
+    } else if triangle {
+        Causal::Mask
+    } else {
+        Causal::Off
+    };
     let attn = match &options.attn_mask {
-        Some(mask) if drop_attn_mask => {
+        Some(mask) if drop_attn_mask || triangle => {
             attn_mask_rank(mask)?;
             None
         }
@@ -541,6 +604,29 @@ fn attn_mask(
     }
 }
 
+/// Whether `mask` is the `(L, S)` causal triangle torch's `is_causal` stands for: key `j > i`
+/// masked (`true`, or `-inf`) for query `i`, every other entry kept (`false`, or `±0.0`). Rows
+/// are checked in parallel, each stopping at its first other entry.
+fn is_causal_triangle(mask: &Mask<'_>, l: usize, s: usize) -> bool {
+    if mask.shape() != [l, s] {
+        return false;
+    }
+    (0..l).into_par_iter().all(|i| match mask {
+        Mask::Bool(m) => m
+            .index_axis(Axis(0), i)
+            .iter()
+            .enumerate()
+            .all(|(j, &masked)| masked == (j > i)),
+        Mask::Float(m) => m.index_axis(Axis(0), i).iter().enumerate().all(|(j, &x)| {
+            if j > i {
+                x == f32::NEG_INFINITY
+            } else {
+                x == 0.0
+            }
+        }),
+    })
+}
+
 /// torch's `_mha_shape_check` of `attn_mask`: 2-D or 3-D.
 fn attn_mask_rank(mask: &Mask<'_>) -> Result<(), MhaError> {
     match mask.ndim() {
@@ -634,7 +720,7 @@ mod tests {
         assert_eq!(mask.values().dim(), (2, 2, 3, 6));
         assert_eq!(mask.row(1, 0, 0).to_vec(), [2.0, 2.0, -8.0, 2.0, 2.0, 0.0]);
         assert_eq!(mask.row(0, 1, 2).to_vec(), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
-        assert!(!p.causal());
+        assert_eq!(p.causal(), Causal::Off);
     }
 
     #[test]
@@ -645,15 +731,75 @@ mod tests {
             .with_attn_mask(Mask::Bool(attn.view()))
             .with_is_causal(true);
         let p = run(&causal.clone().with_need_weights(false));
-        assert!(p.causal() && p.mask().is_none());
+        assert!(p.causal() == Causal::Hint && p.mask().is_none());
         assert_eq!(p.fully_masked_rows(), FullyMaskedRows::Zero);
         let p = run(&causal.clone());
-        assert!(!p.causal() && p.mask().is_some());
+        assert!(p.causal() == Causal::Off && p.mask().is_some());
         assert_eq!(p.fully_masked_rows(), FullyMaskedRows::Nan);
         let p = run(&causal
             .with_need_weights(false)
             .with_key_padding_mask(Mask::Bool(kpm.view())));
-        assert!(!p.causal() && p.mask().is_some());
+        assert!(p.causal() == Causal::Off && p.mask().is_some());
+    }
+
+    #[test]
+    fn a_causal_triangle_with_padding_stays_a_triangle() {
+        // L = 3, S = 5 (the test layer appends no keys here: bias_kv adds one, so use a layer
+        // without it).
+        let config = MultiheadAttentionConfig::new(4, 2);
+        let q = ArrayD::zeros(IxDyn(&[3, 2, 4]));
+        let kv = ArrayD::zeros(IxDyn(&[5, 2, 4]));
+        let kpm = ArrayD::from_shape_fn(IxDyn(&[2, 5]), |d| d[0] == 1 && d[1] == 4);
+        let bool_triangle = ArrayD::from_shape_fn(IxDyn(&[3, 5]), |d| d[1] > d[0]);
+        let float_triangle = bool_triangle.mapv(|m| if m { f32::NEG_INFINITY } else { -0.0 });
+        let mut not_quite = float_triangle.clone();
+        not_quite[[2, 1]] = -1e-30;
+        let prepared = |attn, kpm, need_weights| {
+            let options = ForwardOptions {
+                attn_mask: Some(attn),
+                key_padding_mask: kpm,
+                ..ForwardOptions::default()
+            }
+            .with_is_causal(true)
+            .with_need_weights(need_weights);
+            let p = prepare(&config, q.view(), kv.view(), kv.view(), &options).unwrap();
+            (p.causal(), p.mask().unwrap().clone())
+        };
+        let padding = || Some(Mask::Bool(kpm.view()));
+        for triangle in [
+            Mask::Bool(bool_triangle.view()),
+            Mask::Float(float_triangle.view()),
+        ] {
+            let (causal, mask) = prepared(triangle.clone(), padding(), false);
+            assert_eq!(causal, Causal::Mask);
+            // Only the padding is stored: (N, 1, 1, S).
+            assert_eq!(mask.values().dim(), (2, 1, 1, 5));
+            // With weights asked for, the merged mask as before.
+            let (causal, mask) = prepared(triangle, padding(), true);
+            assert_eq!(causal, Causal::Off);
+            assert_eq!(mask.values().dim(), (2, 1, 3, 5));
+        }
+        let (causal, mask) = prepared(Mask::Float(not_quite.view()), padding(), false);
+        assert_eq!(causal, Causal::Off);
+        assert_eq!(mask.values()[[0, 0, 2, 1]], -1e-30);
+        // Written out for a batch group, it is torch's merge: triangle + padding.
+        let (_, padding) = prepared(Mask::Bool(bool_triangle.view()), padding(), false);
+        let merged = padding.with_causal_triangle(&(1..2), 3);
+        assert_eq!(merged.values().dim(), (1, 1, 3, 5));
+        assert_eq!(
+            merged.row(0, 0, 0).to_vec(),
+            [
+                0.0,
+                -f32::INFINITY,
+                -f32::INFINITY,
+                -f32::INFINITY,
+                -f32::INFINITY
+            ]
+        );
+        assert_eq!(
+            merged.row(0, 0, 2).to_vec(),
+            [0.0, 0.0, 0.0, -f32::INFINITY, -f32::INFINITY]
+        );
     }
 
     /// torch 2.15, `need_weights=False, is_causal=True`: an `attn_mask` it drops is only
@@ -673,7 +819,7 @@ mod tests {
                 kv.view(),
                 &options.clone().with_need_weights(false),
             )
-            .map(|p| p.causal() && p.mask().is_none());
+            .map(|p| p.causal() == Causal::Hint && p.mask().is_none());
             let kept = prepare(&config(), q.view(), kv.view(), kv.view(), &options).map(|_| ());
             (dropped, kept)
         };

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::prepare::{
-    DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
+    Causal, DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
 };
 use crate::{MultiheadAttentionConfig, Weights};
 
@@ -160,8 +160,8 @@ pub(crate) struct HeadAttention<'a> {
     pub scale: f32,
     /// Additive mask `(L or 1, S or 1)`, broadcast over queries and keys.
     pub mask: Option<ArrayView2<'a, f32>>,
-    /// Mask key `j > i` for query `i` (top-left aligned, also when `L != S`).
-    pub causal: bool,
+    /// Key `j > i` hidden from query `i` (top-left aligned, also when `L != S`), and how.
+    pub causal: Causal,
     /// What a row with every key masked gives.
     pub fully_masked_rows: FullyMaskedRows,
     /// Dropout on the probabilities and the generator stream of this head.
@@ -176,10 +176,11 @@ pub(crate) fn attend(head: &HeadAttention<'_>) -> (Array2<f32>, Array2<f32>) {
         if let Some(mask) = &head.mask {
             row += &mask.row(if mask.nrows() == 1 { 0 } else { i });
         }
-        if head.causal {
-            row.iter_mut()
-                .skip(i + 1)
-                .for_each(|x| *x = f32::NEG_INFINITY);
+        let hidden = row.iter_mut().skip(i + 1);
+        match head.causal {
+            Causal::Off => {}
+            Causal::Hint => hidden.for_each(|x| *x = f32::NEG_INFINITY),
+            Causal::Mask => hidden.for_each(|x| *x += f32::NEG_INFINITY),
         }
         softmax_in_place(row, head.fully_masked_rows);
     }

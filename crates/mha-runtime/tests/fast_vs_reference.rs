@@ -595,3 +595,107 @@ fn non_finite_inputs_propagate_as_in_the_reference() {
         failures.join("\n")
     );
 }
+
+/// `is_causal` with a causal-triangle `attn_mask` and a key padding mask (`need_weights=False`):
+/// torch merges the two masks; mha keeps the triangle as causal structure. The reference gives
+/// exactly what the merged mask gives (NaN for NaN), and the fast path (1 and 3 threads, every
+/// ISA) the reference's output, with NaN, infinities and values large enough to overflow a
+/// score in a query, a key or the padding (then the fast path writes the triangle out).
+#[test]
+fn a_causal_triangle_with_padding_gives_the_merged_masks_output() {
+    // Where a bad value goes: 0 the query tensor (also the key: self-attention), 1 the value,
+    // 2 the padding mask. 0.5 is a control; 3e19 overflows the scores it enters.
+    let poisons: [(usize, f32); 9] = [
+        (0, 0.5),
+        (0, f32::NAN),
+        (0, f32::INFINITY),
+        (0, f32::NEG_INFINITY),
+        (0, 3e19),
+        (1, f32::NAN),
+        (1, f32::INFINITY),
+        (2, f32::NAN),
+        (2, f32::INFINITY),
+    ];
+    for (round, (len, e, heads, batch_first)) in
+        [(9, 8, 2, true), (140, 16, 2, false), (300, 8, 1, true)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(round as u64);
+        let config = MultiheadAttentionConfig::new(e, heads).with_batch_first(batch_first);
+        let layer = MultiheadAttention::random(config, 3).unwrap();
+        let n = 3;
+        let shape = if batch_first {
+            [n, len, e]
+        } else {
+            [len, n, e]
+        };
+        let triangle = generate_square_subsequent_mask(len).into_dyn();
+        let bool_triangle = triangle.mapv(|x| x == f32::NEG_INFINITY);
+        for (p, &(which, x)) in poisons.iter().enumerate() {
+            let mut query = uniform(&shape, &mut rng);
+            let mut kpm = ArrayD::from_shape_fn(IxDyn(&[n, len]), |d| {
+                if d[1] + d[0] * 3 >= len {
+                    f32::NEG_INFINITY
+                } else {
+                    0.25
+                }
+            });
+            // A bad entry near the end of batch element 1: hidden from most queries.
+            let (b, t, c) = (1, len - 2, p % e);
+            let at = if batch_first { [b, t, c] } else { [t, b, c] };
+            let mut value = query.clone();
+            match which {
+                0 => query[at] = x,
+                1 => value[at] = x,
+                _ => kpm[[b, t]] = x,
+            }
+            for attn in [
+                Mask::Float(triangle.view()),
+                Mask::Bool(bool_triangle.view()),
+            ] {
+                let opts = |causal| {
+                    ForwardOptions::default()
+                        .with_need_weights(false)
+                        .with_attn_mask(attn.clone())
+                        .with_key_padding_mask(Mask::Float(kpm.view()))
+                        .with_is_causal(causal)
+                };
+                let (q, v) = (query.view(), value.view());
+                let merged = layer
+                    .forward_reference(q.clone(), q.clone(), v.clone(), &opts(false))
+                    .unwrap();
+                let want = layer
+                    .forward_reference(q.clone(), q.clone(), v.clone(), &opts(true))
+                    .unwrap();
+                let same = merged
+                    .output
+                    .iter()
+                    .zip(want.output.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                assert!(
+                    same,
+                    "round {round} poison {p}: the reference differs from the merged mask's"
+                );
+                for threads in [1, 3] {
+                    for isa in Isa::supported() {
+                        let got = pool(threads)
+                            .install(|| {
+                                layer.forward_with_isa(
+                                    q.clone(),
+                                    q.clone(),
+                                    v.clone(),
+                                    &opts(true),
+                                    isa,
+                                )
+                            })
+                            .unwrap();
+                        if let Err(err) = compare(&got, &want, isa) {
+                            panic!("round {round} poison {p} on {threads} threads: {err}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

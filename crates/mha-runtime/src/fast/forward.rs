@@ -2,6 +2,7 @@
 //! [`PreparedForward`], producing the same [`KernelOutput`] as the reference path.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ndarray::{s, Array3, ArrayD, ArrayView3, IxDyn};
@@ -11,7 +12,7 @@ use super::attention::{self, OutLayout, Problem, SeqRef};
 use super::phases::{timed, Phase, Region, Split};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
-use crate::prepare::{KernelOutput, PreparedForward, WeightsMode};
+use crate::prepare::{Causal, KernelOutput, PreparedForward, ScoreMask, WeightsMode};
 use crate::{InProjection, MultiheadAttentionConfig, Weights};
 
 /// The layer's weights packed for the fast path (built once, on first use) and a reusable
@@ -810,8 +811,43 @@ fn attend<const HEAD_DIM: usize>(
     let proj: &[f32] = proj;
     let (n, s, heads, head_dim) = (batches.len(), plan.src_len, plan.heads, plan.head_dim);
     let [q_layout, k_layout, v_layout] = plan.inputs.layouts();
+    let q = plan.operand(proj, plan.slots.q, q_layout);
     let k = plan.operand(proj, plan.slots.k, k_layout);
     let v = plan.operand(proj, plan.slots.v, v_layout);
+    let scale = (1.0 / head_dim as f64).sqrt() as f32;
+    // A causal-triangle attn_mask (with padding) runs as the kernels' causal mode when no hidden
+    // score plus its padding can reach +inf or NaN: adding -inf to it gives -inf then, as the
+    // causal mode's -inf in its place does. Otherwise the triangle is written out.
+    let written_out;
+    let (mask, causal) = match prepared.causal() {
+        Causal::Mask => {
+            let padding = prepared
+                .mask()
+                .expect("a causal-triangle attn_mask comes with a key padding mask");
+            let scores = ScoreBound {
+                q: &q,
+                k: &k,
+                batches: n,
+                q_len: plan.q_len,
+                src_len: s,
+                width: plan.embed_dim,
+                head_dim,
+                scale,
+            };
+            if scores.hidden_stay_minus_inf(padding, batches, split) {
+                (Some(padding.rows().starting_at_batch(batches.start)), true)
+            } else {
+                written_out = padding.with_causal_triangle(batches, plan.q_len);
+                (Some(written_out.rows()), false)
+            }
+        }
+        causal => (
+            prepared
+                .mask()
+                .map(|m| m.rows().starting_at_batch(batches.start)),
+            causal == Causal::Hint,
+        ),
+    };
     // For long queries, keys and values copied head-major (each head's rows contiguous): the
     // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
     let (k, v) = if plan.head_major {
@@ -827,23 +863,20 @@ fn attend<const HEAD_DIM: usize>(
         (k, v)
     };
 
-    let mask = prepared
-        .mask()
-        .map(|m| m.rows().starting_at_batch(batches.start));
     let problem = Problem {
         batch: n,
         heads,
         head_dim,
         q_len: plan.q_len,
         src_len: s,
-        q: plan.operand(proj, plan.slots.q, q_layout),
+        q,
         k,
         v,
         extra_k: &packed.extra_k,
         extra_v: &packed.extra_v,
         mask,
-        causal: prepared.causal(),
-        scale: (1.0 / head_dim as f64).sqrt() as f32,
+        causal,
+        scale,
         fully_masked: prepared.fully_masked_rows(),
         dropout: prepared.dropout(),
     };
@@ -870,6 +903,62 @@ fn attend<const HEAD_DIM: usize>(
             kernels::<HEAD_DIM>(isa, &problem, out, Some((&mut w, per_head)), split);
             ArrayD::from_shape_vec(IxDyn(&shape), w).ok()
         }
+    }
+}
+
+/// The projected queries and keys of a group (`batches` batch elements of `q_len` and `src_len`
+/// rows of `width` floats), which bound its scores `q · k · scale`.
+struct ScoreBound<'a, 'p> {
+    q: &'a SeqRef<'p>,
+    k: &'a SeqRef<'p>,
+    batches: usize,
+    q_len: usize,
+    src_len: usize,
+    width: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl ScoreBound<'_, '_> {
+    /// Whether every score plus its padding (`padding`, batch elements `batches`) stays below
+    /// `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys finite, the
+    /// padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale + max|padding|`
+    /// under half of `f32::MAX` (room for the rounding of the dot products).
+    fn hidden_stay_minus_inf(
+        &self,
+        padding: &ScoreMask,
+        batches: &Range<usize>,
+        split: Split,
+    ) -> bool {
+        let (Some(q), Some(k)) = (
+            self.max_abs(self.q, self.q_len, split),
+            self.max_abs(self.k, self.src_len, split),
+        ) else {
+            return false;
+        };
+        let Some(pad) = padding.max_abs_without_nan_or_inf(batches) else {
+            return false;
+        };
+        let bound = self.head_dim as f64 * f64::from(q) * f64::from(k) * f64::from(self.scale)
+            + f64::from(pad);
+        bound < f64::from(f32::MAX) / 2.0
+    }
+
+    /// The largest `|x|` of `x`'s rows, `None` when one is not finite. Absolute values of
+    /// floats order as their bit patterns do (`+inf` and NaN above every finite one), so the
+    /// rows reduce by an integer maximum.
+    fn max_abs(&self, x: &SeqRef<'_>, len: usize, split: Split) -> Option<f32> {
+        let max_bits = AtomicU32::new(0);
+        let region = Region::start(split);
+        region.for_each(self.batches, |b| {
+            let rows = (0..len)
+                .map(|t| &x.data[x.offset + b * x.batch_stride + t * x.row_stride..][..self.width]);
+            let bits = rows.flatten().fold(0u32, |m, v| m.max(v.abs().to_bits()));
+            max_bits.fetch_max(bits, Ordering::Relaxed);
+        });
+        region.finish(Phase::Attention, self.batches);
+        let max = f32::from_bits(max_bits.into_inner());
+        max.is_finite().then_some(max)
     }
 }
 

@@ -4,7 +4,7 @@
 use ndarray::{Array3, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
 
 use super::{SdpaMask, SdpaOptions};
-use crate::prepare::{DropoutPlan, FullyMaskedRows};
+use crate::prepare::{Causal, DropoutPlan, FullyMaskedRows};
 use crate::reference::{self, HeadAttention};
 use crate::MhaError;
 
@@ -214,7 +214,11 @@ impl<'a> SdpaCall<'a> {
                 value: matrix(&self.value, &self.v_map, &index, &mut at),
                 scale: self.scale,
                 mask: self.mask.as_ref().map(|m| mask_matrix(m, &index)),
-                causal: self.causal,
+                causal: if self.causal {
+                    Causal::Hint
+                } else {
+                    Causal::Off
+                },
                 fully_masked_rows: FullyMaskedRows::Zero,
                 dropout: self.dropout.map(|plan| (plan, flat as u64)),
             };
