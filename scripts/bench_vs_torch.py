@@ -9,7 +9,8 @@ machine without network access, with a prebuilt worker and any python3 that has 
 Three sets of named cases: `shapes` (the seven batch-first self-attention shapes the speed work
 started from), `calls` (the calls people make: torch's default sequence-first layout with a
 padding mask, the default call that returns averaged weights, a ViT layer, decoder
-cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer) and
+cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer, the
+same with a padding mask) and
 `sdpa` (functional attention: torch's F.scaled_dot_product_attention on the CPU, its flash
 kernel, against mha_runtime::scaled_dot_product_attention through the `bench_sdpa serve` worker
 that lies beside the layer's worker: (1, 32 heads, 2048, 128) plain and causal, grouped-query
@@ -37,8 +38,13 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
+
+# The causal-with-padding call gives torch its float causal mask (generate_square_subsequent_mask)
+# and a bool padding mask, as such code does; torch supports it and warns that it is deprecated.
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
 
 # name -> case words for the worker (see examples/bench_attention.rs for the keys).
 SHAPES = [
@@ -60,6 +66,7 @@ CALLS = [
     ("tiny seqs 512x16", "b=512 l=16 e=128 h=4"),
     ("causal L=4096", "b=1 l=4096 e=512 h=8 causal=1"),
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
+    ("GPT-2 causal + padding", "b=2 l=1024 e=768 h=12 causal=1 kpm=1"),
 ]
 # name -> (batch, query heads, key/value heads, L, S, head size, causal) for `bench_sdpa`.
 SDPA = [
