@@ -4,7 +4,9 @@
 //! Everything torch does before the attention itself happens here, in torch's order: the shape
 //! checks of `_mha_shape_check` and `multi_head_attention_forward`, the `is_causal` rules,
 //! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
-//! `add_zero_attn`, and the merge `attn_mask + key_padding_mask`.
+//! `add_zero_attn`, and the merge `attn_mask + key_padding_mask` — except for an `attn_mask`
+//! that is exactly the causal triangle with `is_causal` and no weights asked for, which stays
+//! causal structure ([`Causal::Mask`]) beside the padding mask instead of an `(N, L, S')` copy.
 
 use std::ops::Range;
 
