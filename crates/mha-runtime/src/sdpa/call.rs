@@ -1,7 +1,7 @@
 //! One `scaled_dot_product_attention` call, checked (torch's refusals) and normalised: the
 //! broadcast leading dimensions, how each input is indexed from them, one additive mask.
 
-use ndarray::{Array3, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
+use ndarray::{Array3, ArrayD, ArrayView2, ArrayViewD, Axis, CowArray, Ix2, IxDyn};
 
 use super::{SdpaMask, SdpaOptions};
 use crate::prepare::{Causal, DropoutPlan, FullyMaskedRows};
@@ -48,8 +48,8 @@ pub(crate) struct SdpaCall<'a> {
     pub(super) v_map: LeadMap,
     /// The output's leading dimensions.
     pub(super) lead: Vec<usize>,
-    /// Additive, rank `lead.len() + 2`, each axis full or 1.
-    pub(super) mask: Option<ArrayD<f32>>,
+    /// Additive, rank `lead.len() + 2`, each axis full or 1 (a float mask borrowed, not copied).
+    pub(super) mask: Option<CowArray<'a, f32, IxDyn>>,
     pub(super) causal: bool,
     pub(super) scale: f32,
     pub(super) dropout: Option<DropoutPlan>,
@@ -60,11 +60,11 @@ fn leading(shape: &[usize]) -> &[usize] {
 }
 
 impl<'a> SdpaCall<'a> {
-    pub(crate) fn new(
+    pub(crate) fn new<'m: 'a>(
         query: ArrayViewD<'a, f32>,
         key: ArrayViewD<'a, f32>,
         value: ArrayViewD<'a, f32>,
-        options: &SdpaOptions<'_>,
+        options: &SdpaOptions<'m>,
     ) -> Result<Self, MhaError> {
         for (name, t, form) in [
             ("query", &query, "(..., L, E)"),
@@ -258,8 +258,12 @@ fn gqa_groups(qs: &[usize], ks: &[usize], vs: &[usize]) -> Result<(usize, usize)
     }
 }
 
-/// The mask as an additive f32 array of rank `scores.len()`, each axis full or 1.
-fn additive_mask(mask: &SdpaMask<'_>, scores: &[usize]) -> Result<ArrayD<f32>, MhaError> {
+/// The mask as an additive f32 array of rank `scores.len()`, each axis full or 1: a float mask
+/// as it is (a view), a bool mask converted.
+fn additive_mask<'a>(
+    mask: &SdpaMask<'a>,
+    scores: &[usize],
+) -> Result<CowArray<'a, f32, IxDyn>, MhaError> {
     let shape = mask.shape();
     if shape.len() < 2 {
         return Err(MhaError::rank(
@@ -280,11 +284,12 @@ fn additive_mask(mask: &SdpaMask<'_>, scores: &[usize]) -> Result<ArrayD<f32>, M
             shape,
         ));
     }
-    let float = match mask {
-        SdpaMask::Bool(m) => m.mapv(|takes_part| if takes_part { 0.0 } else { f32::NEG_INFINITY }),
-        SdpaMask::Float(m) => m.to_owned(),
+    let mut full = match mask {
+        SdpaMask::Bool(m) => {
+            CowArray::from(m.mapv(|takes_part| if takes_part { 0.0 } else { f32::NEG_INFINITY }))
+        }
+        SdpaMask::Float(m) => CowArray::from(m.clone()),
     };
-    let mut full = float.into_dyn();
     while full.ndim() < scores.len() {
         full.insert_axis_inplace(Axis(0));
     }
@@ -339,7 +344,7 @@ fn matrix<'a>(
 }
 
 /// The `(L or 1, S or 1)` mask at the output's leading index `out`.
-fn mask_matrix<'m>(mask: &'m ArrayD<f32>, out: &[usize]) -> ArrayView2<'m, f32> {
+fn mask_matrix<'m>(mask: &'m CowArray<'_, f32, IxDyn>, out: &[usize]) -> ArrayView2<'m, f32> {
     let mut view = mask.view();
     for &i in out {
         let i = if view.shape()[0] == 1 { 0 } else { i };

@@ -30,7 +30,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, CowArray, IxDyn};
 
 use super::call::{unravel, LeadMap, SdpaCall};
 use crate::fast::{flash, flash_split_keys, key_chunk, Isa, OutLayout, Problem, SeqRef, Split};
@@ -222,20 +222,25 @@ fn run_flash(isa: Isa, problem: &Problem<'_>, out: &mut [f32], layout: OutLayout
 
 /// The additive mask, contiguous over `S` (a broadcast key axis expanded), its other broadcast
 /// axes kept at 1.
-struct MaskOperand {
-    values: ArrayD<f32>,
+struct MaskOperand<'m> {
+    values: CowArray<'m, f32, IxDyn>,
 }
 
-impl MaskOperand {
-    fn new(mask: &ArrayD<f32>, s: usize) -> Self {
+impl<'m> MaskOperand<'m> {
+    /// The mask as it is when it is contiguous with a full key axis (no copy); else a
+    /// contiguous copy with the key axis expanded.
+    fn new(mask: &'m CowArray<'_, f32, IxDyn>, s: usize) -> Self {
         let mut shape = mask.shape().to_vec();
         let last = shape.len() - 1;
         shape[last] = s;
-        let values = mask
+        let view = mask
             .broadcast(IxDyn(&shape))
-            .expect("the mask's key axis is S or 1")
-            .as_standard_layout()
-            .into_owned();
+            .expect("the mask's key axis is S or 1");
+        let values = if view.is_standard_layout() {
+            CowArray::from(view)
+        } else {
+            CowArray::from(view.as_standard_layout().into_owned())
+        };
         Self { values }
     }
 
