@@ -652,6 +652,9 @@ fn merge(
     s_total: usize,
 ) -> Option<ScoreMask> {
     let pad = |m: Array4<f32>| -> Array4<f32> {
+        if s_total == s {
+            return m;
+        }
         let (a, b, c, _) = m.dim();
         let mut out = Array4::<f32>::zeros((a, b, c, s_total));
         out.slice_mut(s![.., .., .., ..s]).assign(&m);
