@@ -471,6 +471,7 @@ pub(crate) fn prepare<'a>(
     // With a key padding mask torch keeps the mask; when it is the causal triangle it stays
     // that, not an (N, L, S') merged copy (appended keys would need a column of its own).
     let triangle = options.is_causal
+        && kpm.is_some()
         && !options.need_weights
         && s_total == s
         && options
