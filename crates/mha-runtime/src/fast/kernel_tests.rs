@@ -257,58 +257,28 @@ fn check_case(case: &Case, seed: u64) {
     let at = |n: usize, i: usize| n * bs + i * rs;
     for isa in Isa::supported() {
         let mut outs = Vec::new();
-        let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-        flash::<0>(
-            isa,
-            &p,
-            &mut out,
-            OutLayout::rows(bs, rs, p.head_dim),
-            Split::Pool,
-        );
-        outs.push(("flash", out));
-        let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-        flash::<0>(
-            isa,
-            &p,
-            &mut out,
-            OutLayout::rows(bs, rs, p.head_dim),
-            Split::Inline { concurrent: 1 },
-        );
-        outs.push(("flash inline", out));
+        let layout = OutLayout::rows(bs, rs, p.head_dim);
+        let inline = Split::Inline { concurrent: 1 };
+        for (name, split) in [("flash", Split::Pool), ("flash inline", inline)] {
+            let mut out = vec![f32::NAN; case.batch * case.q_len * e];
+            flash::<0>(isa, &p, &mut out, layout, split);
+            outs.push((name, out));
+        }
         if case.head_dim == 8 {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-            flash::<8>(
-                isa,
-                &p,
-                &mut out,
-                OutLayout::rows(bs, rs, p.head_dim),
-                Split::Pool,
-            );
+            flash::<8>(isa, &p, &mut out, layout, Split::Pool);
             outs.push(("flash<8>", out));
         }
         for chunk in [BLOCK_K, 2 * BLOCK_K] {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
-            flash_split_keys::<0>(
-                isa,
-                &p,
-                &mut out,
-                OutLayout::rows(bs, rs, p.head_dim),
-                chunk,
-            );
+            flash_split_keys::<0>(isa, &p, &mut out, layout, chunk);
             outs.push(("split keys", out));
         }
         for per_head in [true, false] {
             let mut out = vec![f32::NAN; case.batch * case.q_len * e];
             let heads = if per_head { case.heads } else { 1 };
             let mut w = vec![f32::NAN; case.batch * heads * case.q_len * total];
-            with_weights::<0>(
-                isa,
-                &p,
-                &mut out,
-                OutLayout::rows(bs, rs, p.head_dim),
-                &mut w,
-                per_head,
-            );
+            with_weights::<0>(isa, &p, &mut out, layout, &mut w, per_head);
             for n in 0..case.batch {
                 for i in 0..case.q_len {
                     for j in 0..total {
