@@ -12,7 +12,7 @@ use super::attention::{self, OutLayout, Problem, SeqRef};
 use super::phases::{timed, Phase, Region, Split};
 use super::projection::{LinearInput, LinearOutput, PackedLinear};
 use super::Isa;
-use crate::prepare::{Causal, KernelOutput, PreparedForward, ScoreMask, WeightsMode};
+use crate::prepare::{Causal, KernelOutput, MaskRows, PreparedForward, ScoreMask, WeightsMode};
 use crate::{InProjection, MultiheadAttentionConfig, Weights};
 
 /// The layer's weights packed for the fast path (built once, on first use) and a reusable
@@ -815,39 +815,18 @@ fn attend<const HEAD_DIM: usize>(
     let k = plan.operand(proj, plan.slots.k, k_layout);
     let v = plan.operand(proj, plan.slots.v, v_layout);
     let scale = (1.0 / head_dim as f64).sqrt() as f32;
-    // A causal-triangle attn_mask (with padding) runs as the kernels' causal mode when no hidden
-    // score plus its padding can reach +inf or NaN: adding -inf to it gives -inf then, as the
-    // causal mode's -inf in its place does. Otherwise the triangle is written out.
-    let written_out;
-    let (mask, causal) = match prepared.causal() {
-        Causal::Mask => {
-            let padding = prepared
-                .mask()
-                .expect("a causal-triangle attn_mask comes with a key padding mask");
-            let scores = ScoreBound {
-                q: &q,
-                k: &k,
-                batches: n,
-                q_len: plan.q_len,
-                src_len: s,
-                width: plan.embed_dim,
-                head_dim,
-                scale,
-            };
-            if scores.hidden_stay_minus_inf(padding, batches, split) {
-                (Some(padding.rows().starting_at_batch(batches.start)), true)
-            } else {
-                written_out = padding.with_causal_triangle(batches, plan.q_len);
-                (Some(written_out.rows()), false)
-            }
-        }
-        causal => (
-            prepared
-                .mask()
-                .map(|m| m.rows().starting_at_batch(batches.start)),
-            causal == Causal::Hint,
-        ),
+    let scores = ScoreBound {
+        q: &q,
+        k: &k,
+        batches: n,
+        q_len: plan.q_len,
+        src_len: s,
+        width: plan.embed_dim,
+        head_dim,
+        scale,
     };
+    let mut written_out = None;
+    let (mask, causal) = kernel_mask(prepared, &scores, batches, split, &mut written_out);
     // For long queries, keys and values copied head-major (each head's rows contiguous): the
     // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
     let (k, v) = if plan.head_major {
@@ -902,6 +881,37 @@ fn attend<const HEAD_DIM: usize>(
             let mut w = vec![0.0f32; shape.iter().product()];
             kernels::<HEAD_DIM>(isa, &problem, out, Some((&mut w, per_head)), split);
             ArrayD::from_shape_vec(IxDyn(&shape), w).ok()
+        }
+    }
+}
+
+/// The mask the kernels read for batch elements `batches`, and whether they run causal. A
+/// causal-triangle `attn_mask` with padding ([`Causal::Mask`]) runs as the kernels' causal mode
+/// when no hidden score plus its padding can reach `+inf` or NaN (adding `-inf` to it gives
+/// `-inf` then, as the causal mode's `-inf` in its place does); otherwise the triangle is written
+/// out, into `written_out`.
+fn kernel_mask<'m>(
+    prepared: &'m PreparedForward<'_>,
+    scores: &ScoreBound<'_, '_>,
+    batches: &Range<usize>,
+    split: Split,
+    written_out: &'m mut Option<ScoreMask>,
+) -> (Option<MaskRows<'m>>, bool) {
+    let at_batch = |m: &'m ScoreMask| m.rows().starting_at_batch(batches.start);
+    match prepared.causal() {
+        Causal::Off => (prepared.mask().map(at_batch), false),
+        Causal::Hint => (prepared.mask().map(at_batch), true),
+        Causal::Mask => {
+            let padding = prepared
+                .mask()
+                .expect("a causal-triangle attn_mask comes with a key padding mask");
+            if scores.hidden_stay_minus_inf(padding, batches, split) {
+                (Some(at_batch(padding)), true)
+            } else {
+                let triangle =
+                    written_out.insert(padding.with_causal_triangle(batches, scores.q_len));
+                (Some(triangle.rows()), false)
+            }
         }
     }
 }
