@@ -300,6 +300,24 @@ enum Grouping {
     Groups { size: usize, workers: usize },
 }
 
+impl Grouping {
+    /// Batch elements per group: all `batch` when whole.
+    fn size(self, batch: usize) -> usize {
+        match self {
+            Grouping::Whole => batch,
+            Grouping::Groups { size, .. } => size,
+        }
+    }
+
+    /// Threads that run groups at once, each with a workspace of its own: 1 when whole.
+    fn workers(self) -> usize {
+        match self {
+            Grouping::Whole => 1,
+            Grouping::Groups { workers, .. } => workers,
+        }
+    }
+}
+
 /// How an `(n, l, s)` call that can be split by batch element runs on the current pool
 /// ([`batch_grouping`]).
 fn grouping(
@@ -473,8 +491,6 @@ struct Plan<'a> {
     seq_first: bool,
     /// Whole, or in batch groups ([`GROUP_BYTES`]).
     grouping: Grouping,
-    /// Batch elements per group (`batch` when whole).
-    group: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -507,10 +523,7 @@ impl<'a> Plan<'a> {
         } else {
             Grouping::Whole
         };
-        let group = match grouping {
-            Grouping::Whole => n,
-            Grouping::Groups { size, .. } => size,
-        };
+        let group = grouping.size(n);
         let slots = Slots::new(inputs.sharing, e, group * l, group * s);
         Some(Self {
             batch: n,
@@ -524,25 +537,30 @@ impl<'a> Plan<'a> {
             head_major,
             seq_first,
             grouping,
-            group,
         })
+    }
+
+    /// Batch elements per group (`batch` when whole).
+    fn group(&self) -> usize {
+        self.grouping.size(self.batch)
     }
 
     /// Query rows of a group, `group · L`.
     fn query_rows(&self) -> usize {
-        self.group * self.q_len
+        self.group() * self.q_len
     }
 
     /// Key rows of a group, `group · S`.
     fn key_rows(&self) -> usize {
-        self.group * self.src_len
+        self.group() * self.src_len
     }
 
     /// The groups of batch elements, in order.
     fn groups(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let group = self.group();
         (0..self.batch)
-            .step_by(self.group)
-            .map(|n0| n0..self.batch.min(n0 + self.group))
+            .step_by(group)
+            .map(move |n0| n0..self.batch.min(n0 + group))
     }
 
     /// Floats of workspace (one group's): projections, attention output, head-major keys and
@@ -679,10 +697,7 @@ pub(crate) fn run<const HEAD_DIM: usize>(
         None => &mut local,
     };
     let group_len = plan.workspace_len();
-    let workers = match plan.grouping {
-        Grouping::Whole => 1,
-        Grouping::Groups { workers, .. } => workers,
-    };
+    let workers = plan.grouping.workers();
     if buf.len() < workers * group_len {
         timed(Phase::Pack, || buf.resize(workers * group_len, 0.0));
     }
@@ -696,10 +711,10 @@ pub(crate) fn run<const HEAD_DIM: usize>(
     };
     let weights_out = match plan.grouping {
         Grouping::Whole => call.run::<HEAD_DIM>(buf, 0..n, &mut output, Split::Pool),
-        Grouping::Groups { workers, .. } => {
+        Grouping::Groups { .. } => {
             // Workers take the next group's output rows (contiguous: groups are batch-first
             // only) and a workspace each; the locks are taken once per group.
-            let groups = Mutex::new(output.chunks_mut(plan.group * l * e).zip(plan.groups()));
+            let groups = Mutex::new(output.chunks_mut(plan.group() * l * e).zip(plan.groups()));
             let workspaces = Mutex::new(buf.chunks_mut(group_len));
             let split = Split::Inline {
                 concurrent: workers,
@@ -1211,11 +1226,8 @@ mod tests {
                     let packed = super::PackedWeights::new(layer.config(), layer.weights());
                     let plan = super::Plan::new(layer.config(), &prepared, &packed).unwrap();
                     assert!(plan.groups().count() > 1, "{threads} threads: one group");
-                    let workers = match plan.grouping {
-                        super::Grouping::Whole => 0,
-                        super::Grouping::Groups { workers, .. } => workers,
-                    };
-                    assert_eq!(workers, threads);
+                    assert!(matches!(plan.grouping, super::Grouping::Groups { .. }));
+                    assert_eq!(plan.grouping.workers(), threads);
                     for isa in Isa::supported() {
                         let got = layer
                             .forward_with_isa(x.view(), key.clone(), value.clone(), opts, isa)
