@@ -878,8 +878,7 @@ fn attend<const HEAD_DIM: usize>(
     let (batch_rows, seq_rows) = plan.out_layout();
     let out = AttentionOut {
         data: attn_out,
-        batch_stride: batch_rows * e,
-        row_stride: seq_rows * e,
+        layout: OutLayout::rows(batch_rows * e, seq_rows * e, head_dim),
     };
     match prepared.weights_mode() {
         WeightsMode::None => {
@@ -987,11 +986,10 @@ impl ScoreBound<'_, '_> {
     }
 }
 
-/// Where the attention output goes: rows of `E`, `batch_stride` / `row_stride` floats apart.
+/// Where the attention output goes: rows of `E` in torch's layout ([`OutLayout::rows`]).
 struct AttentionOut<'o> {
     data: &'o mut [f32],
-    batch_stride: usize,
-    row_stride: usize,
+    layout: OutLayout,
 }
 
 /// The head-size dispatch: kernels compiled for the head dimension `HEAD_DIM` when it is the
@@ -1020,12 +1018,7 @@ fn kernels_for<const D: usize>(
     weights: Option<(&mut [f32], bool)>,
     split: Split,
 ) {
-    let AttentionOut {
-        data,
-        batch_stride,
-        row_stride,
-    } = out;
-    let layout = OutLayout::rows(batch_stride, row_stride, problem.head_dim);
+    let AttentionOut { data, layout } = out;
     match weights {
         // Fewer work units than threads (one long sequence, a decode step): split the keys.
         None => match super::key_chunk(problem, split.threads()) {
