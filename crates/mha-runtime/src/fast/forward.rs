@@ -833,7 +833,7 @@ fn attend<const HEAD_DIM: usize>(
     let scores = ScoreBound {
         q: &q,
         k: &k,
-        batches: n,
+        batches,
         q_len: plan.q_len,
         src_len: s,
         width: plan.embed_dim,
@@ -841,7 +841,7 @@ fn attend<const HEAD_DIM: usize>(
         scale,
     };
     let mut written_out = None;
-    let (mask, causal) = kernel_mask(prepared, &scores, batches, split, &mut written_out);
+    let (mask, causal) = kernel_mask(prepared, &scores, split, &mut written_out);
     // For long queries, keys and values copied head-major (each head's rows contiguous): the
     // kernels then read a tile's rows `head_dim` floats apart instead of a projection row apart.
     let (k, v) = if plan.head_major {
@@ -907,10 +907,10 @@ fn attend<const HEAD_DIM: usize>(
 fn kernel_mask<'m>(
     prepared: &'m PreparedForward<'_>,
     scores: &ScoreBound<'_, '_>,
-    batches: &Range<usize>,
     split: Split,
     written_out: &'m mut Option<ScoreMask>,
 ) -> (Option<MaskRows<'m>>, bool) {
+    let batches = scores.batches;
     let at_batch = |m: &'m ScoreMask| m.rows().starting_at_batch(batches.start);
     match prepared.causal() {
         Causal::Off => (prepared.mask().map(at_batch), false),
@@ -919,7 +919,7 @@ fn kernel_mask<'m>(
             let padding = prepared
                 .mask()
                 .expect("a causal-triangle attn_mask comes with a key padding mask");
-            if scores.hidden_stay_minus_inf(padding, batches, split) {
+            if scores.hidden_stay_minus_inf(padding, split) {
                 (Some(at_batch(padding)), true)
             } else {
                 let triangle =
@@ -930,12 +930,12 @@ fn kernel_mask<'m>(
     }
 }
 
-/// The projected queries and keys of a group (`batches` batch elements of `q_len` and `src_len`
-/// rows of `width` floats), which bound its scores `q · k · scale`.
+/// The projected queries and keys of a group (batch elements `batches`, `q_len` and `src_len`
+/// rows of `width` floats each), which bound its scores `q · k · scale`.
 struct ScoreBound<'a, 'p> {
     q: &'a SeqRef<'p>,
     k: &'a SeqRef<'p>,
-    batches: usize,
+    batches: &'a Range<usize>,
     q_len: usize,
     src_len: usize,
     width: usize,
@@ -944,23 +944,18 @@ struct ScoreBound<'a, 'p> {
 }
 
 impl ScoreBound<'_, '_> {
-    /// Whether every score plus its padding (`padding`, batch elements `batches`) stays below
-    /// `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys finite, the
-    /// padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale + max|padding|`
+    /// Whether every score plus its padding (`padding`, for the group's batch elements) stays
+    /// below `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys finite,
+    /// the padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale + max|padding|`
     /// under half of `f32::MAX` (room for the rounding of the dot products).
-    fn hidden_stay_minus_inf(
-        &self,
-        padding: &ScoreMask,
-        batches: &Range<usize>,
-        split: Split,
-    ) -> bool {
+    fn hidden_stay_minus_inf(&self, padding: &ScoreMask, split: Split) -> bool {
         let (Some(q), Some(k)) = (
             self.max_abs(self.q, self.q_len, split),
             self.max_abs(self.k, self.src_len, split),
         ) else {
             return false;
         };
-        let Some(pad) = padding.max_abs_without_nan_or_inf(batches) else {
+        let Some(pad) = padding.max_abs_without_nan_or_inf(self.batches) else {
             return false;
         };
         let bound = self.head_dim as f64 * f64::from(q) * f64::from(k) * f64::from(self.scale)
@@ -974,13 +969,13 @@ impl ScoreBound<'_, '_> {
     fn max_abs(&self, x: &SeqRef<'_>, len: usize, split: Split) -> Option<f32> {
         let max_bits = AtomicU32::new(0);
         let region = Region::start(split);
-        region.for_each(self.batches, |b| {
+        region.for_each(self.batches.len(), |b| {
             let rows = (0..len)
                 .map(|t| &x.data[x.offset + b * x.batch_stride + t * x.row_stride..][..self.width]);
             let bits = rows.flatten().fold(0u32, |m, v| m.max(v.abs().to_bits()));
             max_bits.fetch_max(bits, Ordering::Relaxed);
         });
-        region.finish(Phase::Attention, self.batches);
+        region.finish(Phase::Attention, self.batches.len());
         let max = f32::from_bits(max_bits.into_inner());
         max.is_finite().then_some(max)
     }
