@@ -11,6 +11,9 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+use common::pool;
+
 #[derive(Debug, Clone)]
 struct Case {
     heads: usize,
@@ -112,26 +115,6 @@ fn case() -> impl Strategy<Value = Case> {
                 }
             },
         )
-}
-
-/// A rayon pool of `threads` threads (built once per size).
-fn pool(threads: usize) -> &'static rayon::ThreadPool {
-    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        [1, 3, 8]
-            .into_iter()
-            .map(|n| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .unwrap()
-            })
-            .collect()
-    });
-    pools
-        .iter()
-        .find(|p| p.current_num_threads() == threads)
-        .expect("a pool of 1, 3 or 8 threads")
 }
 
 fn uniform(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f32> {

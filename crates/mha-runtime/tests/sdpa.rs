@@ -13,6 +13,9 @@ use mha_runtime::{
 use ndarray::{Array, ArrayD, Axis, IxDyn};
 use proptest::prelude::*;
 
+mod common;
+use common::pool;
+
 fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
     // A small LCG: deterministic values in [-2, 2).
     let mut state = seed
@@ -441,23 +444,6 @@ proptest! {
             }
         }
     }
-}
-
-/// A rayon pool of `threads` threads, built once per thread count.
-fn pool(threads: usize) -> &'static rayon::ThreadPool {
-    static POOLS: std::sync::OnceLock<Vec<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        [1, 3, 8]
-            .iter()
-            .map(|&t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-            })
-            .collect()
-    });
-    &pools[[1, 3, 8].iter().position(|&t| t == threads).unwrap()]
 }
 
 proptest! {

@@ -1044,6 +1044,15 @@ mod tests {
         })
     }
 
+    /// Runs `f` on a new rayon pool of `threads` threads.
+    fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
     fn assert_close(got: &AttentionOutput, want: &AttentionOutput) {
         for (g, w) in got.output.iter().zip(want.output.iter()) {
             let same = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 + 1e-4 * w.abs();
@@ -1203,11 +1212,7 @@ mod tests {
                 .forward_reference(x.view(), key.clone(), value.clone(), opts)
                 .unwrap();
             for threads in [1, 3, 8] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                on_threads(threads, || {
                     let prepared = layer
                         .prepare(x.view(), key.clone(), value.clone(), opts)
                         .unwrap();
@@ -1249,13 +1254,10 @@ mod tests {
                     .forward_reference(x.view(), x.view(), x.view(), opts)
                     .unwrap();
                 for threads in [1, 3, 8] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
-                    let got = pool
-                        .install(|| layer.forward(x.view(), x.view(), x.view(), opts))
-                        .unwrap();
+                    let got = on_threads(threads, || {
+                        layer.forward(x.view(), x.view(), x.view(), opts)
+                    })
+                    .unwrap();
                     assert_close(&got, &want);
                 }
             }
