@@ -10,7 +10,8 @@ Three sets of named cases: `shapes` (the seven batch-first self-attention shapes
 started from), `calls` (the calls people make: torch's default sequence-first layout with a
 padding mask, the default call that returns averaged weights, a ViT layer, decoder
 cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer, the
-same with a padding mask) and
+same with a padding mask, ALiBi's per-head position bias as a 3-D float mask, alone and with a
+padding mask) and
 `sdpa` (functional attention: torch's F.scaled_dot_product_attention on the CPU, its flash
 kernel, against mha_runtime::scaled_dot_product_attention through the `bench_sdpa serve` worker
 that lies beside the layer's worker: (1, 32 heads, 2048, 128) plain and causal, grouped-query
@@ -67,6 +68,8 @@ CALLS = [
     ("causal L=4096", "b=1 l=4096 e=512 h=8 causal=1"),
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
     ("GPT-2 causal + padding", "b=2 l=1024 e=768 h=12 causal=1 kpm=1"),
+    ("ALiBi bias (N*H,L,S)", "b=4 l=512 e=512 h=8 bias=1"),
+    ("ALiBi bias + padding", "b=4 l=512 e=512 h=8 bias=1 kpm=1 layout=sf"),
 ]
 # name -> (batch, query heads, key/value heads, L, S, head size, causal) for `bench_sdpa`.
 SDPA = [
@@ -94,6 +97,7 @@ def parse_case(words):
     case["weights"] = spec.get("weights", "none")
     case["causal"] = spec.get("causal", "0") != "0"
     case["kpm"] = spec.get("kpm", "0") != "0"
+    case["bias"] = spec.get("bias", "0") != "0"
     return case
 
 
@@ -240,6 +244,11 @@ class TorchCase:
         if c["causal"]:
             self.kwargs["attn_mask"] = torch.nn.Transformer.generate_square_subsequent_mask(c["l"])
             self.kwargs["is_causal"] = True
+        if c["bias"]:
+            b, h, l, s = c["b"], c["h"], c["l"], c["s"]
+            slopes = torch.exp2(-8.0 * torch.arange(1, h + 1, dtype=torch.float32) / h)
+            distance = (torch.arange(l)[:, None] - torch.arange(s)[None, :]).abs().float()
+            self.kwargs["attn_mask"] = (-slopes[:, None, None] * distance).repeat(b, 1, 1)
         if c["kpm"]:
             b, s = c["b"], c["s"]
             pos = torch.arange(s)

@@ -28,7 +28,9 @@
 //! key = value; key = value, a separate memory; three tensors), `weights` `none` | `avg` |
 //! `perhead` [none], `causal` 0 | 1 [0] (a float causal `attn_mask` with `is_causal=True`),
 //! `kpm` 0 | 1 [0] (a bool `key_padding_mask`: batch element `i` pads its last
-//! `i · S / (2N)` keys). Eval mode; inputs uniform in [-1, 1).
+//! `i · S / (2N)` keys), `bias` 0 | 1 [0] (ALiBi's relative position bias as a 3-D float
+//! `attn_mask` `(N·H, L, S)`: head `h` adds `-|i - j| · 2^(-8(h+1)/H)`, as models that carry a
+//! per-head bias pass it to `nn.MultiheadAttention`). Eval mode; inputs uniform in [-1, 1).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -38,7 +40,7 @@ use mha_runtime::{
     generate_square_subsequent_mask, ForwardOptions, Mask, MultiheadAttention,
     MultiheadAttentionConfig,
 };
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::{Array2, Array3, ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -57,6 +59,7 @@ struct Spec {
     weights: Weights,
     causal: bool,
     kpm: bool,
+    bias: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +105,7 @@ impl Spec {
             num("vdim", Some(e))?,
         );
         let (causal, kpm) = (num("causal", Some(0))? != 0, num("kpm", Some(0))? != 0);
+        let bias = num("bias", Some(0))? != 0;
         let seq_first = match map.remove("layout").unwrap_or("bf") {
             "bf" => false,
             "sf" => true,
@@ -141,6 +145,7 @@ impl Spec {
             weights,
             causal,
             kpm,
+            bias,
         })
     }
 }
@@ -153,6 +158,7 @@ struct Case {
     value: Option<ArrayD<f32>>,
     padding: Option<ArrayD<bool>>,
     causal_mask: Option<Array2<f32>>,
+    alibi: Option<Array3<f32>>,
 }
 
 fn make_case(spec: &Spec) -> Result<Case, String> {
@@ -192,6 +198,16 @@ fn make_case(spec: &Spec) -> Result<Case, String> {
         value,
         padding,
         causal_mask: spec.causal.then(|| generate_square_subsequent_mask(spec.l)),
+        alibi: spec.bias.then(|| alibi(spec.b, spec.h, spec.l, spec.s)),
+    })
+}
+
+/// ALiBi's bias `-|i - j| · 2^(-8(h+1)/H)` for query `i`, key `j` of head `h`, as a
+/// `(N·H, L, S)` float `attn_mask`.
+fn alibi(b: usize, h: usize, l: usize, s: usize) -> Array3<f32> {
+    Array3::from_shape_fn((b * h, l, s), |(bh, i, j)| {
+        let slope = (-8.0 * ((bh % h) + 1) as f32 / h as f32).exp2();
+        -slope * i.abs_diff(j) as f32
     })
 }
 
@@ -203,6 +219,9 @@ fn forward_once(case: &Case) -> Result<(), String> {
         options = options
             .with_attn_mask(Mask::Float(mask.view().into_dyn()))
             .with_is_causal(true);
+    }
+    if let Some(bias) = &case.alibi {
+        options = options.with_attn_mask(Mask::Float(bias.view().into_dyn()));
     }
     if let Some(padding) = &case.padding {
         options = options.with_key_padding_mask(Mask::Bool(padding.view()));
