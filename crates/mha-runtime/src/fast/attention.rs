@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::isa::Level;
 use super::phases::{Phase, Region, Split};
-use super::simd::{Simd, WithSimd};
+use super::simd::{Simd, WithSimd, Write};
 use super::Isa;
 use crate::prepare::{DropoutPlan, FullyMaskedRows, MaskRows};
 
@@ -643,16 +643,25 @@ fn pack_keys<S: Simd>(
         *slot = p.key(n, k0 + j, h);
     }
     // SAFETY: key rows hold `d` floats (`Problem::check`); `kt` is `d × BLOCK_K`.
-    unsafe { pack_transposed(simd, &k_rows[..cols], d, 1.0, kt, BLOCK_K) };
+    unsafe {
+        pack_transposed(
+            simd,
+            &k_rows[..cols],
+            d,
+            1.0,
+            (kt, BLOCK_K),
+            Write::Overwrite,
+        )
+    };
     for c in 0..d {
         kt[c * BLOCK_K + cols..c * BLOCK_K + cols_padded].fill(0.0);
     }
 }
 
-/// `dst[c * ld + i] = rows[i][c] * scale` for `i < rows.len()`, `c < d`: whole
-/// `LANES × LANES` blocks transposed in registers ([`Simd::transpose_scaled`]; the scalar loop
-/// it replaces compiled to scatters), the edges one float at a time. A `scale` of 1 copies
-/// exactly.
+/// `dst[c * ld + i] = rows[i][c] * scale` (or `+=`, as `write` says) for `i < rows.len()`,
+/// `c < d`: whole `LANES × LANES` blocks transposed in registers ([`Simd::transpose_block`];
+/// the scalar loop it replaces compiled to scatters), the edges one float at a time. A `scale`
+/// of 1 copies (or adds) exactly.
 ///
 /// # Safety
 /// Each of `rows` points at `d` readable floats.
@@ -662,8 +671,8 @@ unsafe fn pack_transposed<S: Simd>(
     rows: &[*const f32],
     d: usize,
     scale: f32,
-    dst: &mut [f32],
-    ld: usize,
+    (dst, ld): (&mut [f32], usize),
+    write: Write,
 ) {
     if rows.is_empty() || d == 0 {
         return;
@@ -680,11 +689,12 @@ unsafe fn pack_transposed<S: Simd>(
             // SAFETY: rows `i0..i0 + LANES` hold columns `c0..c0 + LANES <= d` (the caller's
             // guarantee); `dst` holds `(c0 + c) * ld + i0 + r` for `c, r < LANES` by the assert.
             unsafe {
-                simd.transpose_scaled(
+                simd.transpose_block(
                     &block[..lanes],
                     scale,
                     dst.as_mut_ptr().add(c0 * ld + i0),
                     ld,
+                    write,
                 )
             };
         }
@@ -694,7 +704,7 @@ unsafe fn pack_transposed<S: Simd>(
         // SAFETY: the caller's guarantee.
         let row = unsafe { std::slice::from_raw_parts(row, d) };
         for (c, &x) in row.iter().enumerate().skip(from) {
-            dst[c * ld + i] = x * scale;
+            write.apply(&mut dst[c * ld + i], x * scale);
         }
     }
 }
@@ -1570,7 +1580,16 @@ pub(super) unsafe fn flash_keys<
             *slot = p.q.head_row(n, q0 + i, h);
         }
         // SAFETY: query rows hold `d` floats (`Problem::check`); `qt` is `d × LD_Q`.
-        unsafe { pack_transposed(simd, &q_rows[..rows], d, p.scale, qt, LD_Q) };
+        unsafe {
+            pack_transposed(
+                simd,
+                &q_rows[..rows],
+                d,
+                p.scale,
+                (qt, LD_Q),
+                Write::Overwrite,
+            )
+        };
         for c in 0..d {
             qt[c * LD_Q + rows..c * LD_Q + rows_padded].fill(0.0);
         }
@@ -1637,20 +1656,34 @@ pub(super) unsafe fn flash_keys<
                 qk_tile::<S, D, QMR, QNV>(simd, &k_rows[..cols], tile);
             }
         }
-        // Mask and causal structure, one key row at a time.
+        // The mask: a row per query, the tile's `cols` keys of each added to its lane of the
+        // transposed scores, a block of queries at a time (transposed in registers); or one
+        // row for every query (a padding mask), added along the lanes.
+        if let Some(mask) = p.mask.as_ref().filter(|m| m.row_stride != 0) {
+            let mut mask_rows = [std::ptr::null::<f32>(); BLOCK_Q];
+            for (i, slot) in mask_rows[..rows].iter_mut().enumerate() {
+                *slot = mask.row_ptr(n, h, q0 + i).wrapping_add(k0);
+            }
+            // SAFETY: each mask row holds the tile's keys `k0..k0 + cols` (`Problem::check`);
+            // `st` holds `cols` rows of `LD_Q >= rows` floats.
+            unsafe {
+                pack_transposed(
+                    simd,
+                    &mask_rows[..rows],
+                    cols,
+                    1.0,
+                    (st, LD_Q),
+                    Write::Accumulate,
+                )
+            };
+        }
+        // The padding mask and the causal structure, one key row at a time.
         for j in 0..cols {
             let row = &mut st[j * LD_Q..j * LD_Q + rows_padded];
-            if let Some(mask) = &p.mask {
-                if mask.row_stride == 0 {
-                    // SAFETY: in bounds by `Problem::check`.
-                    let add = unsafe { *mask.row_ptr(n, h, 0).add(k0 + j) };
-                    row[..rows].iter_mut().for_each(|x| *x += add);
-                } else {
-                    for (i, x) in row[..rows].iter_mut().enumerate() {
-                        // SAFETY: in bounds by `Problem::check`.
-                        *x += unsafe { *mask.row_ptr(n, h, q0 + i).add(k0 + j) };
-                    }
-                }
+            if let Some(mask) = p.mask.as_ref().filter(|m| m.row_stride == 0) {
+                // SAFETY: in bounds by `Problem::check`.
+                let add = unsafe { *mask.row_ptr(n, h, 0).add(k0 + j) };
+                row[..rows].iter_mut().for_each(|x| *x += add);
             }
             if p.causal && k0 + j > q0 {
                 // queries i with q0 + i < k0 + j do not see key k0 + j

@@ -58,20 +58,48 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn reduce_max(self, v: Self::V) -> f32;
     /// Sum of the lanes.
     fn reduce_add(self, v: Self::V) -> f32;
-    /// A `LANES × LANES` block transposed and scaled: `dst[c * ld + r] = rows[r][c] * scale` for
-    /// `r, c < LANES` (one rounding, as a plain multiply). The x86 tokens shuffle in registers;
-    /// the default is the scalar loop.
+    /// A `LANES × LANES` block transposed and scaled into `dst`: `dst[c * ld + r] = rows[r][c] *
+    /// scale` ([`Write::Overwrite`]) or `dst[c * ld + r] += rows[r][c] * scale`
+    /// ([`Write::Accumulate`]) for `r, c < LANES`, each a plain multiply (exact for a scale of
+    /// 1) and add. The x86 tokens shuffle in registers; the default is the scalar loop.
     ///
     /// # Safety
     /// `rows` holds `LANES` pointers to `LANES` readable floats each, and `dst + c * ld + r` is
-    /// writable for every `r, c < LANES`.
+    /// readable and writable for every `r, c < LANES`.
     #[inline(always)]
-    unsafe fn transpose_scaled(self, rows: &[*const f32], scale: f32, dst: *mut f32, ld: usize) {
+    unsafe fn transpose_block(
+        self,
+        rows: &[*const f32],
+        scale: f32,
+        dst: *mut f32,
+        ld: usize,
+        write: Write,
+    ) {
         for (r, &row) in rows[..Self::LANES].iter().enumerate() {
             for c in 0..Self::LANES {
                 // SAFETY: the caller's guarantee for `r, c < LANES`.
-                unsafe { *dst.add(c * ld + r) = *row.add(c) * scale };
+                unsafe { write.apply(&mut *dst.add(c * ld + r), *row.add(c) * scale) };
             }
+        }
+    }
+}
+
+/// How [`Simd::transpose_block`] meets its destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// The block replaces what `dst` held.
+    Overwrite,
+    /// The block is added to what `dst` held.
+    Accumulate,
+}
+
+impl Write {
+    /// Writes `x` to `*dst` this way.
+    #[inline(always)]
+    pub(crate) fn apply(self, dst: &mut f32, x: f32) {
+        match self {
+            Write::Overwrite => *dst = x,
+            Write::Accumulate => *dst += x,
         }
     }
 }
@@ -327,46 +355,54 @@ mod x86 {
             }
         }
         #[inline(always)]
-        unsafe fn transpose_scaled(
+        unsafe fn transpose_block(
             self,
             rows: &[*const f32],
             scale: f32,
             dst: *mut f32,
             ld: usize,
+            write: Write,
         ) {
+            // Plain loops over fixed-size arrays, no closures: a closure passed to a generic
+            // helper (`std::array::from_fn`) is compiled without this function's target
+            // features, and the intrinsics in it become calls.
             // SAFETY: `self` proves the CPU runs these instructions; the loads and stores are
-            // the caller's guarantee (8 rows of 8 floats, 8 columns of 8 floats `ld` apart).
+            // the caller's guarantee (8 rows of 8 floats; 8 columns of 8 floats `ld` apart).
             unsafe {
                 let s = _mm256_set1_ps(scale);
-                let a: [__m256; 8] =
-                    std::array::from_fn(|r| _mm256_mul_ps(_mm256_loadu_ps(rows[r]), s));
+                let mut a = [_mm256_setzero_ps(); 8];
+                for (r, v) in a.iter_mut().enumerate() {
+                    *v = _mm256_mul_ps(_mm256_loadu_ps(rows[r]), s);
+                }
                 // Within each 128-bit half `h`: rows interleaved in pairs, then in fours, so
                 // `u[k]` holds column `4h + k` of rows 0..4 and `u[4 + k]` of rows 4..8.
-                let t: [__m256; 8] = std::array::from_fn(|i| {
-                    let (x, y) = (a[i & !1], a[i | 1]);
-                    if i % 2 == 0 {
-                        _mm256_unpacklo_ps(x, y)
-                    } else {
-                        _mm256_unpackhi_ps(x, y)
+                let mut t = [_mm256_setzero_ps(); 8];
+                for i in (0..8).step_by(2) {
+                    t[i] = _mm256_unpacklo_ps(a[i], a[i + 1]);
+                    t[i + 1] = _mm256_unpackhi_ps(a[i], a[i + 1]);
+                }
+                let mut u = [_mm256_setzero_ps(); 8];
+                for g in 0..2 {
+                    for half in 0..2 {
+                        let x = _mm256_castps_pd(t[4 * g + half]);
+                        let y = _mm256_castps_pd(t[4 * g + half + 2]);
+                        u[4 * g + 2 * half] = _mm256_castpd_ps(_mm256_unpacklo_pd(x, y));
+                        u[4 * g + 2 * half + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(x, y));
                     }
-                });
-                let u: [__m256; 8] = std::array::from_fn(|i| {
-                    let (g, k) = (i / 4, i % 4);
-                    let (x, y) = (
-                        _mm256_castps_pd(t[4 * g + k / 2]),
-                        _mm256_castps_pd(t[4 * g + k / 2 + 2]),
-                    );
-                    _mm256_castpd_ps(if k % 2 == 0 {
-                        _mm256_unpacklo_pd(x, y)
-                    } else {
-                        _mm256_unpackhi_pd(x, y)
-                    })
-                });
+                }
                 for k in 0..4 {
-                    let lo = _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k]);
-                    let hi = _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k]);
-                    _mm256_storeu_ps(dst.add(k * ld), lo);
-                    _mm256_storeu_ps(dst.add((4 + k) * ld), hi);
+                    let cols = [
+                        (k, _mm256_permute2f128_ps::<0x20>(u[k], u[4 + k])),
+                        (4 + k, _mm256_permute2f128_ps::<0x31>(u[k], u[4 + k])),
+                    ];
+                    for (c, col) in cols {
+                        let at = dst.add(c * ld);
+                        let col = match write {
+                            Write::Overwrite => col,
+                            Write::Accumulate => _mm256_add_ps(_mm256_loadu_ps(at), col),
+                        };
+                        _mm256_storeu_ps(at, col);
+                    }
                 }
             }
         }
@@ -458,41 +494,40 @@ mod x86 {
             unsafe { _mm512_reduce_add_ps(v) }
         }
         #[inline(always)]
-        unsafe fn transpose_scaled(
+        unsafe fn transpose_block(
             self,
             rows: &[*const f32],
             scale: f32,
             dst: *mut f32,
             ld: usize,
+            write: Write,
         ) {
+            // Plain loops over fixed-size arrays, no closures (see the AVX2 version).
             // SAFETY: `self` proves the CPU runs these instructions; the loads and stores are
-            // the caller's guarantee (16 rows of 16 floats, 16 columns of 16 floats `ld` apart).
+            // the caller's guarantee (16 rows of 16 floats; 16 columns of 16 floats `ld`
+            // apart).
             unsafe {
                 let s = _mm512_set1_ps(scale);
-                let a: [__m512; 16] =
-                    std::array::from_fn(|r| _mm512_mul_ps(_mm512_loadu_ps(rows[r]), s));
+                let mut a = [_mm512_setzero_ps(); 16];
+                for (r, v) in a.iter_mut().enumerate() {
+                    *v = _mm512_mul_ps(_mm512_loadu_ps(rows[r]), s);
+                }
                 // Within each 128-bit lane `l`: rows interleaved in pairs, then in fours, so
                 // `u[4g + k]` holds column `4l + k` of rows `4g..4g + 4`.
-                let t: [__m512; 16] = std::array::from_fn(|i| {
-                    let (x, y) = (a[i & !1], a[i | 1]);
-                    if i % 2 == 0 {
-                        _mm512_unpacklo_ps(x, y)
-                    } else {
-                        _mm512_unpackhi_ps(x, y)
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in (0..16).step_by(2) {
+                    t[i] = _mm512_unpacklo_ps(a[i], a[i + 1]);
+                    t[i + 1] = _mm512_unpackhi_ps(a[i], a[i + 1]);
+                }
+                let mut u = [_mm512_setzero_ps(); 16];
+                for g in 0..4 {
+                    for half in 0..2 {
+                        let x = _mm512_castps_pd(t[4 * g + half]);
+                        let y = _mm512_castps_pd(t[4 * g + half + 2]);
+                        u[4 * g + 2 * half] = _mm512_castpd_ps(_mm512_unpacklo_pd(x, y));
+                        u[4 * g + 2 * half + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x, y));
                     }
-                });
-                let u: [__m512; 16] = std::array::from_fn(|i| {
-                    let (g, k) = (i / 4, i % 4);
-                    let (x, y) = (
-                        _mm512_castps_pd(t[4 * g + k / 2]),
-                        _mm512_castps_pd(t[4 * g + k / 2 + 2]),
-                    );
-                    _mm512_castpd_ps(if k % 2 == 0 {
-                        _mm512_unpacklo_pd(x, y)
-                    } else {
-                        _mm512_unpackhi_pd(x, y)
-                    })
-                });
+                }
                 // Column `4l + k` gathers lane `l` of u[k], u[4 + k], u[8 + k], u[12 + k].
                 for k in 0..4 {
                     let ab_lo = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
@@ -506,7 +541,12 @@ mod x86 {
                         _mm512_shuffle_f32x4::<0xDD>(ab_hi, cd_hi),
                     ];
                     for (l, col) in cols.into_iter().enumerate() {
-                        _mm512_storeu_ps(dst.add((4 * l + k) * ld), col);
+                        let at = dst.add((4 * l + k) * ld);
+                        let col = match write {
+                            Write::Overwrite => col,
+                            Write::Accumulate => _mm512_add_ps(_mm512_loadu_ps(at), col),
+                        };
+                        _mm512_storeu_ps(at, col);
                     }
                 }
             }
@@ -570,24 +610,41 @@ mod tests {
                 })
                 .collect();
             let rows: Vec<*const f32> = (0..n).map(|r| src[r * (n + 5) + 2..].as_ptr()).collect();
-            let mut dst = vec![-1.0f32; n * ld];
-            // SAFETY: `n` rows with `n` floats from column 2; `dst` holds `n` rows of `ld >= n`.
-            unsafe { simd.transpose_scaled(&rows, 0.125, dst.as_mut_ptr(), ld) };
-            for r in 0..n {
-                for c in 0..n {
-                    let want = src[r * (n + 5) + 2 + c] * 0.125;
-                    let got = dst[c * ld + r];
-                    assert!(got == want || (got.is_nan() && want.is_nan()), "({r}, {c})");
+            // What `dst` held: -1 in the block's rows' padding, else a value of its own (-inf
+            // once, which an added inf turns to NaN).
+            let before = |i: usize| match i {
+                5 => f32::NEG_INFINITY,
+                _ if i % ld >= n => -1.0,
+                _ => i as f32 * -0.5 + 1.0,
+            };
+            for write in [Write::Overwrite, Write::Accumulate] {
+                let mut dst: Vec<f32> = (0..n * ld).map(before).collect();
+                // SAFETY: `n` rows with `n` floats from column 2; `dst` holds `n` rows of
+                // `ld >= n`.
+                unsafe { simd.transpose_block(&rows, 0.125, dst.as_mut_ptr(), ld, write) };
+                for r in 0..n {
+                    for c in 0..n {
+                        let x = src[r * (n + 5) + 2 + c] * 0.125;
+                        let want = match write {
+                            Write::Overwrite => x,
+                            Write::Accumulate => before(c * ld + r) + x,
+                        };
+                        let got = dst[c * ld + r];
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{write:?} ({r}, {c}): {got} != {want}"
+                        );
+                    }
                 }
+                assert!(dst
+                    .chunks(ld)
+                    .all(|row| row[n..].iter().all(|&x| x == -1.0)));
             }
-            assert!(dst
-                .chunks(ld)
-                .all(|row| row[n..].iter().all(|&x| x == -1.0)));
         }
     }
 
     #[test]
-    fn transpose_scaled_matches_the_scalar_block_on_every_supported_isa() {
+    fn transpose_block_matches_the_scalar_block_on_every_supported_isa() {
         Portable.vectorize(CheckTranspose);
         #[cfg(target_arch = "x86_64")]
         {
