@@ -255,12 +255,12 @@ impl MultiheadAttention {
 
     /// Checks the inputs of a forward call and normalises them (layouts, merged and padded masks,
     /// the `is_causal` rules) into the description every kernel consumes.
-    pub(crate) fn prepare<'a>(
+    pub(crate) fn prepare<'a, 'o: 'a>(
         &self,
         query: ArrayViewD<'a, f32>,
         key: ArrayViewD<'a, f32>,
         value: ArrayViewD<'a, f32>,
-        options: &ForwardOptions<'_>,
+        options: &ForwardOptions<'o>,
     ) -> Result<PreparedForward<'a>, MhaError> {
         prepare(&self.config, query, key, value, options)
     }

@@ -14,7 +14,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayViewD, Axis, Ix3};
+use ndarray::{
+    s, Array2, Array3, Array4, ArrayD, ArrayView3, ArrayView4, ArrayViewD, Axis, CowArray, Ix3, Ix4,
+};
 
 use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionConfig};
 
@@ -25,23 +27,25 @@ use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionC
 /// is either the full size or 1 (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a
 /// key padding mask alone stays `(N, 1, 1, S')`. Entries are whatever the caller's masks hold
 /// (`0`, finite values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch).
-/// Its (crate-private) `rows` view is the one place the broadcast is resolved.
+/// A float `attn_mask` in standard layout that needs no padding and no merge is the caller's
+/// own array (borrowed), as torch passes it on as a view; every other mask is written once
+/// ([`merge`]). Its (crate-private) `rows` view is the one place the broadcast is resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ScoreMask {
-    values: Array4<f32>,
+pub(crate) struct ScoreMask<'a> {
+    values: CowArray<'a, f32, Ix4>,
 }
 
-impl ScoreMask {
+impl<'a> ScoreMask<'a> {
     /// Wraps a `(Nm, Hm, Lm, S')` mask; `None` when the array has no key axis entries
     /// (`S' = 0`) or an empty broadcast axis.
-    pub(crate) fn new(values: Array4<f32>) -> Option<Self> {
+    pub(crate) fn new(values: CowArray<'a, f32, Ix4>) -> Option<Self> {
         if values.shape().contains(&0) {
             return None;
         }
         let values = if values.is_standard_layout() {
             values
         } else {
-            values.as_standard_layout().into_owned()
+            CowArray::from(values.as_standard_layout().into_owned())
         };
         Some(Self { values })
     }
@@ -86,14 +90,20 @@ impl ScoreMask {
     /// This `(Nm, 1, 1, S')` padding mask merged with the `(L, S')` causal triangle as torch
     /// merges them (the triangle's `0` or `-inf` plus the padding), for batch elements
     /// `batches`: `(batches, 1, L, S')`.
-    pub(crate) fn with_causal_triangle(&self, batches: &Range<usize>, l: usize) -> ScoreMask {
+    pub(crate) fn with_causal_triangle(
+        &self,
+        batches: &Range<usize>,
+        l: usize,
+    ) -> ScoreMask<'static> {
         let (nm, _, _, keys) = self.values.dim();
         let values = Array4::from_shape_fn((batches.len(), 1, l, keys), |(b, _, i, j)| {
             let n = if nm == 1 { 0 } else { batches.start + b };
             let triangle = if j > i { f32::NEG_INFINITY } else { 0.0 };
             triangle + self.values[[n, 0, 0, j]]
         });
-        ScoreMask { values }
+        ScoreMask {
+            values: CowArray::from(values),
+        }
     }
 
     /// The largest `|x|` of the finite values of batch elements `batches`, `None` when one is
@@ -114,8 +124,8 @@ impl ScoreMask {
     }
 
     /// The stored `(Nm, Hm, Lm, S')` array.
-    pub(crate) fn values(&self) -> &Array4<f32> {
-        &self.values
+    pub(crate) fn values(&self) -> ArrayView4<'_, f32> {
+        self.values.view()
     }
 }
 
@@ -203,7 +213,7 @@ pub(crate) struct PreparedForward<'a> {
     pub(crate) query: ArrayView3<'a, f32>,
     pub(crate) key: ArrayView3<'a, f32>,
     pub(crate) value: ArrayView3<'a, f32>,
-    pub(crate) mask: Option<ScoreMask>,
+    pub(crate) mask: Option<ScoreMask<'a>>,
     pub(crate) causal: Causal,
     pub(crate) weights: WeightsMode,
     pub(crate) fully_masked_rows: FullyMaskedRows,
@@ -255,7 +265,7 @@ impl<'a> PreparedForward<'a> {
     }
 
     /// The merged, padded additive mask over the `S'` keys, or `None`.
-    pub(crate) fn mask(&self) -> Option<&ScoreMask> {
+    pub(crate) fn mask(&self) -> Option<&ScoreMask<'a>> {
         self.mask.as_ref()
     }
 
@@ -333,12 +343,12 @@ impl<'a> PreparedForward<'a> {
 }
 
 /// Checks one forward call against the config and normalises it (see the module docs).
-pub(crate) fn prepare<'a>(
+pub(crate) fn prepare<'a, 'o: 'a>(
     config: &MultiheadAttentionConfig,
     query: ArrayViewD<'a, f32>,
     key: ArrayViewD<'a, f32>,
     value: ArrayViewD<'a, f32>,
-    options: &ForwardOptions<'_>,
+    options: &ForwardOptions<'o>,
 ) -> Result<PreparedForward<'a>, MhaError> {
     let e = config.embed_dim;
     let heads = config.num_heads;
@@ -494,7 +504,17 @@ pub(crate) fn prepare<'a>(
         None => None,
     };
 
-    let mask = merge(attn, kpm, n, heads, l, s, s_total);
+    let mask = merge(
+        attn,
+        kpm,
+        MergeShape {
+            n,
+            heads,
+            l,
+            s,
+            s_total,
+        },
+    );
 
     let dropout = match options.training {
         Some(d) if config.dropout > 0.0 => Some(DropoutPlan {
@@ -566,16 +586,74 @@ fn key_padding_mask(
         .map_err(|_| MhaError::shape("key_padding_mask", "(N, S)", mask.shape()))
 }
 
-/// `attn_mask` as a float `(1 or N, 1 or H, L, S)` mask. Any strides are accepted (a transposed,
-/// reversed or broadcast view reads as the same values, as in torch).
-fn attn_mask(
-    mask: &Mask<'_>,
+/// A checked `attn_mask`, read in place: `(G, L, S)` with `G = 1` (a 2-D mask, every batch
+/// element and head) or `G = N · H` (a 3-D mask, row `n · H + h`), any strides.
+#[derive(Debug, Clone)]
+enum AttnMask<'a> {
+    /// Added to the scores.
+    Float(ArrayView3<'a, f32>),
+    /// `true` = masked (`-inf`), `false` = `0`.
+    Bool(ArrayView3<'a, bool>),
+}
+
+impl<'a> AttnMask<'a> {
+    /// Whether there is one `(L, S)` mask per batch element and head (3-D), not one for all.
+    fn per_head(&self) -> bool {
+        match self {
+            AttnMask::Float(m) => m.dim().0 > 1,
+            AttnMask::Bool(m) => m.dim().0 > 1,
+        }
+    }
+
+    /// The caller's float mask as `(Nm, Hm, L, S)` without a copy, when it is in standard
+    /// layout.
+    fn borrowed(&self, n: usize, heads: usize) -> Option<ArrayView4<'a, f32>> {
+        let AttnMask::Float(m) = self else {
+            return None;
+        };
+        let (g, l, s) = m.dim();
+        let (nm, hm) = if g == 1 { (1, 1) } else { (n, heads) };
+        m.into_shape_with_order((nm, hm, l, s)).ok()
+    }
+
+    /// Adds row `(group, i)` to `dst` (`S` floats), which holds the padding mask's row or zeros:
+    /// torch's `attn_mask + key_padding_mask` (one IEEE addition, the same either way round).
+    fn add_row(&self, group: usize, i: usize, dst: &mut [f32]) {
+        match self {
+            AttnMask::Float(m) => {
+                for (d, &x) in dst.iter_mut().zip(m.slice(s![group, i, ..])) {
+                    *d += x;
+                }
+            }
+            AttnMask::Bool(m) => {
+                for (d, &masked) in dst.iter_mut().zip(m.slice(s![group, i, ..])) {
+                    *d += if masked { f32::NEG_INFINITY } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// A 2-D `(L, S)` or 3-D `(G, L, S)` view as `(G, L, S)` (`G = 1` for a 2-D one).
+fn grouped<A>(m: ArrayViewD<'_, A>) -> Result<ArrayView3<'_, A>, ndarray::ShapeError> {
+    let m = if m.ndim() == 2 {
+        m.insert_axis(Axis(0))
+    } else {
+        m
+    };
+    m.into_dimensionality::<Ix3>()
+}
+
+/// Checks `attn_mask` against torch's rules: 2-D `(L, S)` or 3-D `(N·num_heads, L, S)`, any
+/// strides (a transposed, reversed or broadcast view reads as the same values, as in torch).
+fn attn_mask<'a, 'o: 'a>(
+    mask: &Mask<'o>,
     batched: bool,
     n: usize,
     heads: usize,
     l: usize,
     s: usize,
-) -> Result<Array4<f32>, MhaError> {
+) -> Result<AttnMask<'a>, MhaError> {
     attn_mask_rank(mask)?;
     if mask.ndim() == 2 {
         if mask.shape() != [l, s] {
@@ -585,11 +663,6 @@ fn attn_mask(
                 mask.shape(),
             ));
         }
-        mask.to_float()
-            .insert_axis(Axis(0))
-            .insert_axis(Axis(0))
-            .into_dimensionality()
-            .map_err(|_| MhaError::shape("attn_mask", "(L, S)", mask.shape()))
     } else {
         let rows = n * heads;
         if mask.shape() != [rows, l, s] {
@@ -600,11 +673,13 @@ fn attn_mask(
             };
             return Err(MhaError::shape("attn_mask", expected, mask.shape()));
         }
-        let standard = mask.to_float().as_standard_layout().into_owned();
-        standard
-            .into_shape_with_order((n, heads, l, s))
-            .map_err(|_| MhaError::shape("attn_mask", "(N*num_heads, L, S)", mask.shape()))
     }
+    let shape_error =
+        |_| MhaError::shape("attn_mask", "(L, S) or (N*num_heads, L, S)", mask.shape());
+    Ok(match mask {
+        Mask::Float(m) => AttnMask::Float(grouped(m.clone().reborrow()).map_err(shape_error)?),
+        Mask::Bool(m) => AttnMask::Bool(grouped(m.clone().reborrow()).map_err(shape_error)?),
+    })
 }
 
 /// Whether `mask` is the `(L, S)` causal triangle torch's `is_causal` stands for: key `j > i`
@@ -642,40 +717,67 @@ fn attn_mask_rank(mask: &Mask<'_>) -> Result<(), MhaError> {
     }
 }
 
-/// Pads both masks with 0 for the `extra` appended keys and adds them (torch's merge).
-fn merge(
-    attn: Option<Array4<f32>>,
-    kpm: Option<Array2<f32>>,
+/// The sizes [`merge`] works with: `S` keys given, `S'` with the appended ones.
+#[derive(Debug, Clone, Copy)]
+struct MergeShape {
     n: usize,
     heads: usize,
     l: usize,
     s: usize,
     s_total: usize,
-) -> Option<ScoreMask> {
-    let pad = |m: Array4<f32>| -> Array4<f32> {
-        if s_total == s {
-            return m;
+}
+
+/// Mask floats a parallel task of [`merge`] writes at least (about 100 µs of work), so small
+/// masks are written by one thread.
+const MERGE_TASK_FLOATS: usize = 1 << 15;
+
+/// torch's merge: both masks padded with 0 for the appended keys and added
+/// (`attn_mask + key_padding_mask`). A float `attn_mask` in standard layout that needs neither
+/// is borrowed; otherwise the `(Nm, Hm, Lm, S')` result is written once, rows in parallel
+/// (a bool mask converted on the way).
+fn merge<'a>(
+    attn: Option<AttnMask<'a>>,
+    kpm: Option<Array2<f32>>,
+    shape: MergeShape,
+) -> Option<ScoreMask<'a>> {
+    let MergeShape {
+        n,
+        heads,
+        l,
+        s,
+        s_total,
+    } = shape;
+    if let (Some(attn), None, true) = (&attn, &kpm, s_total == s) {
+        if let Some(view) = attn.borrowed(n, heads) {
+            return ScoreMask::new(CowArray::from(view));
         }
-        let (a, b, c, _) = m.dim();
-        let mut out = Array4::<f32>::zeros((a, b, c, s_total));
-        out.slice_mut(s![.., .., .., ..s]).assign(&m);
-        out
-    };
-    let kpm4 = kpm.map(|k| {
-        let mut out = Array4::<f32>::zeros((n, 1, 1, s_total));
-        out.slice_mut(s![.., 0, 0, ..s]).assign(&k);
-        out
-    });
-    let merged = match (attn.map(pad), kpm4) {
-        (None, None) => return None,
-        (Some(a), None) => a,
-        (None, Some(k)) => k,
-        // torch: attn_mask + key_padding_mask, broadcast to (N, H or 1, L, S').
-        (Some(a), Some(k)) => &a + &k,
-    };
-    debug_assert!(merged.dim().1 == 1 || merged.dim().1 == heads);
-    debug_assert!(merged.dim().2 == 1 || merged.dim().2 == l);
-    ScoreMask::new(merged)
+    }
+    if attn.is_none() && kpm.is_none() {
+        return None;
+    }
+    let per_head = attn.as_ref().is_some_and(AttnMask::per_head);
+    let nm = if per_head || kpm.is_some() { n } else { 1 };
+    let hm = if per_head { heads } else { 1 };
+    let lm = if attn.is_some() { l } else { 1 };
+    let mut values = vec![0.0f32; nm * hm * lm * s_total];
+    let min_rows = (MERGE_TASK_FLOATS / s_total.max(1)).max(1);
+    values
+        .par_chunks_mut(s_total.max(1))
+        .with_min_len(min_rows)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, h, i) = (row / (hm * lm), row / lm % hm, row % lm);
+            let dst = &mut dst[..s];
+            if let Some(kpm) = &kpm {
+                dst.iter_mut().zip(kpm.row(b)).for_each(|(d, &x)| *d = x);
+            }
+            if let Some(attn) = &attn {
+                attn.add_row(if per_head { b * heads + h } else { 0 }, i, dst);
+            }
+        });
+    let values = Array4::from_shape_vec((nm, hm, lm, s_total), values)
+        .expect("the mask holds nm * hm * lm * s_total floats");
+    ScoreMask::new(CowArray::from(values))
 }
 
 #[cfg(test)]
@@ -688,10 +790,11 @@ mod tests {
     }
 
     /// (L=3, N=2, E=4) query, (S=5, N=2, E=4) key/value.
-    fn run(options: &ForwardOptions<'_>) -> PreparedForward<'static> {
+    fn run<'o>(options: &ForwardOptions<'o>) -> PreparedForward<'o> {
         let q: &'static ArrayD<f32> = Box::leak(Box::new(ArrayD::zeros(IxDyn(&[3, 2, 4]))));
         let kv: &'static ArrayD<f32> = Box::leak(Box::new(ArrayD::zeros(IxDyn(&[5, 2, 4]))));
-        prepare(&config(), q.view(), kv.view(), kv.view(), options).unwrap()
+        let view = |a: &'static ArrayD<f32>| a.view().reborrow();
+        prepare(&config(), view(q), view(kv), view(kv), options).unwrap()
     }
 
     #[test]
@@ -711,6 +814,44 @@ mod tests {
             p.mask().unwrap().row(1, 1, 2).to_vec(),
             [0.5, 0.5, 0.5, 0.5, 0.5, 0.0]
         );
+    }
+
+    #[test]
+    fn a_float_attn_mask_in_standard_layout_is_read_in_place_and_others_are_written_once() {
+        // L = 3, S = 5, N = 2, H = 2; no appended keys.
+        let config = MultiheadAttentionConfig::new(4, 2);
+        let q = ArrayD::zeros(IxDyn(&[3, 2, 4]));
+        let kv = ArrayD::zeros(IxDyn(&[5, 2, 4]));
+        let prepared = |options: &ForwardOptions<'_>| {
+            let p = prepare(&config, q.view(), kv.view(), kv.view(), options).unwrap();
+            let values = p.mask().unwrap().values();
+            (values.as_ptr(), values.to_owned())
+        };
+        for shape in [[1, 3, 5], [4, 3, 5]] {
+            let attn = Array3::from_shape_fn(shape, |(g, i, j)| (g * 100 + i * 10 + j) as f32);
+            let attn = if shape[0] == 1 {
+                attn.index_axis_move(Axis(0), 0).into_dyn()
+            } else {
+                attn.into_dyn()
+            };
+            let (nm, hm) = if shape[0] == 1 { (1, 1) } else { (2, 2) };
+            let want = attn.to_shape((nm, hm, 3, 5)).unwrap().to_owned();
+            let (ptr, values) = prepared(&ForwardOptions::default().with_attn_mask(attn.view()));
+            assert_eq!(ptr, attn.as_ptr(), "{shape:?}: borrowed");
+            assert_eq!(values, want);
+            // The same values through a view with its axes reversed: a copy, equal.
+            let reversed = attn.t().as_standard_layout().into_owned();
+            let (ptr, values) = prepared(&ForwardOptions::default().with_attn_mask(reversed.t()));
+            assert_ne!(ptr, reversed.as_ptr());
+            assert_eq!(values, want);
+            // As a bool mask (entries >= 200 masked): converted.
+            let bools = attn.mapv(|x| x >= 200.0);
+            let (_, values) = prepared(&ForwardOptions::default().with_attn_mask(bools.view()));
+            assert_eq!(
+                values,
+                want.mapv(|x| if x >= 200.0 { f32::NEG_INFINITY } else { 0.0 })
+            );
+        }
     }
 
     #[test]

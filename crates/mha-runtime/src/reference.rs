@@ -197,10 +197,10 @@ pub(crate) fn attend(head: &HeadAttention<'_>) -> (Array2<f32>, Array2<f32>) {
 }
 
 /// The `(L or 1, S')` mask of head `h` of batch element `b`.
-fn mask_matrix(mask: &ScoreMask, b: usize, h: usize) -> ArrayView2<'_, f32> {
+fn mask_matrix<'m>(mask: &'m ScoreMask<'_>, b: usize, h: usize) -> ArrayView2<'m, f32> {
     let values = mask.values();
     let (nm, hm, _, _) = values.dim();
-    values.slice(s![
+    values.slice_move(s![
         if nm == 1 { 0 } else { b },
         if hm == 1 { 0 } else { h },
         ..,

@@ -908,10 +908,10 @@ fn kernel_mask<'m>(
     prepared: &'m PreparedForward<'_>,
     scores: &ScoreBound<'_, '_>,
     split: Split,
-    written_out: &'m mut Option<ScoreMask>,
+    written_out: &'m mut Option<ScoreMask<'static>>,
 ) -> (Option<MaskRows<'m>>, bool) {
     let batches = scores.batches;
-    let at_batch = |m: &'m ScoreMask| m.rows().starting_at_batch(batches.start);
+    let at_batch = |m: &'m ScoreMask<'_>| m.rows().starting_at_batch(batches.start);
     match prepared.causal() {
         Causal::Off => (prepared.mask().map(at_batch), false),
         Causal::Hint => (prepared.mask().map(at_batch), true),
@@ -948,7 +948,7 @@ impl ScoreBound<'_, '_> {
     /// below `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys finite,
     /// the padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale + max|padding|`
     /// under half of `f32::MAX` (room for the rounding of the dot products).
-    fn hidden_stay_minus_inf(&self, padding: &ScoreMask, split: Split) -> bool {
+    fn hidden_stay_minus_inf(&self, padding: &ScoreMask<'_>, split: Split) -> bool {
         let (Some(q), Some(k)) = (
             self.max_abs(self.q, self.q_len, split),
             self.max_abs(self.k, self.src_len, split),
