@@ -68,8 +68,8 @@ CALLS = [
     ("causal L=4096", "b=1 l=4096 e=512 h=8 causal=1"),
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
     ("GPT-2 causal + padding", "b=2 l=1024 e=768 h=12 causal=1 kpm=1"),
-    ("ALiBi bias (N*H,L,S)", "b=4 l=512 e=512 h=8 bias=1"),
-    ("ALiBi bias + padding", "b=4 l=512 e=512 h=8 bias=1 kpm=1 layout=sf"),
+    ("ALiBi bias 3-D mask", "b=4 l=512 e=512 h=8 bias=1"),
+    ("ALiBi 3-D + padding", "b=4 l=512 e=512 h=8 bias=1 kpm=1 layout=sf"),
 ]
 # name -> (batch, query heads, key/value heads, L, S, head size, causal) for `bench_sdpa`.
 SDPA = [

@@ -23,31 +23,38 @@ use crate::{AttentionOutput, ForwardOptions, Mask, MhaError, MultiheadAttentionC
 /// An additive mask over the attention scores of every `(batch, head, query)` row, covering the
 /// `S' = S + extra_keys` key positions (torch pads the masks with 0 for the appended keys).
 ///
-/// Stored as `(Nm, Hm, Lm, S')` in standard (row-major) layout, where each of `Nm`, `Hm`, `Lm`
-/// is either the full size or 1 (broadcast), so a 2-D `attn_mask` stays `(1, 1, L, S')` and a
-/// key padding mask alone stays `(N, 1, 1, S')`. Entries are whatever the caller's masks hold
-/// (`0`, finite values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch).
-/// A float `attn_mask` in standard layout that needs no padding and no merge is the caller's
-/// own array (borrowed), as torch passes it on as a view; every other mask is written once
-/// ([`merge`]). Its (crate-private) `rows` view is the one place the broadcast is resolved.
+/// `values` is stored as `(Nm, Hm, Lm, S')` in standard (row-major) layout, where each of `Nm`,
+/// `Hm`, `Lm` is either the full size or 1 (broadcast), so a 2-D `attn_mask` stays
+/// `(1, 1, L, S')` and a key padding mask alone stays `(N, 1, 1, S')`. With both masks, `values`
+/// is the `attn_mask` and `padding` the `(N, S')` key padding mask, and the mask of a row is
+/// torch's merge `attn_mask + key_padding_mask`, added up where it is read (the same single
+/// addition, never an `(N, H, L, S')` array). A float `attn_mask` in standard layout that needs
+/// no padding is the caller's own array (borrowed), as torch passes it on as a view; any other
+/// is written once ([`merge`]). Entries are whatever the caller's masks hold (`0`, finite
+/// values, `-inf`, and NaN or `+inf`, which make their rows NaN as in torch). Its
+/// (crate-private) `rows` view is the one place the broadcast is resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ScoreMask<'a> {
     values: CowArray<'a, f32, Ix4>,
+    padding: Option<Array2<f32>>,
 }
 
 impl<'a> ScoreMask<'a> {
-    /// Wraps a `(Nm, Hm, Lm, S')` mask; `None` when the array has no key axis entries
-    /// (`S' = 0`) or an empty broadcast axis.
-    pub(crate) fn new(values: CowArray<'a, f32, Ix4>) -> Option<Self> {
+    /// Wraps a `(Nm, Hm, Lm, S')` mask and the `(N, S')` padding added to it; `None` when the
+    /// array has no key axis entries (`S' = 0`) or an empty broadcast axis.
+    fn new(values: CowArray<'a, f32, Ix4>, padding: Option<Array2<f32>>) -> Option<Self> {
         if values.shape().contains(&0) {
             return None;
         }
+        debug_assert!(padding
+            .as_ref()
+            .is_none_or(|p| p.dim().1 == values.dim().3 && p.is_standard_layout()));
         let values = if values.is_standard_layout() {
             values
         } else {
             CowArray::from(values.as_standard_layout().into_owned())
         };
-        Some(Self { values })
+        Some(Self { values, padding })
     }
 
     /// The additive mask of row `(batch, head, query)`: `S'` values.
@@ -55,21 +62,32 @@ impl<'a> ScoreMask<'a> {
     /// # Panics
     /// If an index is beyond its axis (and that axis is not broadcast).
     #[cfg(test)]
-    pub(crate) fn row(
-        &self,
-        batch: usize,
-        head: usize,
-        query: usize,
-    ) -> ndarray::ArrayView1<'_, f32> {
-        let (n, h, l, keys) = self.values.dim();
+    pub(crate) fn row(&self, batch: usize, head: usize, query: usize) -> ndarray::Array1<f32> {
+        let (n, h, l, _) = self.values.dim();
         assert!(
             (n == 1 || batch < n) && (h == 1 || head < h) && (l == 1 || query < l),
             "mask row ({batch}, {head}, {query}) outside {:?}",
             self.values.dim()
         );
-        let rows = self.rows();
-        let start = rows.start(batch, head, query);
-        ndarray::ArrayView1::from(&rows.data[start..start + keys])
+        self.merged(batch, head)
+            .row(if l == 1 { 0 } else { query })
+            .to_owned()
+    }
+
+    /// The `(Lm, S')` mask of head `head` of batch element `batch`, merged (what the reference
+    /// path reads).
+    pub(crate) fn merged(&self, batch: usize, head: usize) -> CowArray<'_, f32, ndarray::Ix2> {
+        let (nm, hm, _, _) = self.values.dim();
+        let values = self.values.slice(s![
+            if nm == 1 { 0 } else { batch },
+            if hm == 1 { 0 } else { head },
+            ..,
+            ..
+        ]);
+        match &self.padding {
+            None => CowArray::from(values),
+            Some(padding) => CowArray::from(&values + &padding.row(batch)),
+        }
     }
 
     /// The values as flat rows with the broadcast axes' strides 0 (what the kernels read).
@@ -84,6 +102,10 @@ impl<'a> ScoreMask<'a> {
             batch_stride: stride(n, h * l * keys),
             head_stride: stride(h, l * keys),
             row_stride: stride(l, keys),
+            padding: self.padding.as_ref().map(|p| PaddingRows {
+                data: p.as_slice().expect("padding rows in standard layout"),
+                batch_stride: keys,
+            }),
         }
     }
 
@@ -95,6 +117,7 @@ impl<'a> ScoreMask<'a> {
         batches: &Range<usize>,
         l: usize,
     ) -> ScoreMask<'static> {
+        debug_assert!(self.padding.is_none(), "a padding mask alone");
         let (nm, _, _, keys) = self.values.dim();
         let values = Array4::from_shape_fn((batches.len(), 1, l, keys), |(b, _, i, j)| {
             let n = if nm == 1 { 0 } else { batches.start + b };
@@ -103,12 +126,14 @@ impl<'a> ScoreMask<'a> {
         });
         ScoreMask {
             values: CowArray::from(values),
+            padding: None,
         }
     }
 
-    /// The largest `|x|` of the finite values of batch elements `batches`, `None` when one is
-    /// NaN or `+inf` (`-inf` is allowed).
+    /// The largest `|x|` of the finite values of batch elements `batches` of a padding mask
+    /// alone, `None` when one is NaN or `+inf` (`-inf` is allowed).
     pub(crate) fn max_abs_without_nan_or_inf(&self, batches: &Range<usize>) -> Option<f32> {
+        debug_assert!(self.padding.is_none(), "a padding mask alone");
         let nm = self.values.dim().0;
         let rows = if nm == 1 { 0..1 } else { batches.clone() };
         let mut max = 0.0f32;
@@ -123,21 +148,36 @@ impl<'a> ScoreMask<'a> {
         Some(max)
     }
 
-    /// The stored `(Nm, Hm, Lm, S')` array.
+    /// The stored `(Nm, Hm, Lm, S')` array (the `attn_mask` when there is a padding part).
+    #[cfg(test)]
     pub(crate) fn values(&self) -> ArrayView4<'_, f32> {
         self.values.view()
+    }
+
+    /// The `(N, S')` key padding mask added to [`values`](Self::values), if both were given.
+    #[cfg(test)]
+    pub(crate) fn padding(&self) -> Option<&Array2<f32>> {
+        self.padding.as_ref()
     }
 }
 
 /// A [`ScoreMask`] as the kernels read it: row `(n, h, i)` starts at `n * batch_stride +
 /// h * head_stride + i * row_stride` and holds `S'` contiguous values (a stride of 0
-/// broadcasts).
+/// broadcasts); with `padding`, its row `n` is added to each of them first (torch's merge).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MaskRows<'a> {
     pub data: &'a [f32],
     pub batch_stride: usize,
     pub head_stride: usize,
     pub row_stride: usize,
+    pub padding: Option<PaddingRows<'a>>,
+}
+
+/// The key padding part of a merged mask: row `n` (`S'` values) at `n * batch_stride`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PaddingRows<'a> {
+    pub data: &'a [f32],
+    pub batch_stride: usize,
 }
 
 impl MaskRows<'_> {
@@ -151,14 +191,36 @@ impl MaskRows<'_> {
     pub(crate) fn starting_at_batch(self, n: usize) -> Self {
         Self {
             data: &self.data[n * self.batch_stride..],
+            padding: self.padding.map(|p| PaddingRows {
+                data: &p.data[n * p.batch_stride..],
+                ..p
+            }),
             ..self
         }
     }
 
-    /// Pointer to the first value of row `(n, h, i)` (in bounds when the indices are).
+    /// Pointer to the first value of row `(n, h, i)` (in bounds when the indices are), without
+    /// the padding.
     #[inline(always)]
     pub(crate) fn row_ptr(&self, n: usize, h: usize, i: usize) -> *const f32 {
         self.data.as_ptr().wrapping_add(self.start(n, h, i))
+    }
+
+    /// Pointer to batch element `n`'s padding row, if there is a padding part.
+    #[inline(always)]
+    pub(crate) fn padding_ptr(&self, n: usize) -> Option<*const f32> {
+        self.padding
+            .map(|p| p.data.as_ptr().wrapping_add(n * p.batch_stride))
+    }
+
+    /// The merged mask value of row `(n, h, i)` at key `j` (bounds-checked).
+    #[inline(always)]
+    pub(crate) fn value(&self, n: usize, h: usize, i: usize, j: usize) -> f32 {
+        let x = self.data[self.start(n, h, i) + j];
+        match self.padding {
+            Some(p) => x + p.data[n * p.batch_stride + j],
+            None => x,
+        }
     }
 }
 
@@ -616,18 +678,17 @@ impl<'a> AttnMask<'a> {
         m.into_shape_with_order((nm, hm, l, s)).ok()
     }
 
-    /// Adds row `(group, i)` to `dst` (`S` floats), which holds the padding mask's row or zeros:
-    /// torch's `attn_mask + key_padding_mask` (one IEEE addition, the same either way round).
-    fn add_row(&self, group: usize, i: usize, dst: &mut [f32]) {
+    /// Writes row `(group, i)` to `dst` (`S` floats) as floats (`-inf` for a masked bool).
+    fn write_row(&self, group: usize, i: usize, dst: &mut [f32]) {
         match self {
             AttnMask::Float(m) => {
                 for (d, &x) in dst.iter_mut().zip(m.slice(s![group, i, ..])) {
-                    *d += x;
+                    *d = x;
                 }
             }
             AttnMask::Bool(m) => {
                 for (d, &masked) in dst.iter_mut().zip(m.slice(s![group, i, ..])) {
-                    *d += if masked { f32::NEG_INFINITY } else { 0.0 };
+                    *d = if masked { f32::NEG_INFINITY } else { 0.0 };
                 }
             }
         }
@@ -731,10 +792,10 @@ struct MergeShape {
 /// masks are written by one thread.
 const MERGE_TASK_FLOATS: usize = 1 << 15;
 
-/// torch's merge: both masks padded with 0 for the appended keys and added
-/// (`attn_mask + key_padding_mask`). A float `attn_mask` in standard layout that needs neither
-/// is borrowed; otherwise the `(Nm, Hm, Lm, S')` result is written once, rows in parallel
-/// (a bool mask converted on the way).
+/// torch's merge, `attn_mask + key_padding_mask` with both padded with 0 for the appended keys,
+/// as a [`ScoreMask`]: the `attn_mask` part borrowed when it is a float mask in standard layout
+/// with no keys appended, otherwise written once, rows in parallel (a bool mask converted on the
+/// way); the key padding mask beside it, added where the mask is read.
 fn merge<'a>(
     attn: Option<AttnMask<'a>>,
     kpm: Option<Array2<f32>>,
@@ -747,37 +808,37 @@ fn merge<'a>(
         s,
         s_total,
     } = shape;
-    if let (Some(attn), None, true) = (&attn, &kpm, s_total == s) {
+    let padded_kpm = kpm.map(|k| {
+        if s_total == s && k.is_standard_layout() {
+            return k;
+        }
+        let mut out = Array2::<f32>::zeros((n, s_total));
+        out.slice_mut(s![.., ..s]).assign(&k);
+        out
+    });
+    let Some(attn) = attn else {
+        let kpm = padded_kpm?;
+        return ScoreMask::new(
+            CowArray::from(kpm.insert_axis(Axis(1)).insert_axis(Axis(1))),
+            None,
+        );
+    };
+    if s_total == s {
         if let Some(view) = attn.borrowed(n, heads) {
-            return ScoreMask::new(CowArray::from(view));
+            return ScoreMask::new(CowArray::from(view), padded_kpm);
         }
     }
-    if attn.is_none() && kpm.is_none() {
-        return None;
-    }
-    let per_head = attn.as_ref().is_some_and(AttnMask::per_head);
-    let nm = if per_head || kpm.is_some() { n } else { 1 };
-    let hm = if per_head { heads } else { 1 };
-    let lm = if attn.is_some() { l } else { 1 };
-    let mut values = vec![0.0f32; nm * hm * lm * s_total];
+    let (nm, hm) = if attn.per_head() { (n, heads) } else { (1, 1) };
+    let mut values = vec![0.0f32; nm * hm * l * s_total];
     let min_rows = (MERGE_TASK_FLOATS / s_total.max(1)).max(1);
     values
         .par_chunks_mut(s_total.max(1))
         .with_min_len(min_rows)
         .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, h, i) = (row / (hm * lm), row / lm % hm, row % lm);
-            let dst = &mut dst[..s];
-            if let Some(kpm) = &kpm {
-                dst.iter_mut().zip(kpm.row(b)).for_each(|(d, &x)| *d = x);
-            }
-            if let Some(attn) = &attn {
-                attn.add_row(if per_head { b * heads + h } else { 0 }, i, dst);
-            }
-        });
-    let values = Array4::from_shape_vec((nm, hm, lm, s_total), values)
-        .expect("the mask holds nm * hm * lm * s_total floats");
-    ScoreMask::new(CowArray::from(values))
+        .for_each(|(row, dst)| attn.write_row(row / l, row % l, &mut dst[..s]));
+    let values = Array4::from_shape_vec((nm, hm, l, s_total), values)
+        .expect("the mask holds nm * hm * l * s_total floats");
+    ScoreMask::new(CowArray::from(values), padded_kpm)
 }
 
 #[cfg(test)]
@@ -864,7 +925,9 @@ mod tests {
             .with_key_padding_mask(Mask::Float(kpm.view()));
         let p = run(&options);
         let mask = p.mask().unwrap();
+        // The attn_mask padded for the appended key (a copy), the padding beside it.
         assert_eq!(mask.values().dim(), (2, 2, 3, 6));
+        assert_eq!(mask.padding().map(|p| p.dim()), Some((2, 6)));
         assert_eq!(mask.row(1, 0, 0).to_vec(), [2.0, 2.0, -8.0, 2.0, 2.0, 0.0]);
         assert_eq!(mask.row(0, 1, 2).to_vec(), [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
         assert_eq!(p.causal(), Causal::Off);
@@ -921,10 +984,18 @@ mod tests {
             assert_eq!(causal, Causal::Mask);
             // Only the padding is stored: (N, 1, 1, S).
             assert_eq!(mask.values().dim(), (2, 1, 1, 5));
-            // With weights asked for, the merged mask as before.
+            assert!(mask.padding().is_none());
+            // With weights asked for, the attn_mask and the padding beside it, merged where
+            // they are read.
             let (causal, mask) = prepared(triangle, padding(), true);
             assert_eq!(causal, Causal::Off);
-            assert_eq!(mask.values().dim(), (2, 1, 3, 5));
+            assert_eq!(mask.values().dim(), (1, 1, 3, 5));
+            assert_eq!(mask.padding().map(|p| p.dim()), Some((2, 5)));
+            // Query 2 sees keys 0..=2; batch element 1 pads key 4.
+            assert_eq!(mask.row(0, 1, 2).to_vec()[..3], [0.0; 3]);
+            assert_eq!(mask.row(1, 1, 2).to_vec()[..3], [0.0; 3]);
+            assert_eq!(mask.row(0, 0, 0)[1], f32::NEG_INFINITY);
+            assert_eq!(mask.row(1, 1, 2)[4], f32::NEG_INFINITY);
         }
         let (causal, mask) = prepared(Mask::Float(not_quite.view()), padding(), false);
         assert_eq!(causal, Causal::Off);

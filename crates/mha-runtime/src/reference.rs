@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::prepare::{
-    Causal, DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, ScoreMask, WeightsMode,
+    Causal, DropoutPlan, FullyMaskedRows, KernelOutput, PreparedForward, WeightsMode,
 };
 use crate::{MultiheadAttentionConfig, Weights};
 
@@ -56,12 +56,13 @@ pub(crate) fn attention_checked(
         let mut heads_out = Array2::<f32>::zeros((l, e));
         for h in 0..heads {
             let cols = h * head_dim..(h + 1) * head_dim;
+            let mask = prepared.mask.as_ref().map(|m| m.merged(b, h));
             let head = HeadAttention {
                 query: q.slice(s![.., cols.clone()]),
                 key: k.slice(s![.., cols.clone()]),
                 value: v.slice(s![.., cols.clone()]),
                 scale,
-                mask: prepared.mask.as_ref().map(|m| mask_matrix(m, b, h)),
+                mask: mask.as_ref().map(|m| m.view()),
                 causal: prepared.causal,
                 fully_masked_rows: prepared.fully_masked_rows,
                 dropout: prepared.dropout.map(|plan| (plan, (b * heads + h) as u64)),
@@ -194,18 +195,6 @@ pub(crate) fn attend(head: &HeadAttention<'_>) -> (Array2<f32>, Array2<f32>) {
     }
     let out = matmul(probs.view(), head.value);
     (out, probs)
-}
-
-/// The `(L or 1, S')` mask of head `h` of batch element `b`.
-fn mask_matrix<'m>(mask: &'m ScoreMask<'_>, b: usize, h: usize) -> ArrayView2<'m, f32> {
-    let values = mask.values();
-    let (nm, hm, _, _) = values.dim();
-    values.slice_move(s![
-        if nm == 1 { 0 } else { b },
-        if hm == 1 { 0 } else { h },
-        ..,
-        ..
-    ])
 }
 
 /// Softmax of one row in place: `exp(x - max) / sum`, in f64, stored in f32. A row whose entries

@@ -174,6 +174,10 @@ impl Problem<'_> {
         if let Some(m) = &self.mask {
             let last = m.start(self.batch - 1, self.heads - 1, self.q_len - 1) + self.total_keys();
             assert!(last <= m.data.len());
+            if let Some(padding) = &m.padding {
+                let last = (self.batch - 1) * padding.batch_stride + self.total_keys();
+                assert!(last <= padding.data.len());
+            }
         }
     }
 
@@ -313,7 +317,7 @@ pub(super) const fn round_up(x: usize, to: usize) -> usize {
 
 pub(super) fn flash_scratch_len(head_dim: usize) -> usize {
     let dp = round_up(head_dim, 16);
-    head_dim * LD_Q + BLOCK_K * dp + BLOCK_K * LD_Q + BLOCK_Q * dp + 3 * BLOCK_Q
+    head_dim * LD_Q + BLOCK_K * dp + BLOCK_K * LD_Q + BLOCK_Q * dp + 3 * BLOCK_Q + BLOCK_Q * BLOCK_K
 }
 
 fn weights_scratch_len(head_dim: usize, total_keys: usize) -> usize {
@@ -1198,6 +1202,14 @@ unsafe fn pv_block<S: Simd, const MR: usize, const NV: usize>(simd: S, tile: Val
     }
 }
 
+/// One query's mask row and, with a padding part, its batch element's padding row (added to
+/// it first, torch's merge); both hold `S'` values.
+#[derive(Clone, Copy)]
+struct MaskRow {
+    values: *const f32,
+    padding: Option<*const f32>,
+}
+
 /// Turns raw dot products of row `qi` (keys `k0..k0 + cols`, padded to `cols_padded`) into
 /// masked, scaled scores: `-inf` for padding and causally hidden keys.
 #[inline(always)]
@@ -1205,7 +1217,7 @@ fn mask_scores<S: Simd>(
     simd: S,
     p: &Problem<'_>,
     row: &mut [f32],
-    mask_row: Option<*const f32>,
+    mask_row: Option<MaskRow>,
     qi: usize,
     k0: usize,
     cols: usize,
@@ -1220,11 +1232,18 @@ fn mask_scores<S: Simd>(
             )
         };
     }
-    if let Some(m) = mask_row {
-        // SAFETY: the mask row holds S' >= k0 + cols values (`Problem::check`).
-        let m = unsafe { std::slice::from_raw_parts(m.add(k0), cols) };
-        for (x, &add) in row[..cols].iter_mut().zip(m) {
-            *x += add;
+    if let Some(MaskRow { values, padding }) = mask_row {
+        // SAFETY: mask and padding rows hold S' >= k0 + cols values (`Problem::check`).
+        let m = unsafe { std::slice::from_raw_parts(values.add(k0), cols) };
+        match padding {
+            Some(padding) => {
+                // SAFETY: as above.
+                let k = unsafe { std::slice::from_raw_parts(padding.add(k0), cols) };
+                for ((x, &a), &k) in row[..cols].iter_mut().zip(m).zip(k) {
+                    *x += a + k;
+                }
+            }
+            None => row[..cols].iter_mut().zip(m).for_each(|(x, &a)| *x += a),
         }
     }
     if p.causal && k0 + cols > qi + 1 {
@@ -1351,11 +1370,8 @@ fn tile_skippable<S: Simd>(
     let KeyRange { n, h, k0, cols } = keys;
     let Some(mask) = &p.mask else { return false };
     let rows = if mask.row_stride == 0 { 1 } else { rows };
-    let masked = (0..rows).all(|i| {
-        // SAFETY: in bounds by `Problem::check`.
-        let m = unsafe { std::slice::from_raw_parts(mask.row_ptr(n, h, q0 + i).add(k0), cols) };
-        m.iter().all(|&x| x == f32::NEG_INFINITY)
-    });
+    let masked = (0..rows)
+        .all(|i| (k0..k0 + cols).all(|j| mask.value(n, h, q0 + i, j) == f32::NEG_INFINITY));
     masked
         && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.key(n, j, h)), d)
         && rows_finite::<S>(simd, (k0..k0 + cols).map(|j| p.value(n, j, h)), d)
@@ -1553,7 +1569,8 @@ pub(super) unsafe fn flash_keys<
     let (o, rest) = rest.split_at_mut(BLOCK_Q * dp);
     let (m, rest) = rest.split_at_mut(BLOCK_Q);
     let (l, rest) = rest.split_at_mut(BLOCK_Q);
-    let alpha = &mut rest[..BLOCK_Q];
+    let (alpha, rest) = rest.split_at_mut(BLOCK_Q);
+    let merged_mask = &mut rest[..BLOCK_Q * BLOCK_K];
     o[..rows * dp].fill(0.0);
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
@@ -1664,6 +1681,21 @@ pub(super) unsafe fn flash_keys<
             for (i, slot) in mask_rows[..rows].iter_mut().enumerate() {
                 *slot = mask.row_ptr(n, h, q0 + i).wrapping_add(k0);
             }
+            // With a padding part, the tile's rows of torch's merged mask (`attn_mask +
+            // key_padding_mask`, the one rounding torch's merge has) are written first.
+            if let Some(padding) = mask.padding_ptr(n) {
+                // SAFETY: the padding row holds the tile's keys (`Problem::check`).
+                let padding = unsafe { std::slice::from_raw_parts(padding.add(k0), cols) };
+                for (i, slot) in mask_rows[..rows].iter_mut().enumerate() {
+                    let dst = &mut merged_mask[i * BLOCK_K..i * BLOCK_K + cols];
+                    // SAFETY: each mask row holds the tile's keys (`Problem::check`).
+                    let src = unsafe { std::slice::from_raw_parts(*slot, cols) };
+                    for ((d, &a), &k) in dst.iter_mut().zip(src).zip(padding) {
+                        *d = a + k;
+                    }
+                    *slot = dst.as_ptr();
+                }
+            }
             // SAFETY: each mask row holds the tile's keys `k0..k0 + cols` (`Problem::check`);
             // `st` holds `cols` rows of `LD_Q >= rows` floats.
             unsafe {
@@ -1681,8 +1713,7 @@ pub(super) unsafe fn flash_keys<
         for j in 0..cols {
             let row = &mut st[j * LD_Q..j * LD_Q + rows_padded];
             if let Some(mask) = p.mask.as_ref().filter(|m| m.row_stride == 0) {
-                // SAFETY: in bounds by `Problem::check`.
-                let add = unsafe { *mask.row_ptr(n, h, 0).add(k0 + j) };
+                let add = mask.value(n, h, 0, k0 + j);
                 row[..rows].iter_mut().for_each(|x| *x += add);
             }
             if p.causal && k0 + j > q0 {
@@ -1853,7 +1884,10 @@ unsafe fn weights_item<
         let total_padded = round_up(total, S::LANES);
         for i in 0..rows {
             let row = &mut scores[i * ld..i * ld + total_padded];
-            let mask_row = p.mask.as_ref().map(|mask| mask.row_ptr(n, h, q0 + i));
+            let mask_row = p.mask.as_ref().map(|mask| MaskRow {
+                values: mask.row_ptr(n, h, q0 + i),
+                padding: mask.padding_ptr(n),
+            });
             mask_scores::<S>(simd, p, row, mask_row, q0 + i, 0, total);
             // NaN ignored: a row whose other scores are all -inf is fully masked; otherwise a
             // NaN (or a +inf, through exp(inf - inf)) makes the sum, and so every

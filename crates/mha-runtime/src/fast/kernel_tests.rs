@@ -3,7 +3,7 @@
 use super::attention::{flash, with_weights, OutLayout, Problem, SeqRef, BLOCK_K};
 use super::split_keys::flash_split_keys;
 use super::{Isa, Split};
-use crate::prepare::{FullyMaskedRows, MaskRows};
+use crate::prepare::{FullyMaskedRows, MaskRows, PaddingRows};
 
 /// A small deterministic generator (tests only).
 struct Lcg(u64);
@@ -43,6 +43,9 @@ struct Case {
     src_len: usize,
     extra: usize,
     mask: MaskKind,
+    /// With a `Shared` or `PerHead` mask: a key padding part `(N, S')` (some keys `-inf`, the
+    /// others finite) that the kernels add to each row first, as torch merges the two masks.
+    padded: bool,
     causal: bool,
     fully_masked: FullyMaskedRows,
     seq_first: bool,
@@ -56,6 +59,7 @@ struct Data {
     extra_v: Vec<f32>,
     mask: Vec<f32>,
     mask_strides: [usize; 3],
+    padding: Option<Vec<f32>>,
 }
 
 fn make(case: &Case, rng: &mut Lcg) -> Data {
@@ -74,7 +78,11 @@ fn make(case: &Case, rng: &mut Lcg) -> Data {
     let (dims, strides) = match case.mask {
         MaskKind::None => ([0, 0, 0], [0, 0, 0]),
         MaskKind::KeyPadding => ([case.batch, 1, 1], [total, 0, 0]),
-        MaskKind::Shared => ([1, 1, case.q_len], [0, 0, total]),
+        // A single query row broadcasts (stride 0), as `ScoreMask::rows` gives it.
+        MaskKind::Shared => (
+            [1, 1, case.q_len],
+            [0, 0, if case.q_len == 1 { 0 } else { total }],
+        ),
         MaskKind::PerHead => (
             [case.batch, case.heads, case.q_len],
             [case.heads * case.q_len * total, case.q_len * total, total],
@@ -102,6 +110,16 @@ fn make(case: &Case, rng: &mut Lcg) -> Data {
             mask[r * total..(r + 1) * total].fill(f32::NEG_INFINITY);
         }
     }
+    let padded = case.padded && matches!(case.mask, MaskKind::Shared | MaskKind::PerHead);
+    let padding = padded.then(|| {
+        (0..case.batch * total)
+            .map(|i| match i % total {
+                j if j >= case.src_len => 0.0,
+                _ if rng.below(3) == 0 => f32::NEG_INFINITY,
+                _ => rng.uniform(),
+            })
+            .collect()
+    });
     Data {
         q,
         k,
@@ -110,6 +128,7 @@ fn make(case: &Case, rng: &mut Lcg) -> Data {
         extra_v,
         mask,
         mask_strides: strides,
+        padding,
     }
 }
 
@@ -145,6 +164,10 @@ fn problem<'a>(case: &Case, data: &'a Data) -> Problem<'a> {
                 batch_stride: data.mask_strides[0],
                 head_stride: data.mask_strides[1],
                 row_stride: data.mask_strides[2],
+                padding: data.padding.as_ref().map(|padding| PaddingRows {
+                    data: padding,
+                    batch_stride: case.src_len + case.extra,
+                }),
             }),
         },
         causal: case.causal,
@@ -199,9 +222,7 @@ fn naive(case: &Case, p: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
                         let dot: f64 = (0..d).map(|c| q[c] as f64 * k[h * d + c]).sum();
                         let mut x = dot * p.scale as f64;
                         if let Some(m) = &p.mask {
-                            x += m.data
-                                [n * m.batch_stride + h * m.head_stride + i * m.row_stride + j]
-                                as f64;
+                            x += m.value(n, h, i, j) as f64;
                         }
                         if p.causal && j > i {
                             x = f64::NEG_INFINITY;
@@ -343,6 +364,7 @@ fn kernels_match_naive_attention_on_every_isa() {
             src_len: rng.below(140),
             extra: rng.below(3),
             mask: masks[rng.below(4)],
+            padded: rng.below(2) == 0,
             causal: rng.below(4) == 0,
             fully_masked: if rng.below(2) == 0 {
                 FullyMaskedRows::Nan
@@ -368,6 +390,7 @@ fn long_rows_of_large_logits_do_not_overflow() {
         src_len: 200,
         extra: 0,
         mask: MaskKind::None,
+        padded: false,
         causal: false,
         fully_masked: FullyMaskedRows::Zero,
         seq_first: false,
@@ -412,6 +435,7 @@ fn split_keys_follows_flash_on_non_finite_input() {
             src_len: 1 + rng.below(300),
             extra: 0,
             mask: [MaskKind::None, MaskKind::PerHead][rng.below(2)],
+            padded: rng.below(2) == 0,
             causal: rng.below(2) == 0,
             fully_masked: if rng.below(2) == 0 {
                 FullyMaskedRows::Nan
@@ -482,6 +506,7 @@ fn causal_skipping_keeps_non_finite_hidden_values() {
             src_len: 260,
             extra: 0,
             mask: MaskKind::None,
+            padded: false,
             causal: true,
             fully_masked: FullyMaskedRows::Zero,
             seq_first: false,
@@ -519,6 +544,7 @@ fn output_layouts_whose_rows_overlap_are_refused() {
         src_len: 5,
         extra: 0,
         mask: MaskKind::None,
+        padded: false,
         causal: false,
         fully_masked: FullyMaskedRows::Zero,
         seq_first: false,

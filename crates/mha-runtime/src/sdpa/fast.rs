@@ -278,6 +278,7 @@ impl<'m> MaskOperand<'m> {
             batch_stride: group * per_head,
             head_stride: per_head,
             row_stride: if lm == 1 { 0 } else { s },
+            padding: None,
         }
     }
 }
