@@ -1,6 +1,7 @@
 //! Attention masks: bool or float, as torch accepts them.
 
-use ndarray::{Array2, ArrayD, ArrayViewD};
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
+use rayon::prelude::*;
 
 /// A mask given to `forward`: `key_padding_mask` or `attn_mask`.
 ///
@@ -60,10 +61,57 @@ impl Mask<'_> {
     /// ```
     pub fn to_float(&self) -> ArrayD<f32> {
         match self {
-            Mask::Bool(m) => m.mapv(|masked| if masked { f32::NEG_INFINITY } else { 0.0 }),
-            Mask::Float(m) => m.to_owned(),
+            Mask::Bool(m) => {
+                map_to_standard(m, |masked| if masked { f32::NEG_INFINITY } else { 0.0 })
+            }
+            Mask::Float(m) => map_to_standard(m, |x| x),
         }
     }
+}
+
+/// Elements a mask must have before [`map_to_standard`] writes it on several threads (a
+/// 256 × 256 mask, about 50 µs on one core): below, rayon's dispatch would cost more than it
+/// saves.
+const PARALLEL_MAP_LEN: usize = 1 << 16;
+
+/// `f` of every element of `m`, as a new array of the same shape in standard (row-major)
+/// layout; a large mask's rows (along the last axis) are written in parallel on the current
+/// rayon pool, read in place whatever `m`'s strides.
+pub(crate) fn map_to_standard<A, F>(m: &ArrayViewD<'_, A>, f: F) -> ArrayD<f32>
+where
+    A: Copy + Sync,
+    F: Fn(A) -> f32 + Sync,
+{
+    let shape = m.shape().to_vec();
+    let row_len = shape.last().copied().unwrap_or(1);
+    let values: Vec<f32> = if m.len() < PARALLEL_MAP_LEN || row_len == 0 {
+        m.iter().map(|&x| f(x)).collect()
+    } else {
+        let lead = &shape[..shape.len() - 1];
+        let mut values = vec![0.0f32; m.len()];
+        values
+            .par_chunks_mut(row_len)
+            .with_min_len((PARALLEL_MAP_LEN / 4 / row_len).max(1))
+            .enumerate()
+            .for_each(|(row, dst)| {
+                // Row `row` of the leading axes, in row-major order.
+                let mut index = vec![0; lead.len()];
+                let mut rest = row;
+                for (slot, &len) in index.iter_mut().zip(lead).rev() {
+                    *slot = rest % len;
+                    rest /= len;
+                }
+                let mut src = m.view();
+                for &i in &index {
+                    src.index_axis_inplace(Axis(0), i);
+                }
+                for (d, &x) in dst.iter_mut().zip(src.iter()) {
+                    *d = f(x);
+                }
+            });
+        values
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), values).expect("one value per element")
 }
 
 impl<'a> From<ArrayViewD<'a, bool>> for Mask<'a> {
@@ -98,6 +146,21 @@ pub fn generate_square_subsequent_mask(size: usize) -> Array2<f32> {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn large_strided_masks_map_in_parallel_to_the_same_values() {
+        // (3, 7, 4096) elements, more than PARALLEL_MAP_LEN, read through a reversed view.
+        let base =
+            ndarray::Array3::from_shape_fn((4096, 7, 3), |(a, b, c)| (a * 31 + b * 7 + c) % 5 == 0);
+        let m = base.view().reversed_axes().into_dyn();
+        assert!(m.len() >= PARALLEL_MAP_LEN && !m.is_standard_layout());
+        let want = m.mapv(|x| if x { f32::NEG_INFINITY } else { 0.0 });
+        let got = Mask::Bool(m.clone()).to_float();
+        assert!(got.is_standard_layout());
+        assert_eq!(got, want);
+        let floats = want.view().reversed_axes();
+        assert_eq!(Mask::Float(floats.clone()).to_float(), floats);
+    }
 
     #[test]
     fn bool_becomes_neg_inf() {

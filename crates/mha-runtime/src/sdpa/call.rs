@@ -285,9 +285,13 @@ fn additive_mask<'a>(
         ));
     }
     let mut full = match mask {
-        SdpaMask::Bool(m) => {
-            CowArray::from(m.mapv(|takes_part| if takes_part { 0.0 } else { f32::NEG_INFINITY }))
-        }
+        SdpaMask::Bool(m) => CowArray::from(crate::mask::map_to_standard(m, |takes_part| {
+            if takes_part {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })),
         SdpaMask::Float(m) => CowArray::from(m.clone()),
     };
     while full.ndim() < scores.len() {
