@@ -5,8 +5,8 @@
 //! checks of `_mha_shape_check` and `multi_head_attention_forward`, the `is_causal` rules,
 //! `_canonical_mask` (bool → `-inf`), the padding of both masks for `add_bias_kv` /
 //! `add_zero_attn`, and the merge `attn_mask + key_padding_mask` — except for an `attn_mask`
-//! that is exactly the causal triangle with `is_causal` and no weights asked for, which stays
-//! causal structure ([`Causal::Mask`]) beside the padding mask instead of an `(N, L, S')` copy.
+//! that is exactly the causal triangle with no weights asked for, which stays causal structure
+//! ([`Causal::Mask`], beside the padding mask if there is one) instead of a mask to add.
 
 use std::ops::Range;
 
@@ -124,6 +124,25 @@ impl<'a> ScoreMask<'a> {
             let triangle = if j > i { f32::NEG_INFINITY } else { 0.0 };
             triangle + self.values[[n, 0, 0, j]]
         });
+        ScoreMask {
+            values: CowArray::from(values),
+            padding: None,
+        }
+    }
+
+    /// The `(1, 1, L, S')` causal triangle alone (`-inf` for key `j > i`, else `0`).
+    pub(crate) fn causal_triangle(l: usize, keys: usize) -> ScoreMask<'static> {
+        let values =
+            Array4::from_shape_fn(
+                (1, 1, l, keys),
+                |(_, _, i, j)| {
+                    if j > i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                },
+            );
         ScoreMask {
             values: CowArray::from(values),
             padding: None,
@@ -294,9 +313,10 @@ pub(crate) enum Causal {
     /// `attn_mask` (`need_weights=False`, no key padding mask): a hidden key's score is `-inf`,
     /// whatever `q · k` was.
     Hint,
-    /// An `attn_mask` that is exactly the causal triangle, kept by torch (a key padding mask
-    /// too): a hidden key's score gets `-inf` added after the padding mask, as torch's merged
-    /// mask does (`-inf`, or NaN for a NaN or `+inf` score). Not materialised as an `(L, S)` mask.
+    /// An `attn_mask` that is exactly the causal triangle, kept by torch (with a key padding
+    /// mask, or without `is_causal`): a hidden key's score gets `-inf` added after the padding
+    /// mask if any, as torch's (merged) mask does (`-inf`, or NaN for a NaN or `+inf` score).
+    /// Not materialised as an `(L, S)` mask.
     Mask,
 }
 
@@ -540,10 +560,10 @@ pub(crate) fn prepare<'a, 'o: 'a>(
     // A dropped mask is only rank-checked (`_mha_shape_check`); torch never reads or reshapes
     // it, so neither do we (no copy of an (L, S) mask per call).
     let drop_attn_mask = options.is_causal && kpm.is_none() && !options.need_weights;
-    // With a key padding mask torch keeps the mask; when it is the causal triangle it stays
-    // that, not an (N, L, S') merged copy (appended keys would need a column of its own).
-    let triangle = options.is_causal
-        && kpm.is_some()
+    // A mask torch keeps (with a key padding mask, or without `is_causal`, as
+    // `nn.TransformerDecoderLayer` passes its `tgt_mask`) that is the causal triangle stays that
+    // (appended keys would need a column of its own).
+    let triangle = !drop_attn_mask
         && !options.need_weights
         && s_total == s
         && options
@@ -950,6 +970,23 @@ mod tests {
             .with_need_weights(false)
             .with_key_padding_mask(Mask::Bool(kpm.view())));
         assert!(p.causal() == Causal::Off && p.mask().is_some());
+    }
+
+    #[test]
+    fn a_causal_triangle_without_is_causal_is_causal_structure_when_no_weights_are_asked_for() {
+        let config = MultiheadAttentionConfig::new(4, 2);
+        let q = ArrayD::zeros(IxDyn(&[3, 2, 4]));
+        let kv = ArrayD::zeros(IxDyn(&[5, 2, 4]));
+        let triangle = ArrayD::from_shape_fn(IxDyn(&[3, 5]), |d| d[1] > d[0]);
+        let prepared = |need_weights| {
+            let options = ForwardOptions::default()
+                .with_attn_mask(Mask::Bool(triangle.view()))
+                .with_need_weights(need_weights);
+            let p = prepare(&config, q.view(), kv.view(), kv.view(), &options).unwrap();
+            (p.causal(), p.mask().is_some())
+        };
+        assert_eq!(prepared(false), (Causal::Mask, false));
+        assert_eq!(prepared(true), (Causal::Off, true));
     }
 
     #[test]

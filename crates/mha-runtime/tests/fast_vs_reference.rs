@@ -6,7 +6,7 @@ use mha_runtime::{
     generate_square_subsequent_mask, AttentionOutput, Dropout, ForwardOptions, Mask,
     MultiheadAttention, MultiheadAttentionConfig,
 };
-use ndarray::{Array, ArrayD, IxDyn};
+use ndarray::{Array, Array3, ArrayD, IxDyn};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -579,13 +579,15 @@ fn non_finite_inputs_propagate_as_in_the_reference() {
     );
 }
 
-/// `is_causal` with a causal-triangle `attn_mask` and a key padding mask (`need_weights=False`):
-/// torch merges the two masks; mha keeps the triangle as causal structure. The reference gives
-/// exactly what the merged mask gives (NaN for NaN), and the fast path (1 and 3 threads, every
-/// ISA) the reference's output, with NaN, infinities and values large enough to overflow a
-/// score in a query, a key or the padding (then the fast path writes the triangle out).
+/// A causal-triangle `attn_mask` that torch keeps (`need_weights=False`; with a key padding mask,
+/// or without `is_causal`, as `nn.TransformerDecoderLayer` passes its `tgt_mask`): torch adds the
+/// mask (merged with the padding); mha keeps the triangle as causal structure. The reference
+/// gives exactly what the same mask written out as a 3-D `attn_mask` gives (NaN for NaN), and
+/// the fast path (1 and 3 threads, every ISA) the reference's output, with NaN, infinities and
+/// values large enough to overflow a score in a query, a key or the padding (then the fast path
+/// writes the triangle out).
 #[test]
-fn a_causal_triangle_with_padding_gives_the_merged_masks_output() {
+fn a_causal_triangle_gives_the_output_of_the_mask_written_out() {
     // Where a bad value goes: 0 the query tensor (also the key: self-attention), 1 the value,
     // 2 the padding mask. 0.5 is a control; 3e19 overflows the scores it enters.
     let poisons: [(usize, f32); 9] = [
@@ -633,48 +635,55 @@ fn a_causal_triangle_with_padding_gives_the_merged_masks_output() {
                 1 => value[at] = x,
                 _ => kpm[[b, t]] = x,
             }
-            for attn in [
-                Mask::Float(triangle.view()),
-                Mask::Bool(bool_triangle.view()),
+            for (attn, padded, causal) in [
+                (Mask::Float(triangle.view()), true, true),
+                (Mask::Bool(bool_triangle.view()), true, true),
+                (Mask::Float(triangle.view()), true, false),
+                (Mask::Float(triangle.view()), false, false),
+                (Mask::Bool(bool_triangle.view()), false, false),
             ] {
-                let opts = |causal| {
-                    ForwardOptions::default()
+                let padding = padded.then_some(Mask::Float(kpm.view()));
+                let opts = ForwardOptions {
+                    key_padding_mask: padding,
+                    ..ForwardOptions::default()
                         .with_need_weights(false)
-                        .with_attn_mask(attn.clone())
-                        .with_key_padding_mask(Mask::Float(kpm.view()))
+                        .with_attn_mask(attn)
                         .with_is_causal(causal)
                 };
+                // torch's mask, written out: (N·H, L, S), the padding merged in.
+                let written = Array3::from_shape_fn((n * heads, len, len), |(g, i, j)| {
+                    triangle[[i, j]] + if padded { kpm[[g / heads, j]] } else { 0.0 }
+                })
+                .into_dyn();
+                let written_opts = ForwardOptions::default()
+                    .with_need_weights(false)
+                    .with_attn_mask(Mask::Float(written.view()));
                 let (q, v) = (query.view(), value.view());
                 let merged = layer
-                    .forward_reference(q.clone(), q.clone(), v.clone(), &opts(false))
+                    .forward_reference(q.clone(), q.clone(), v.clone(), &written_opts)
                     .unwrap();
                 let want = layer
-                    .forward_reference(q.clone(), q.clone(), v.clone(), &opts(true))
+                    .forward_reference(q.clone(), q.clone(), v.clone(), &opts)
                     .unwrap();
                 let same = merged
                     .output
                     .iter()
                     .zip(want.output.iter())
                     .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                let case = format!("round {round} poison {p} padded {padded} causal {causal}");
                 assert!(
                     same,
-                    "round {round} poison {p}: the reference differs from the merged mask's"
+                    "{case}: the reference differs from the mask written out"
                 );
                 for threads in [1, 3] {
                     for isa in Isa::supported() {
                         let got = pool(threads)
                             .install(|| {
-                                layer.forward_with_isa(
-                                    q.clone(),
-                                    q.clone(),
-                                    v.clone(),
-                                    &opts(true),
-                                    isa,
-                                )
+                                layer.forward_with_isa(q.clone(), q.clone(), v.clone(), &opts, isa)
                             })
                             .unwrap();
                         if let Err(err) = compare(&got, &want, isa) {
-                            panic!("round {round} poison {p} on {threads} threads: {err}");
+                            panic!("{case} on {threads} threads: {err}");
                         }
                     }
                 }

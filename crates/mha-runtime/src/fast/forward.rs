@@ -916,14 +916,14 @@ fn kernel_mask<'m>(
         Causal::Off => (prepared.mask().map(at_batch), false),
         Causal::Hint => (prepared.mask().map(at_batch), true),
         Causal::Mask => {
-            let padding = prepared
-                .mask()
-                .expect("a causal-triangle attn_mask comes with a key padding mask");
+            let padding = prepared.mask();
             if scores.hidden_stay_minus_inf(padding, split) {
-                (Some(at_batch(padding)), true)
+                (padding.map(at_batch), true)
             } else {
-                let triangle =
-                    written_out.insert(padding.with_causal_triangle(batches, scores.q_len));
+                let triangle = written_out.insert(match padding {
+                    Some(padding) => padding.with_causal_triangle(batches, scores.q_len),
+                    None => ScoreMask::causal_triangle(scores.q_len, scores.src_len),
+                });
                 (Some(triangle.rows()), false)
             }
         }
@@ -944,18 +944,19 @@ struct ScoreBound<'a, 'p> {
 }
 
 impl ScoreBound<'_, '_> {
-    /// Whether every score plus its padding (`padding`, for the group's batch elements) stays
-    /// below `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys finite,
-    /// the padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale + max|padding|`
-    /// under half of `f32::MAX` (room for the rounding of the dot products).
-    fn hidden_stay_minus_inf(&self, padding: &ScoreMask<'_>, split: Split) -> bool {
+    /// Whether every score plus its padding (`padding`, for the group's batch elements, if any)
+    /// stays below `+inf` and is not NaN, so that adding `-inf` gives `-inf`: queries and keys
+    /// finite, the padding without NaN or `+inf`, and `head_dim · max|q| · max|k| · scale +
+    /// max|padding|` under half of `f32::MAX` (room for the rounding of the dot products).
+    fn hidden_stay_minus_inf(&self, padding: Option<&ScoreMask<'_>>, split: Split) -> bool {
         let (Some(q), Some(k)) = (
             self.max_abs(self.q, self.q_len, split),
             self.max_abs(self.k, self.src_len, split),
         ) else {
             return false;
         };
-        let Some(pad) = padding.max_abs_without_nan_or_inf(self.batches) else {
+        let Some(pad) = padding.map_or(Some(0.0), |p| p.max_abs_without_nan_or_inf(self.batches))
+        else {
             return false;
         };
         let bound = self.head_dim as f64 * f64::from(q) * f64::from(k) * f64::from(self.scale)
