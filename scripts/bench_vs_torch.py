@@ -96,6 +96,7 @@ def parse_case(words):
     case["inputs"] = spec.get("inputs", "self")
     case["weights"] = spec.get("weights", "none")
     case["causal"] = spec.get("causal", "0") != "0"
+    case["causal_hint"] = spec.get("causal", "0") == "1"
     case["kpm"] = spec.get("kpm", "0") != "0"
     case["bias"] = spec.get("bias", "0") != "0"
     return case
@@ -243,7 +244,7 @@ class TorchCase:
         }
         if c["causal"]:
             self.kwargs["attn_mask"] = torch.nn.Transformer.generate_square_subsequent_mask(c["l"])
-            self.kwargs["is_causal"] = True
+            self.kwargs["is_causal"] = c["causal_hint"]
         if c["bias"]:
             b, h, l, s = c["b"], c["h"], c["l"], c["s"]
             slopes = torch.exp2(-8.0 * torch.arange(1, h + 1, dtype=torch.float32) / h)

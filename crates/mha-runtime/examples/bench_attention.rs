@@ -26,7 +26,8 @@
 //! `s` [l], `kdim` [e], `vdim` [e], `layout` `bf` | `sf` [bf] (batch-first `(N, L, E)` or
 //! torch's default sequence-first `(L, N, E)`), `inputs` `self` | `kv` | `sep` [self] (query =
 //! key = value; key = value, a separate memory; three tensors), `weights` `none` | `avg` |
-//! `perhead` [none], `causal` 0 | 1 [0] (a float causal `attn_mask` with `is_causal=True`),
+//! `perhead` [none], `causal` 0 | 1 | 2 [0] (a float causal `attn_mask`: 1 with
+//! `is_causal=True`, 2 without, as `nn.TransformerDecoderLayer` passes its `tgt_mask`),
 //! `kpm` 0 | 1 [0] (a bool `key_padding_mask`: batch element `i` pads its last
 //! `i · S / (2N)` keys), `bias` 0 | 1 [0] (ALiBi's relative position bias as a 3-D float
 //! `attn_mask` `(N·H, L, S)`: head `h` adds `-|i - j| · 2^(-8(h+1)/H)`, as models that carry a
@@ -58,6 +59,8 @@ struct Spec {
     inputs: Inputs,
     weights: Weights,
     causal: bool,
+    /// `is_causal=True` beside the causal mask.
+    causal_hint: bool,
     kpm: bool,
     bias: bool,
 }
@@ -104,7 +107,11 @@ impl Spec {
             num("kdim", Some(e))?,
             num("vdim", Some(e))?,
         );
-        let (causal, kpm) = (num("causal", Some(0))? != 0, num("kpm", Some(0))? != 0);
+        let (causal_code, kpm) = (num("causal", Some(0))?, num("kpm", Some(0))? != 0);
+        if causal_code > 2 {
+            return Err(format!("`causal`: 0, 1 or 2, got {causal_code}"));
+        }
+        let (causal, causal_hint) = (causal_code != 0, causal_code == 1);
         let bias = num("bias", Some(0))? != 0;
         let seq_first = match map.remove("layout").unwrap_or("bf") {
             "bf" => false,
@@ -144,6 +151,7 @@ impl Spec {
             inputs,
             weights,
             causal,
+            causal_hint,
             kpm,
             bias,
         })
@@ -218,7 +226,7 @@ fn forward_once(case: &Case) -> Result<(), String> {
     if let Some(mask) = &case.causal_mask {
         options = options
             .with_attn_mask(Mask::Float(mask.view().into_dyn()))
-            .with_is_causal(true);
+            .with_is_causal(case.spec.causal_hint);
     }
     if let Some(bias) = &case.alibi {
         options = options.with_attn_mask(Mask::Float(bias.view().into_dyn()));
