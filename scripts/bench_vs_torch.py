@@ -10,8 +10,9 @@ Three sets of named cases: `shapes` (the seven batch-first self-attention shapes
 started from), `calls` (the calls people make: torch's default sequence-first layout with a
 padding mask, the default call that returns averaged weights, a ViT layer, decoder
 cross-attention, a decode step, kdim/vdim, many tiny sequences, long causal, a GPT-2 layer, the
-same with a padding mask, ALiBi's per-head position bias as a 3-D float mask, alone and with a
-padding mask) and
+same with a padding mask, a decoder layer's float `tgt_mask` without `is_causal` and a padding
+mask (as nn.TransformerDecoderLayer calls it), ALiBi's per-head position bias as a 3-D float
+mask, alone and with a padding mask) and
 `sdpa` (functional attention: torch's F.scaled_dot_product_attention on the CPU, its flash
 kernel, against mha_runtime::scaled_dot_product_attention through the `bench_sdpa serve` worker
 that lies beside the layer's worker: (1, 32 heads, 2048, 128) plain and causal, grouped-query
@@ -68,6 +69,7 @@ CALLS = [
     ("causal L=4096", "b=1 l=4096 e=512 h=8 causal=1"),
     ("GPT-2 layer causal", "b=2 l=1024 e=768 h=12 causal=1"),
     ("GPT-2 causal + padding", "b=2 l=1024 e=768 h=12 causal=1 kpm=1"),
+    ("decoder tgt_mask + padding", "b=2 l=1024 e=768 h=12 causal=2 kpm=1 layout=sf"),
     ("ALiBi bias 3-D mask", "b=4 l=512 e=512 h=8 bias=1"),
     ("ALiBi 3-D + padding", "b=4 l=512 e=512 h=8 bias=1 kpm=1 layout=sf"),
 ]
