@@ -121,8 +121,7 @@ impl<'a> ScoreMask<'a> {
         let (nm, _, _, keys) = self.values.dim();
         let values = Array4::from_shape_fn((batches.len(), 1, l, keys), |(b, _, i, j)| {
             let n = if nm == 1 { 0 } else { batches.start + b };
-            let triangle = if j > i { f32::NEG_INFINITY } else { 0.0 };
-            triangle + self.values[[n, 0, 0, j]]
+            causal_triangle_entry(i, j) + self.values[[n, 0, 0, j]]
         });
         ScoreMask {
             values: CowArray::from(values),
@@ -133,16 +132,7 @@ impl<'a> ScoreMask<'a> {
     /// The `(1, 1, L, S')` causal triangle alone (`-inf` for key `j > i`, else `0`).
     pub(crate) fn causal_triangle(l: usize, keys: usize) -> ScoreMask<'static> {
         let values =
-            Array4::from_shape_fn(
-                (1, 1, l, keys),
-                |(_, _, i, j)| {
-                    if j > i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                },
-            );
+            Array4::from_shape_fn((1, 1, l, keys), |(_, _, i, j)| causal_triangle_entry(i, j));
         ScoreMask {
             values: CowArray::from(values),
             padding: None,
@@ -177,6 +167,16 @@ impl<'a> ScoreMask<'a> {
     #[cfg(test)]
     pub(crate) fn padding(&self) -> Option<&Array2<f32>> {
         self.padding.as_ref()
+    }
+}
+
+/// The causal triangle's entry for query `i`, key `j`: `-inf` when the key is hidden (`j > i`),
+/// else `0`.
+fn causal_triangle_entry(i: usize, j: usize) -> f32 {
+    if j > i {
+        f32::NEG_INFINITY
+    } else {
+        0.0
     }
 }
 
@@ -346,7 +346,8 @@ impl<'a> PreparedForward<'a> {
         self.value
     }
 
-    /// The merged, padded additive mask over the `S'` keys, or `None`.
+    /// The padded additive mask over the `S'` keys (its `attn_mask` and key padding parts are
+    /// added where they are read), or `None`.
     pub(crate) fn mask(&self) -> Option<&ScoreMask<'a>> {
         self.mask.as_ref()
     }
