@@ -40,20 +40,17 @@ pub(crate) struct ScoreMask<'a> {
 }
 
 impl<'a> ScoreMask<'a> {
-    /// Wraps a `(Nm, Hm, Lm, S')` mask and the `(N, S')` padding added to it; `None` when the
-    /// array has no key axis entries (`S' = 0`) or an empty broadcast axis.
+    /// Wraps a `(Nm, Hm, Lm, S')` mask and the `(N, S')` padding added to it, both in standard
+    /// layout (as [`merge`] builds them); `None` when the array has no key axis entries
+    /// (`S' = 0`) or an empty broadcast axis.
     fn new(values: CowArray<'a, f32, Ix4>, padding: Option<Array2<f32>>) -> Option<Self> {
         if values.shape().contains(&0) {
             return None;
         }
+        debug_assert!(values.is_standard_layout());
         debug_assert!(padding
             .as_ref()
             .is_none_or(|p| p.dim().1 == values.dim().3 && p.is_standard_layout()));
-        let values = if values.is_standard_layout() {
-            values
-        } else {
-            CowArray::from(values.as_standard_layout().into_owned())
-        };
         Some(Self { values, padding })
     }
 
