@@ -113,6 +113,9 @@ impl Spec {
         }
         let (causal, causal_hint) = (causal_code != 0, causal_code == 1);
         let bias = num("bias", Some(0))? != 0;
+        if bias && causal_code != 0 {
+            return Err("`bias` and `causal` each give the attn_mask: one of them".into());
+        }
         let seq_first = match map.remove("layout").unwrap_or("bf") {
             "bf" => false,
             "sf" => true,
